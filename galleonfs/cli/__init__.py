@@ -1,0 +1,1 @@
+"""Command-line tools: ``galleonfs`` (standalone) and, later, ``galleonctl``."""

@@ -1,0 +1,228 @@
+"""``galleonfs``: the standalone tool for one volume directory (no daemon needed).
+
+    galleonfs mkfs VOLUME_DIR --size SIZE [--block-size SIZE] [--name NAME]
+    galleonfs mount VOLUME_DIR MOUNTPOINT [--foreground] [-o OPTS]
+    galleonfs umount MOUNTPOINT
+    galleonfs fsck VOLUME_DIR [--repair]
+
+User errors print one line, ``galleonfs: error: ...``, and exit with the stable code of
+``errors.ExitCode``; no traceback. ``mount`` without ``--foreground`` starts the mount
+worker in the background and returns once the mount is ready (or failed, with the
+worker's own message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from .. import limits
+from ..engine.engine import LOCK_FILE, NEEDS_CHECK_FILE, Engine
+from ..errors import Busy, ExitCode, GalleonError, NotFound, Unavailable
+from ..units import format_size, parse_size
+
+EXAMPLES = """\
+examples:
+  galleonfs mkfs /srv/vol1 --size 10G                 an empty 10 GiB volume
+  galleonfs mount /srv/vol1 /mnt/vol1                 mount it (returns when ready)
+  galleonfs mount /srv/vol1 /mnt/ro -o ro,noatime     read-only, no access times
+  galleonfs umount /mnt/vol1                          flush, unmount, wait for the worker
+  galleonfs fsck /srv/vol1                            check an unmounted volume
+  galleonfs fsck /srv/vol1 --repair                   ... and repair what it finds
+
+exit codes: 0 ok, 1 error (fsck: problems found and repaired), 2 usage, 3 not found,
+            4 exists, 5 busy, 6 no space, 7 corrupt (fsck: problems remain), 9 unavailable
+"""
+
+
+def cmd_mkfs(args: argparse.Namespace) -> int:
+    size = parse_size(args.size, what="volume size")
+    block_size = parse_size(args.block_size, what="block size")
+    volume_id = Engine.create(args.volume_dir, size=size, block_size=block_size, name=args.name or "")
+    print(f"created volume {volume_id} in {args.volume_dir}: size {format_size(size)}, "
+          f"block size {format_size(block_size)}")
+    return 0
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from ..fuse.worker import parse_options  # validate before forking anything
+
+    parse_options(args.options)
+    if not os.path.isdir(args.mountpoint):
+        raise NotFound(f"mount point {args.mountpoint} does not exist or is not a directory")
+    command = [sys.executable, "-m", "galleonfs.fuse.worker", os.path.abspath(args.volume_dir),
+               os.path.abspath(args.mountpoint)]
+    if args.options:
+        command += ["-o", args.options]
+    if args.foreground:
+        os.execv(sys.executable, command)
+    read_fd, write_fd = os.pipe()
+    log_path = os.path.join(args.volume_dir, "worker.log") if os.path.isdir(args.volume_dir) else os.devnull
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            [*command, "--ready-fd", str(write_fd)], pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True,
+        )
+    os.close(write_fd)
+    line = _read_line(read_fd, limits.mount_ready_timeout_s + 5)
+    if line == "ready":
+        print(f"mounted {args.volume_dir} on {args.mountpoint} (worker pid {proc.pid})")
+        return 0
+    if line.startswith("error "):
+        _, code, message = line.split(" ", 2)
+        proc.wait(timeout=limits.unmount_timeout_s)
+        print(f"galleonfs: error: {message}", file=sys.stderr)
+        return int(code)
+    proc.kill()
+    raise Unavailable(f"the mount worker exited without reporting (see {log_path})")
+
+
+def _read_line(fd: int, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    data = b""
+    import select
+
+    try:
+        while b"\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    return data.decode(errors="replace").strip()
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    from ..fuse.kernel import find_mount, is_galleonfs_mount
+
+    mountpoint = os.path.abspath(args.mountpoint)
+    info = find_mount(mountpoint)
+    if not is_galleonfs_mount(info):
+        raise NotFound(f"{mountpoint} is not a GalleonFS mount point")
+    assert info is not None
+    volume_dir = info.source
+    done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
+    if done.returncode != 0:
+        message = done.stderr.strip().removeprefix("fusermount3: ")
+        if "busy" in message.lower():
+            raise Busy(f"cannot unmount {mountpoint}: it is busy (files or directories in use)")
+        raise GalleonError(f"cannot unmount {mountpoint}: {message}")
+    if not _wait_unlocked(os.path.join(volume_dir, LOCK_FILE), limits.unmount_timeout_s):
+        raise Unavailable(f"unmounted {mountpoint}, but the worker for {volume_dir} has not exited "
+                          f"after {limits.unmount_timeout_s:.0f} s")
+    marker = os.path.join(volume_dir, NEEDS_CHECK_FILE)
+    if os.path.exists(marker):
+        with open(marker) as f:
+            reason = f.read().strip()
+        raise GalleonError(f"unmounted {mountpoint}, but the volume needs a check: {reason}")
+    print(f"unmounted {mountpoint}")
+    return 0
+
+
+def _wait_unlocked(lock_path: str, timeout_s: float) -> bool:
+    """Wait until no process holds the volume lock (the worker has exited)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+        finally:
+            os.close(fd)
+        time.sleep(0.05)
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    from ..engine.fsck import fsck
+
+    report = fsck(args.volume_dir, repair=args.repair)
+    print(report.render())
+    if report.clean:
+        return ExitCode.OK
+    if args.repair and len(report.repaired) >= len(report.problems):
+        return ExitCode.ERROR
+    return ExitCode.CORRUPT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="galleonfs", description="Create, mount, unmount and check GalleonFS volumes.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("mkfs", help="create an empty volume directory",
+                       description="Create an empty volume in VOLUME_DIR (created if missing, "
+                                   "else it must be empty).")
+    p.add_argument("volume_dir", metavar="VOLUME_DIR")
+    p.add_argument("--size", required=True, help="capacity, a hard quota: e.g. 512M, 10G")
+    p.add_argument("--block-size", default="64K", help="4K to 1M, a power of two (default 64K)")
+    p.add_argument("--name", help="a name to remember the volume by")
+    p.set_defaults(func=cmd_mkfs)
+
+    p = sub.add_parser("mount", help="mount a volume",
+                       description="Mount VOLUME_DIR on MOUNTPOINT. Returns once the mount is "
+                                   "ready; the mount worker keeps serving in the background.")
+    p.add_argument("volume_dir", metavar="VOLUME_DIR")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.add_argument("--foreground", "-f", action="store_true", help="serve in this process, logs to stderr")
+    p.add_argument("-o", dest="options", default="", metavar="OPTS",
+                   help="comma-separated: ro, noatime, allow_other, nosuid, nodev, noexec")
+    p.set_defaults(func=cmd_mount)
+
+    p = sub.add_parser("umount", aliases=["unmount"], help="flush and unmount",
+                       description="Flush, unmount and wait until the mount worker has exited.")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT")
+    p.set_defaults(func=cmd_umount)
+
+    p = sub.add_parser("fsck", help="check (and repair) an unmounted volume",
+                       description="Check every invariant: refcounts, reachability, block "
+                                   "checksums, journal. Exit 0 when clean.")
+    p.add_argument("volume_dir", metavar="VOLUME_DIR")
+    p.add_argument("--repair", action="store_true", help="fix what can be fixed")
+    p.set_defaults(func=cmd_fsck)
+    return parser
+
+
+def run(argv: list[str] | None, parser: argparse.ArgumentParser, prog: str) -> int:
+    """Run a CLI: user errors become one line on stderr and a stable exit code."""
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except GalleonError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except PermissionError as exc:
+        print(f"{prog}: error: permission denied: {exc.filename or exc}", file=sys.stderr)
+        return ExitCode.PERMISSION
+    except FileNotFoundError as exc:
+        print(f"{prog}: error: no such file or directory: {exc.filename or exc}", file=sys.stderr)
+        return ExitCode.NOT_FOUND
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, build_parser(), "galleonfs")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,724 @@
+"""``Engine``: one volume's single-node store (DESIGN §3).
+
+Layout of a volume directory::
+
+    LOCK            flock: the process that writes this volume now
+    NEEDS_CHECK     present when the volume must be checked before the next read-write use
+    meta.lmdb/      metadata (``MetaStore``), committed at checkpoints
+    journal/*.wal   write-ahead journal (``journal``)
+    data/*.seg      block frames (``segments``, ``frames``)
+
+The life of a change: the VFS calls the engine and ``MetaStore`` (``store_blocks``,
+``meta.put`` ...), then ``end_op``, which turns everything it did into one journal record
+written with a plain ``write()``. Nothing is synced per operation. ``commit`` (fsync, the
+commit interval, unmount) syncs the data segments written since the last commit, then the
+journal: one sync covers every record so far (group commit). ``checkpoint`` commits the
+LMDB transaction with ``applied_lsn`` and deletes the journal files below it. ``open``
+replays the journal after ``applied_lsn`` and stops at the torn tail.
+
+Threading: everything here runs on the one thread that opened the engine, except
+``CommitBatch.run``, which only calls ``fdatasync`` and may run in a worker thread.
+
+What it must not do: know POSIX (the VFS does), or serve a block whose frame failed
+verification: that raises ``Corrupt`` and puts the volume in failsafe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .. import limits
+from ..errors import Busy, Corrupt, FormatError, InvalidArgument, IOFailure, NotFound, ReadOnly
+from ..meta import schema
+from ..meta.schema import BlockLoc, Db, Inode
+from ..meta.store import MetaStore
+from . import crashpoints, frames, journal
+from .frames import BlockHasher
+from .journal import FrameRef, JournalWriter
+from .segments import Segments, list_segments
+from .storage import File, Storage
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "LOCK"
+NEEDS_CHECK_FILE = "NEEDS_CHECK"
+JOURNAL_DIR = "journal"
+DATA_DIR = "data"
+META_DIR = "meta.lmdb"
+
+
+@dataclass(slots=True)
+class CommitBatch:
+    """What one group commit must sync; ``run`` is safe in a worker thread."""
+
+    lsn: int
+    data_files: list[File]
+    journal_files: list[File]
+
+    def run(self) -> None:
+        for f in self.data_files:
+            f.sync()
+        crashpoints.hit("commit.after_data_sync_before_journal_sync")
+        for f in self.journal_files:
+            f.sync()
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    records: int = 0
+    last_lsn: int = 0
+    torn_tail: str | None = None       # where replay stopped early, if it did
+
+
+@dataclass(slots=True)
+class GcReport:
+    segments_compacted: int = 0
+    segments_deleted: int = 0
+    bytes_copied: int = 0
+    bytes_reclaimed: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def validate_geometry(size: int, block_size: int) -> None:
+    if not limits.block_size_min_bytes <= block_size <= limits.block_size_max_bytes or (
+        block_size & (block_size - 1)
+    ):
+        raise InvalidArgument(
+            f"block size {block_size} is not a power of two between "
+            f"{limits.block_size_min_bytes // 1024}K and {limits.block_size_max_bytes // 1024}K"
+        )
+    if not limits.volume_size_min_bytes <= size <= limits.volume_size_max_bytes:
+        raise InvalidArgument(
+            f"volume size {size} is out of range: use at least 1M and at most 1P"
+        )
+
+
+class Engine:
+    """One open volume. Create with ``Engine.create``; open with ``Engine.open``."""
+
+    # --- creation ------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, volume_dir: str, *, size: int, block_size: int = limits.block_size_default_bytes,
+               name: str = "", uid: int | None = None, gid: int | None = None) -> str:
+        """Make an empty volume in ``volume_dir`` (created if missing, else must be empty).
+
+        Returns the new volume's id.
+        """
+        validate_geometry(size, block_size)
+        if os.path.exists(volume_dir):
+            if not os.path.isdir(volume_dir):
+                raise InvalidArgument(f"{volume_dir} exists and is not a directory")
+            if os.listdir(volume_dir):
+                raise InvalidArgument(
+                    f"{volume_dir} is not empty; mkfs needs a new or empty directory"
+                )
+        os.makedirs(os.path.join(volume_dir, JOURNAL_DIR), mode=0o700, exist_ok=True)
+        os.makedirs(os.path.join(volume_dir, DATA_DIR), mode=0o700, exist_ok=True)
+        volume_id = str(uuid.uuid4())
+        meta = MetaStore(volume_dir)
+        now = time.time_ns()
+        ints = {
+            b"format_version": schema.FORMAT_VERSION, b"size": size, b"block_size": block_size,
+            b"generation": 1, b"applied_lsn": 0, b"next_inode": 2, b"next_segment": 1,
+            b"used_bytes": 0, b"inode_count": 1, b"created_ns": now,
+        }
+        for key, value in ints.items():
+            meta.put(Db.SUPER, key, schema.encode_super_int(value))
+        meta.put(Db.SUPER, b"volume_id", volume_id.encode())
+        meta.put(Db.SUPER, b"name", name.encode())
+        meta.put(Db.SUPER, b"family_key", os.urandom(32))
+        meta.generation = 1
+        root = Inode(
+            ino=1, mode=stat.S_IFDIR | 0o755, uid=os.getuid() if uid is None else uid,
+            gid=os.getgid() if gid is None else gid, nlink=2, size=0, alloc=0, atime_ns=now,
+            mtime_ns=now, ctime_ns=now, btime_ns=now, rdev=0, aux=3, parent=1,
+        )
+        meta.put(Db.INODES, schema.ino_key(1), root.encode())
+        meta.take_changes()
+        meta.close(commit=True)
+        Storage().sync_dir(volume_dir)
+        return volume_id
+
+    # --- opening -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, volume_dir: str, *, storage: Storage | None = None, read_only: bool = False,
+             ignore_needs_check: bool = False) -> Engine:
+        """Lock, open and recover a volume. ``read_only`` replays without writing anything."""
+        storage = storage or Storage()
+        if not storage.exists(os.path.join(volume_dir, META_DIR)):
+            raise NotFound(
+                f"{volume_dir} is not a GalleonFS volume (it has no {META_DIR}); "
+                f"create one with `galleonfs mkfs`"
+            )
+        lock_fd = storage.lock(os.path.join(volume_dir, LOCK_FILE))
+        if lock_fd is None:
+            holder = (storage.read_small_file(os.path.join(volume_dir, LOCK_FILE)) or b"?").decode(
+                errors="replace").strip()
+            raise Busy(
+                f"volume {volume_dir} is in use by process {holder} (mounted, or being checked); "
+                f"unmount it first"
+            )
+        try:
+            engine = cls(volume_dir, storage, lock_fd, read_only=read_only)
+        except BaseException:
+            storage.unlock(lock_fd)
+            raise
+        try:
+            reason = engine.needs_check()
+            if reason is not None and not ignore_needs_check and not read_only:
+                from ..errors import NeedsCheck
+                raise NeedsCheck(volume=volume_dir, reason=reason)
+            engine._recover()
+        except BaseException:
+            engine.close(checkpoint=False)
+            raise
+        return engine
+
+    def __init__(self, volume_dir: str, storage: Storage, lock_fd: int, *, read_only: bool) -> None:
+        self.dir = volume_dir
+        self.storage = storage
+        self._lock_fd: int | None = lock_fd
+        self.read_only = read_only
+        self.failsafe: str | None = None
+        self.meta = MetaStore(volume_dir)
+        self._ints: dict[bytes, int] = {}
+        for key in schema.SUPER_INT_FIELDS:
+            raw = self.meta.get(Db.SUPER, key)
+            if raw is None:
+                raise FormatError(f"{volume_dir}: metadata lacks the super field {key.decode()}")
+            self._ints[key] = schema.decode_super_int(raw)
+        version = self._ints[b"format_version"]
+        if version != schema.FORMAT_VERSION:
+            raise FormatError(
+                f"{volume_dir} has on-disk format version {version}; this GalleonFS reads "
+                f"version {schema.FORMAT_VERSION} only"
+            )
+        self._dirty_ints: set[bytes] = set()
+        self.volume_id = (self.meta.get(Db.SUPER, b"volume_id") or b"").decode()
+        self.name = (self.meta.get(Db.SUPER, b"name") or b"").decode()
+        family_key = self.meta.get(Db.SUPER, b"family_key")
+        if family_key is None or len(family_key) != 32:
+            raise FormatError(f"{volume_dir}: metadata lacks the block id key")
+        self.hash_block = BlockHasher(family_key)
+        self.block_size = self._ints[b"block_size"]
+        self.meta.generation = self._ints[b"generation"]
+        self._segstats: dict[int, list[int]] = {
+            schema.seg_of_key(k): list(schema.decode_segstats(v))
+            for k, v in self.meta.scan(Db.SEGMENTS)
+        }
+        self._dirty_segs: set[int] = set()
+        self._dead_segments: list[int] = []
+        self._pending_frames: list[FrameRef] = []
+        self._cache: OrderedDict[bytes, bytes] = OrderedDict()
+        self._cache_bytes = 0
+        self.journal_dir = os.path.join(volume_dir, JOURNAL_DIR)
+        self.data_dir = os.path.join(volume_dir, DATA_DIR)
+        self.segments = Segments(storage, self.data_dir, self._ints[b"next_segment"])
+        self.journal = JournalWriter(storage, self.journal_dir, self._ints[b"applied_lsn"] + 1)
+        self.durable_lsn = self._ints[b"applied_lsn"]
+        self.replay = ReplayReport()
+        self.counters = {"blocks_written": 0, "blocks_deduped": 0, "blocks_read": 0,
+                         "cache_hits": 0, "commits": 0, "checkpoints": 0, "corrupt_blocks": 0}
+
+    # --- super fields --------------------------------------------------------------------------
+    def get_int(self, key: bytes) -> int:
+        return self._ints[key]
+
+    def set_int(self, key: bytes, value: int) -> None:
+        assert key in self._ints
+        if self._ints[key] != value:
+            self._ints[key] = value
+            self._dirty_ints.add(key)
+
+    @property
+    def size(self) -> int:
+        return self._ints[b"size"]
+
+    @property
+    def used_bytes(self) -> int:
+        return self._ints[b"used_bytes"]
+
+    @property
+    def generation(self) -> int:
+        return self._ints[b"generation"]
+
+    def allocate_inode(self) -> int:
+        ino = self._ints[b"next_inode"]
+        self.set_int(b"next_inode", ino + 1)
+        self.set_int(b"inode_count", self._ints[b"inode_count"] + 1)
+        return ino
+
+    def release_inode(self) -> None:
+        self.set_int(b"inode_count", self._ints[b"inode_count"] - 1)
+
+    # --- state ---------------------------------------------------------------------------------
+    @property
+    def writable(self) -> bool:
+        return not self.read_only and self.failsafe is None
+
+    def check_writable(self) -> None:
+        if self.failsafe is not None:
+            raise ReadOnly(f"volume is in failsafe (read-only) mode: {self.failsafe}")
+        if self.read_only:
+            raise ReadOnly("volume is open read-only")
+
+    def needs_check(self) -> str | None:
+        raw = self.storage.read_small_file(os.path.join(self.dir, NEEDS_CHECK_FILE))
+        return None if raw is None else raw.decode(errors="replace").strip() or "unknown reason"
+
+    def mark_needs_check(self, reason: str) -> None:
+        """Record durably that the volume must be checked; never raises."""
+        try:
+            self.storage.write_file_durably(os.path.join(self.dir, NEEDS_CHECK_FILE),
+                                            reason.encode() + b"\n")
+        except OSError:
+            log.exception("could not write the needs-check marker for %s", self.dir)
+
+    def clear_needs_check(self) -> None:
+        path = os.path.join(self.dir, NEEDS_CHECK_FILE)
+        if self.storage.exists(path):
+            self.storage.unlink(path)
+            self.storage.sync_dir(self.dir)
+
+    def enter_failsafe(self, reason: str) -> None:
+        """After corruption: reads of bad blocks give EIO, writes EROFS, check on next mount."""
+        if self.failsafe is None:
+            log.error("volume %s enters failsafe: %s", self.dir, reason)
+            self.failsafe = reason
+            self.mark_needs_check(reason)
+
+    # --- blocks --------------------------------------------------------------------------------
+    def store_blocks(self, blocks: Sequence[bytes | bytearray | memoryview],
+                     ids: Sequence[bytes] | None = None) -> list[bytes]:
+        """Add one reference to a block with each content; return the block ids.
+
+        New contents are appended as frames in one write; known contents only gain a
+        reference (dedup). ``ids`` may carry ``hash_block`` of each block if the caller
+        already computed them. Part of the current operation: ``end_op`` journals it.
+        """
+        ids = list(ids) if ids is not None else [self.hash_block(b) for b in blocks]
+        new_frames: list[bytes | memoryview] = []
+        new: list[tuple[bytes, int, int, int]] = []     # (id, raw len, frame len, crc)
+        seen: dict[bytes, BlockLoc] = {}
+        for bid, data in zip(ids, blocks, strict=True):
+            loc = seen.get(bid)
+            if loc is None:
+                raw = self.meta.get(Db.BLOCKS, bid)
+                loc = BlockLoc.decode(raw) if raw is not None else None
+            if loc is not None:
+                loc.refs += 1
+                seen[bid] = loc
+                self.counters["blocks_deduped"] += 1
+                continue
+            header, crc = frames.encode(bid, data, len(data))
+            new_frames.append(header)
+            new_frames.append(data)
+            frame_len = len(header) + len(data)
+            new.append((bid, len(data), frame_len, crc))
+            seen[bid] = BlockLoc(0, 0, frame_len, len(data), 1)   # placed below
+            self._cache_put(bid, bytes(data))
+        if new:
+            total = sum(n[2] for n in new)
+            seg, offset = self.segments.append(new_frames, total)
+            stats = self._segstats.setdefault(seg, [0, 0])
+            stats[0] += total
+            stats[1] += total
+            self._dirty_segs.add(seg)
+            for bid, raw_len, frame_len, crc in new:
+                loc = seen[bid]
+                loc.seg, loc.offset = seg, offset
+                self._pending_frames.append(FrameRef(seg, offset, frame_len, crc))
+                offset += frame_len
+                self.set_int(b"used_bytes", self._ints[b"used_bytes"] + raw_len)
+            self.counters["blocks_written"] += len(new)
+        for bid, loc in seen.items():
+            self.meta.put(Db.BLOCKS, bid, loc.encode())
+        return ids
+
+    def ref_block(self, bid: bytes) -> None:
+        raw = self.meta.get(Db.BLOCKS, bid)
+        assert raw is not None, "reference to a block that is not in the index"
+        loc = BlockLoc.decode(raw)
+        loc.refs += 1
+        self.meta.put(Db.BLOCKS, bid, loc.encode())
+
+    def unref_block(self, bid: bytes) -> int:
+        """Drop one reference; return the bytes freed (the raw length if it was the last)."""
+        raw = self.meta.get(Db.BLOCKS, bid)
+        assert raw is not None, "unreference of a block that is not in the index"
+        loc = BlockLoc.decode(raw)
+        assert loc.refs > 0
+        loc.refs -= 1
+        if loc.refs > 0:
+            self.meta.put(Db.BLOCKS, bid, loc.encode())
+            return 0
+        self.meta.delete(Db.BLOCKS, bid)
+        stats = self._segstats.get(loc.seg)
+        if stats is not None:
+            stats[1] -= loc.frame_len
+            self._dirty_segs.add(loc.seg)
+        self.set_int(b"used_bytes", self._ints[b"used_bytes"] - loc.raw_len)
+        self._cache_drop(bid)
+        return loc.raw_len
+
+    def block_info(self, bid: bytes) -> BlockLoc | None:
+        raw = self.meta.get(Db.BLOCKS, bid)
+        return None if raw is None else BlockLoc.decode(raw)
+
+    def read_blocks(self, ids: Sequence[bytes]) -> list[bytes]:
+        """Return the plaintext of each block, verified. Adjacent frames are read at once."""
+        out: list[bytes | None] = [None] * len(ids)
+        misses: list[tuple[int, bytes, BlockLoc]] = []
+        for i, bid in enumerate(ids):
+            data = self._cache.get(bid)
+            if data is not None:
+                self._cache.move_to_end(bid)
+                out[i] = data
+                self.counters["cache_hits"] += 1
+                continue
+            raw = self.meta.get(Db.BLOCKS, bid)
+            if raw is None:
+                self.enter_failsafe(f"block {bid.hex()[:16]} is referenced but not in the index")
+                raise Corrupt(f"block {bid.hex()[:16]} is missing from the block index")
+            misses.append((i, bid, BlockLoc.decode(raw)))
+        if misses:
+            self._read_frames(misses, out)
+        return out  # type: ignore[return-value]
+
+    def _read_frames(self, misses: list[tuple[int, bytes, BlockLoc]], out: list[bytes | None]) -> None:
+        misses.sort(key=lambda m: (m[2].seg, m[2].offset))
+        run: list[tuple[int, bytes, BlockLoc]] = []
+        for item in misses:
+            if run:
+                last = run[-1][2]
+                loc = item[2]
+                if loc.seg != last.seg or loc.offset != last.offset + last.frame_len:
+                    self._read_run(run, out)
+                    run = []
+            run.append(item)
+        self._read_run(run, out)
+
+    def _read_run(self, run: list[tuple[int, bytes, BlockLoc]], out: list[bytes | None]) -> None:
+        first = run[0][2]
+        length = run[-1][2].offset + run[-1][2].frame_len - first.offset
+        try:
+            buf = memoryview(self.segments.pread(first.seg, first.offset, length))
+        except Corrupt as exc:
+            self._corrupt(str(exc))
+            raise
+        for i, bid, loc in run:
+            start = loc.offset - first.offset
+            where = f"block {bid.hex()[:16]} in segment {loc.seg}@{loc.offset}"
+            try:
+                header, payload = frames.verify(buf[start:start + loc.frame_len], where)
+                if header.block_id != bid or header.raw_len != loc.raw_len:
+                    raise Corrupt(f"{where}: frame holds another block")
+            except Corrupt as exc:
+                self._corrupt(str(exc))
+                raise
+            data = bytes(payload)
+            out[i] = data
+            self._cache_put(bid, data)
+            self.counters["blocks_read"] += 1
+
+    def _corrupt(self, reason: str) -> None:
+        self.counters["corrupt_blocks"] += 1
+        self.enter_failsafe(reason)
+
+    def _cache_put(self, bid: bytes, data: bytes) -> None:
+        if bid in self._cache:
+            self._cache.move_to_end(bid)
+            return
+        self._cache[bid] = data
+        self._cache_bytes += len(data)
+        while self._cache_bytes > limits.block_cache_bytes:
+            _, old = self._cache.popitem(last=False)
+            self._cache_bytes -= len(old)
+
+    def _cache_drop(self, bid: bytes) -> None:
+        data = self._cache.pop(bid, None)
+        if data is not None:
+            self._cache_bytes -= len(data)
+
+    # --- operations, commit, checkpoint --------------------------------------------------------
+    def end_op(self) -> int | None:
+        """Journal everything the current operation changed, as one record; return its LSN."""
+        # A segment created by this operation keeps its number even if the record is lost.
+        self.set_int(b"next_segment", self.segments.next_seg)
+        for key in self._dirty_ints:
+            self.meta.put(Db.SUPER, key, schema.encode_super_int(self._ints[key]))
+        self._dirty_ints.clear()
+        for seg in self._dirty_segs:
+            written, live = self._segstats[seg]
+            self.meta.put(Db.SEGMENTS, schema.segment_key(seg), schema.encode_segstats(written, live))
+        self._dirty_segs.clear()
+        changes = self.meta.take_changes()
+        if not changes and not self._pending_frames:
+            return None
+        assert not self.read_only, "a read-only engine made changes"
+        frames_, self._pending_frames = self._pending_frames, []
+        return self.journal.append(frames_, changes)
+
+    def in_op(self) -> bool:
+        """True while changes wait for ``end_op`` (a bug if an error escapes then)."""
+        return bool(self.meta.has_changes() or self._pending_frames or self._dirty_ints
+                    or self._dirty_segs)
+
+    @property
+    def appended_lsn(self) -> int:
+        return self.journal.appended_lsn
+
+    def begin_commit(self) -> CommitBatch:
+        return CommitBatch(self.journal.appended_lsn, self.segments.take_unsynced(),
+                           self.journal.take_unsynced())
+
+    def end_commit(self, batch: CommitBatch) -> None:
+        self.durable_lsn = max(self.durable_lsn, batch.lsn)
+        self.segments.close_retired(batch.data_files)
+        self.journal.close_retired(batch.journal_files)
+        self.counters["commits"] += 1
+
+    def commit(self) -> None:
+        """Make every record appended so far durable (blocking; see ``Committer`` for async)."""
+        batch = self.begin_commit()
+        try:
+            batch.run()
+        except OSError as exc:
+            self.enter_failsafe(f"sync failed: {exc}")
+            raise IOFailure(f"sync failed: {exc}") from exc
+        self.end_commit(batch)
+
+    def checkpoint(self) -> None:
+        """Commit the metadata store at the journal's end; drop what is below it."""
+        assert not self.in_op(), "checkpoint inside an operation"
+        if self.read_only or self.failsafe is not None:
+            return
+        self.commit()
+        applied = self.journal.appended_lsn
+        self.meta.put_unjournaled(Db.SUPER, b"applied_lsn", schema.encode_super_int(applied))
+        self._ints[b"applied_lsn"] = applied
+        crashpoints.hit("checkpoint.before_meta_commit")
+        self.meta.commit()
+        self.storage.meta_committed(self.dir)
+        crashpoints.hit("checkpoint.after_meta_commit")
+        self.journal.roll_after_checkpoint()
+        self.journal.delete_files_before(applied + 1)
+        for seg in self._dead_segments:
+            self.segments.forget(seg)
+            path = self.segments.path(seg)
+            if self.storage.exists(path):
+                self.storage.unlink(path)
+        if self._dead_segments:
+            self.storage.sync_dir(self.data_dir)
+            self._dead_segments = []
+        self.counters["checkpoints"] += 1
+
+    # --- recovery ------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        """Replay the journal after ``applied_lsn``; stop at the torn tail and cut it off."""
+        applied = self._ints[b"applied_lsn"]
+        report = self.replay
+        report.last_lsn = applied
+        files = journal.list_files(self.storage, self.journal_dir)
+        touched_segments: set[int] = set()
+        expect = applied + 1
+        truncate: tuple[str, int] | None = None     # (path, valid length) of the torn file
+        drop_from: int | None = None                # first file after the torn tail
+        for index, (first, path) in enumerate(files):
+            next_first = files[index + 1][0] if index + 1 < len(files) else None
+            if next_first is not None and next_first <= expect:
+                continue                            # wholly below the checkpoint
+            if first > expect:
+                report.torn_tail = f"journal gap: record {expect} missing, next file starts at {first}"
+                drop_from = index
+                break
+            f = self.storage.open_file(path, writable=False)
+            try:
+                valid_end, bad = 0, None
+                for _offset, end, record in journal.read_records(f, first):
+                    if record.lsn >= expect:
+                        bad = self._check_frames(record.frames)
+                        if bad is not None:
+                            break
+                        self.meta.apply(record.changes)
+                        touched_segments.update(ref.seg for ref in record.frames)
+                        expect = record.lsn + 1
+                        report.records += 1
+                        report.last_lsn = record.lsn
+                    valid_end = end
+                size = f.size
+            finally:
+                f.close()
+            if bad is not None or valid_end < size:
+                name = os.path.basename(path)
+                report.torn_tail = f"{name}@{valid_end}: {bad or 'incomplete record'}"
+                truncate = (path, valid_end)
+                drop_from = index + 1
+                break
+        self.journal.next_lsn = expect
+        self._reload_after_replay()
+        if self.read_only:
+            return
+        if truncate is not None:
+            f = self.storage.open_file(truncate[0])
+            f.truncate(truncate[1])
+            f.sync()
+            f.close()
+        if drop_from is not None:
+            for _, path in files[drop_from:]:
+                self.storage.unlink(path)
+            self.storage.sync_dir(self.journal_dir)
+        self._remove_stray_segments()
+        if report.records or truncate is not None or drop_from is not None:
+            for seg in touched_segments:
+                f = self.storage.open_file(self.segments.path(seg), writable=False)
+                f.sync()
+                f.close()
+            self.checkpoint()
+        if report.torn_tail:
+            log.warning("volume %s: journal replay stopped early: %s", self.dir, report.torn_tail)
+
+    def _check_frames(self, refs: list[FrameRef]) -> str | None:
+        for ref in refs:
+            try:
+                frame = self.segments.pread(ref.seg, ref.offset, ref.length)
+                header, _ = frames.verify(frame, f"segment {ref.seg}@{ref.offset}")
+            except Corrupt as exc:
+                return str(exc)
+            except OSError as exc:
+                return f"segment {ref.seg}: {exc}"
+            if header.crc != ref.crc:
+                return f"segment {ref.seg}@{ref.offset} holds another frame than the journal names"
+        return None
+
+    def _reload_after_replay(self) -> None:
+        for key in schema.SUPER_INT_FIELDS:
+            raw = self.meta.get(Db.SUPER, key)
+            assert raw is not None
+            if key != b"applied_lsn":
+                self._ints[key] = schema.decode_super_int(raw)
+        self.meta.generation = self._ints[b"generation"]
+        self._segstats = {
+            schema.seg_of_key(k): list(schema.decode_segstats(v))
+            for k, v in self.meta.scan(Db.SEGMENTS)
+        }
+        on_disk = list_segments(self.storage, self.data_dir)
+        next_seg = max([self._ints[b"next_segment"], *(s + 1 for s in on_disk)])
+        self.segments.next_seg = next_seg
+        self._ints[b"next_segment"] = next_seg
+
+    def _remove_stray_segments(self) -> None:
+        """Delete segment files no journaled frame lives in (left by a crash or by GC)."""
+        removed = False
+        for seg in list_segments(self.storage, self.data_dir):
+            if seg not in self._segstats:
+                self.storage.unlink(self.segments.path(seg))
+                removed = True
+        if removed:
+            self.storage.sync_dir(self.data_dir)
+
+    # --- garbage collection --------------------------------------------------------------------
+    def gc_candidates(self, live_fraction_min: float = limits.gc_live_fraction_min) -> list[int]:
+        """Segments (not the one being written) whose live fraction is below the threshold."""
+        out = []
+        for seg, (written, live) in self._segstats.items():
+            if seg == self.segments.current or seg in self._dead_segments:
+                continue
+            if written == 0 or live / written < live_fraction_min:
+                out.append(seg)
+        out.sort(key=lambda s: self._segstats[s][1] / max(1, self._segstats[s][0]))
+        return out
+
+    def gc_segment(self, seg: int, report: GcReport) -> None:
+        """Copy the live frames of ``seg`` to the current segment, as one journaled operation.
+
+        The old file is deleted at the next checkpoint, once the new locations are durable.
+        """
+        self.check_writable()
+        written, live = self._segstats[seg]
+        copied = 0
+        if live > 0:
+            try:
+                for offset, header, frame in self.segments.scan(seg):
+                    raw = self.meta.get(Db.BLOCKS, header.block_id)
+                    if raw is None:
+                        continue
+                    loc = BlockLoc.decode(raw)
+                    if loc.seg != seg or loc.offset != offset:
+                        continue
+                    new_seg, new_off = self.segments.append([frame], len(frame))
+                    stats = self._segstats.setdefault(new_seg, [0, 0])
+                    stats[0] += len(frame)
+                    stats[1] += len(frame)
+                    self._dirty_segs.add(new_seg)
+                    loc.seg, loc.offset = new_seg, new_off
+                    self.meta.put(Db.BLOCKS, header.block_id, loc.encode())
+                    self._pending_frames.append(FrameRef(new_seg, new_off, len(frame), header.crc))
+                    copied += len(frame)
+            except Corrupt as exc:
+                if copied < live:
+                    # Live frames may sit beyond the damage: keep the segment, let fsck judge.
+                    report.skipped.append(f"segment {seg}: {exc}")
+                    self.end_op()
+                    return
+        if copied != live:
+            report.skipped.append(f"segment {seg}: found {copied} live bytes, expected {live}")
+            self.end_op()
+            return
+        del self._segstats[seg]
+        self.meta.delete(Db.SEGMENTS, schema.segment_key(seg))
+        self._dead_segments.append(seg)
+        self.end_op()
+        report.bytes_copied += copied
+        report.bytes_reclaimed += written - copied
+        if copied:
+            report.segments_compacted += 1
+        else:
+            report.segments_deleted += 1
+
+    def gc(self, live_fraction_min: float = limits.gc_live_fraction_min,
+           bytes_max: int = limits.gc_pass_bytes_max) -> GcReport:
+        """One blocking GC pass, then a checkpoint that deletes the emptied segments."""
+        report = GcReport()
+        for seg in self.gc_candidates(live_fraction_min):
+            if report.bytes_copied >= bytes_max:
+                break
+            self.gc_segment(seg, report)
+        if self._dead_segments:
+            self.checkpoint()
+        return report
+
+    # --- reports -------------------------------------------------------------------------------
+    def segment_stats(self) -> dict[int, tuple[int, int]]:
+        return {seg: (written, live) for seg, (written, live) in self._segstats.items()}
+
+    def disk_usage(self) -> int:
+        total = 0
+        for root, _, files in os.walk(self.dir):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(root, name)).st_blocks * 512
+                except FileNotFoundError:
+                    continue
+        return total
+
+    # --- closing -------------------------------------------------------------------------------
+    def close(self, *, checkpoint: bool = True) -> None:
+        """Checkpoint (unless asked not to, or read-only) and release everything."""
+        try:
+            if checkpoint and self.writable and not self.in_op():
+                self.checkpoint()
+        finally:
+            self.segments.close()
+            self.journal.close()
+            self.meta.close()
+            if self._lock_fd is not None:
+                self.storage.unlock(self._lock_fd)
+                self._lock_fd = None

@@ -1,0 +1,148 @@
+"""Data segments: append-only files of block frames, ``data/<n as 8 hex digits>.seg``.
+
+A segment is only ever appended to, by one writer, and only until it reaches its size
+limit or the volume is reopened (a reopened volume starts a new segment, so a torn tail
+left by a crash is never written after). Frames are found through the block index, never
+by scanning, except by GC and fsck.
+
+What it must not do: decide what is live (the block index in the engine does), or keep
+a user-space write buffer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+
+from .. import limits
+from ..errors import Corrupt
+from . import crashpoints, frames
+from .storage import File, Storage
+
+SUFFIX = ".seg"
+_READ_FDS_MAX = 64      # open segment files kept for reading; 64 fds is nothing, 16k is
+
+
+def file_name(seg: int) -> str:
+    return f"{seg:08x}{SUFFIX}"
+
+
+def list_segments(storage: Storage, data_dir: str) -> list[int]:
+    segs = []
+    for name in storage.listdir(data_dir):
+        if name.endswith(SUFFIX) and len(name) == 8 + len(SUFFIX):
+            try:
+                segs.append(int(name[:8], 16))
+            except ValueError:
+                continue
+    return sorted(segs)
+
+
+class Segments:
+    """The data directory: one segment being appended to, any segment readable."""
+
+    def __init__(self, storage: Storage, data_dir: str, next_seg: int) -> None:
+        self._storage = storage
+        self._dir = data_dir
+        self.next_seg = next_seg
+        self.current: int | None = None
+        self._file: File | None = None
+        self._unsynced: list[File] = []
+        self._retired: list[File] = []
+        self._readers: OrderedDict[int, File] = OrderedDict()
+
+    def path(self, seg: int) -> str:
+        return os.path.join(self._dir, file_name(seg))
+
+    # --- writing -------------------------------------------------------------------------------
+    def append(self, bufs: Sequence[bytes | bytearray | memoryview], total: int) -> tuple[int, int]:
+        """Append frames (``total`` bytes in ``bufs``); return ``(segment, offset)``."""
+        f = self._file
+        if f is None or (f.size > 0 and f.size + total > limits.segment_size_max_bytes):
+            f = self._roll()
+        assert self.current is not None
+        offset = f.append(bufs)
+        if not self._unsynced or self._unsynced[-1] is not f:
+            self._unsynced.append(f)
+        crashpoints.hit("segment.after_append")
+        return self.current, offset
+
+    def _roll(self) -> File:
+        if self._file is not None:
+            self._retired.append(self._file)
+        seg = self.next_seg
+        self.next_seg += 1
+        self._file = self._storage.open_file(self.path(seg), create=True)
+        self._storage.sync_dir(self._dir)
+        self.current = seg
+        return self._file
+
+    def take_unsynced(self) -> list[File]:
+        files, self._unsynced = self._unsynced, []
+        return files
+
+    def close_retired(self, synced: list[File]) -> None:
+        still = []
+        for f in self._retired:
+            if f in synced:
+                f.close()
+            else:
+                still.append(f)
+        self._retired = still
+
+    # --- reading -------------------------------------------------------------------------------
+    def _reader(self, seg: int) -> File:
+        if seg == self.current and self._file is not None:
+            return self._file
+        f = self._readers.get(seg)
+        if f is not None:
+            self._readers.move_to_end(seg)
+            return f
+        try:
+            f = self._storage.open_file(self.path(seg), writable=False)
+        except FileNotFoundError as exc:
+            raise Corrupt(f"data segment {file_name(seg)} is missing") from exc
+        self._readers[seg] = f
+        if len(self._readers) > _READ_FDS_MAX:
+            _, old = self._readers.popitem(last=False)
+            old.close()
+        return f
+
+    def pread(self, seg: int, offset: int, length: int) -> bytes:
+        data = self._reader(seg).pread(offset, length)
+        if len(data) != length:
+            raise Corrupt(
+                f"data segment {file_name(seg)} ends before the frame at {offset} "
+                f"({len(data)} of {length} bytes)"
+            )
+        return data
+
+    def file_size(self, seg: int) -> int:
+        return self._reader(seg).size if seg == self.current else os.fstat(self._reader(seg).fd).st_size
+
+    def scan(self, seg: int) -> Iterator[tuple[int, frames.FrameHeader, bytes]]:
+        """Yield ``(offset, header, whole frame)`` of each frame; raises Corrupt at a bad one."""
+        size = self.file_size(seg)
+        offset = 0
+        where = file_name(seg)
+        while offset < size:
+            head = self.pread(seg, offset, min(frames.HEADER_SIZE, size - offset))
+            header = frames.parse_header(head, f"{where}@{offset}")
+            frame = self.pread(seg, offset, header.frame_len)
+            frames.verify(frame, f"{where}@{offset}")
+            yield offset, header, frame
+            offset += header.frame_len
+
+    def forget(self, seg: int) -> None:
+        """Close a reader before its file is deleted."""
+        f = self._readers.pop(seg, None)
+        if f is not None:
+            f.close()
+
+    def close(self) -> None:
+        for f in [*self._readers.values(), *self._retired, *([self._file] if self._file else [])]:
+            f.close()
+        self._readers.clear()
+        self._retired = []
+        self._file = None

@@ -1,0 +1,129 @@
+"""The storage interface: every byte the engine writes to the volume directory goes here.
+
+Role: a thin, explicit surface over files (append, positional read, data sync, truncate)
+and directories (list, unlink, sync). The engine never calls ``open()`` or ``os.write()``
+on its journal or data segments itself, so a test double (``galleonfs.testing.faulty``)
+can record what was synced and cut the power: discard everything that was not.
+
+LMDB does its own I/O. Its guarantee is that after a crash the store holds the last
+committed transaction; ``meta_committed`` tells the storage layer when that happened, so
+the double can model it.
+
+What it must not do: buffer in user space (DESIGN §3: the journal is appended with a plain
+``write()``), or retry silently. An ``OSError`` propagates.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Sequence
+
+
+class File:
+    """An open file of the volume directory: append-only writes, positional reads."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+
+    def append(self, bufs: Sequence[bytes | bytearray | memoryview]) -> int:
+        """Write ``bufs`` at the end of the file; return the offset of the first byte."""
+        offset = self.size
+        total = sum(len(b) for b in bufs)
+        done = os.pwritev(self.fd, bufs, offset) if len(bufs) > 1 else os.pwrite(self.fd, bufs[0], offset)
+        while done < total:       # short writes are rare (signals, full disk); finish them
+            rest = b"".join(bytes(b) for b in bufs)[done:]
+            n = os.pwrite(self.fd, rest, offset + done)
+            if n == 0:
+                raise OSError(28, "short write")
+            done += n
+        self.size = offset + total
+        return offset
+
+    def pread(self, offset: int, length: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+    def sync(self) -> None:
+        """Make every byte appended so far durable (safe to call from a worker thread)."""
+        os.fdatasync(self.fd)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+        self.size = size
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Storage:
+    """The real thing: the local filesystem."""
+
+    def open_file(self, path: str, *, create: bool = False, writable: bool = True) -> File:
+        flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC
+        if create:
+            flags |= os.O_CREAT | os.O_EXCL
+        fd = os.open(path, flags, 0o600)
+        return File(path, fd)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(path))
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+
+    def unlink(self, path: str) -> None:
+        os.unlink(path)
+
+    def sync_dir(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def write_file_durably(self, path: str, data: bytes) -> None:
+        """Replace ``path`` with ``data`` atomically and durably (write, sync, rename)."""
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        self.sync_dir(os.path.dirname(path) or ".")
+
+    def read_small_file(self, path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read(64 * 1024)
+        except FileNotFoundError:
+            return None
+
+    def meta_committed(self, volume_dir: str) -> None:
+        """LMDB just committed durably. The real disk needs nothing; doubles take a copy."""
+
+    def lock(self, path: str) -> int | None:
+        """Take the volume's exclusive lock; return its fd, or None if another process has it.
+
+        ``flock`` locks die with their process, so ``kill -9`` of a worker frees the volume.
+        """
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def unlock(self, fd: int) -> None:
+        os.close(fd)

@@ -1,0 +1,268 @@
+"""The mount worker: one process, one mounted volume (pyfuse3 keeps its session global).
+
+Entry point for ``galleonfs mount`` and, later, for ``galleond``'s supervisor::
+
+    python -m galleonfs.fuse.worker VOLUME_DIR MOUNTPOINT [-o OPTS] [--ready-fd N]
+
+Life of a worker: take the volume's lock and open (and recover) its engine; if the volume
+is marked for check, check it first and refuse to mount if it is not clean; mount; when
+the kernel's INIT arrives, tune the kernel side of the mount and report "ready" on the
+ready pipe; serve until unmounted or told to stop (SIGTERM, SIGINT); then commit,
+checkpoint and exit 0. A bug in a handler ends the worker with exit code 70 after marking
+the volume for check; nothing unjournaled is ever checkpointed.
+
+Housekeeping runs in the same trio loop, between FUSE requests: a commit every
+``commit_interval_s``, a checkpoint every ``checkpoint_interval_s`` or
+``checkpoint_journal_bytes``, and a GC step after each checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import pyfuse3
+import trio
+
+from .. import limits
+from ..engine import crashpoints
+from ..engine.committer import Committer
+from ..engine.engine import Engine, GcReport
+from ..engine.fsck import check_engine
+from ..errors import ExitCode, GalleonError, InvalidArgument, NeedsCheck
+from ..vfs.vfs import Vfs
+from .adapter import FuseOps
+from .kernel import tune_mount
+
+log = logging.getLogger("galleonfs.worker")
+
+EXIT_BUG = 70                      # EX_SOFTWARE: a handler raised something unexpected
+
+# Mount options a user may pass with -o, and whether they are kernel mount options.
+_USER_OPTIONS = {"ro", "rw", "noatime", "relatime", "atime", "allow_other", "allow_root",
+                 "nosuid", "suid", "nodev", "dev", "noexec", "exec"}
+
+
+@dataclass
+class WorkerConfig:
+    volume_dir: str
+    mountpoint: str
+    options: set[str] = field(default_factory=set)
+    commit_interval_s: float = limits.commit_interval_s
+    checkpoint_interval_s: float = limits.checkpoint_interval_s
+
+    @property
+    def read_only(self) -> bool:
+        return "ro" in self.options
+
+    @property
+    def atime(self) -> bool:
+        return "noatime" not in self.options
+
+
+def parse_options(text: str | None) -> set[str]:
+    options = {o.strip() for o in (text or "").split(",") if o.strip()}
+    unknown = options - _USER_OPTIONS
+    if unknown:
+        raise InvalidArgument(
+            f"unknown mount option {sorted(unknown)[0]!r}; known options: "
+            f"{', '.join(sorted(_USER_OPTIONS))}"
+        )
+    if {"ro", "rw"} <= options:
+        raise InvalidArgument("mount options 'ro' and 'rw' contradict each other")
+    return options
+
+
+def fuse_options(config: WorkerConfig) -> set[str]:
+    """The options handed to libfuse: ours, plus the user's kernel-level ones."""
+    fsname = os.path.abspath(config.volume_dir).replace("\\", "\\\\").replace(",", "\\,")
+    opts = {f"fsname={fsname}", "subtype=galleonfs", "default_permissions"}
+    opts |= config.options - {"rw", "atime", "relatime"}
+    if "allow_other" not in opts and _may_allow_other():
+        opts.add("allow_other")
+    return opts
+
+
+def _may_allow_other() -> bool:
+    if os.getuid() == 0:
+        return True
+    try:
+        with open("/etc/fuse.conf") as f:
+            return any(line.strip() == "user_allow_other" for line in f)
+    except OSError:
+        return False
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+        self.vfs = Vfs(engine, atime=config.atime)
+        self.committer = Committer(engine)
+        self.initialized = trio.Event()
+        self.ops = FuseOps(self.vfs, self.committer, on_init=self._on_init)
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._last_checkpoint = time.monotonic()
+
+    def _on_init(self) -> None:
+        # Called by pyfuse3 inside the trio loop, while it handles the kernel's INIT.
+        self.initialized.set()
+
+    async def serve(self, ready: ReadyPipe) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._signals, nursery.cancel_scope)
+            nursery.start_soon(self._housekeeping)
+            nursery.start_soon(self._report_ready, ready)
+            await pyfuse3.main(min_tasks=1, max_tasks=limits.fuse_tasks_max)
+            nursery.cancel_scope.cancel()
+        await self.committer.wait_idle()
+
+    async def _report_ready(self, ready: ReadyPipe) -> None:
+        with trio.move_on_after(limits.mount_ready_timeout_s):
+            await self.initialized.wait()
+            tune_mount(self.config.mountpoint)
+            ready.send("ready")
+            return
+        ready.send(f"error {ExitCode.UNAVAILABLE} the kernel did not initialise the mount in time")
+
+    async def _signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                log.info("received signal %d: unmounting", signum)
+                pyfuse3.terminate()
+                return
+
+    async def _housekeeping(self) -> None:
+        engine = self.engine
+        while True:
+            await trio.sleep(self.config.commit_interval_s)
+            if not engine.writable:
+                continue
+            await self.committer.commit()
+            due = (time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s
+                   or engine.journal.bytes_since_checkpoint >= limits.checkpoint_journal_bytes)
+            if due:
+                await self.checkpoint()
+                await self._gc_step()
+
+    async def checkpoint(self) -> None:
+        await self.committer.wait_idle()
+        self.engine.checkpoint()
+        self._last_checkpoint = time.monotonic()
+
+    async def _gc_step(self) -> None:
+        report = GcReport()
+        for seg in self.engine.gc_candidates():
+            if report.bytes_copied >= limits.gc_pass_bytes_max or not self.engine.writable:
+                break
+            self.engine.gc_segment(seg, report)
+            await trio.sleep(0)            # let FUSE requests through between segments
+        if report.segments_compacted or report.segments_deleted:
+            log.info("gc: compacted %d and deleted %d segments, copied %d bytes",
+                     report.segments_compacted, report.segments_deleted, report.bytes_copied)
+        for skipped in report.skipped:
+            log.warning("gc skipped %s", skipped)
+
+
+class ReadyPipe:
+    """One line to the process that started us: "ready" or "error <exit code> <message>"."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def send(self, line: str) -> None:
+        if self._fd is None:
+            if line != "ready":
+                print(line.split(" ", 2)[-1], file=sys.stderr)
+            return
+        try:
+            os.write(self._fd, line.encode() + b"\n")
+            os.close(self._fd)
+        except OSError:
+            pass
+        self._fd = None
+
+
+def open_engine(config: WorkerConfig) -> Engine:
+    """Open the volume; a volume marked for check is checked, and mounted only if clean."""
+    try:
+        return Engine.open(config.volume_dir, read_only=config.read_only)
+    except NeedsCheck as exc:
+        engine = Engine.open(config.volume_dir, read_only=True, ignore_needs_check=True)
+        try:
+            report = check_engine(engine)
+        finally:
+            engine.close(checkpoint=False)
+        if not report.clean:
+            raise NeedsCheck(volume=config.volume_dir,
+                             reason=f"{exc.fields['reason']}; the automatic check found "
+                                    f"{len(report.problems)} problems") from None
+        log.warning("volume %s was marked for check (%s); the check found it clean",
+                    config.volume_dir, exc.fields["reason"])
+        engine = Engine.open(config.volume_dir, read_only=config.read_only, ignore_needs_check=True)
+        if not config.read_only:
+            engine.clear_needs_check()
+        return engine
+
+
+def run(config: WorkerConfig, ready: ReadyPipe) -> int:
+    crashpoints.arm_from_environment()
+    try:
+        if not os.path.isdir(config.mountpoint):
+            raise InvalidArgument(f"mount point {config.mountpoint} is not a directory")
+        engine = open_engine(config)
+    except GalleonError as exc:
+        ready.send(f"error {exc.exit_code} {exc}")
+        return exc.exit_code
+    worker = Worker(config, engine)
+    purged = worker.vfs.purge_orphans()
+    if purged:
+        log.info("finished deleting %d files left open or half-deleted", purged)
+    try:
+        pyfuse3.init(worker.ops, config.mountpoint, fuse_options(config))
+    except RuntimeError as exc:
+        engine.close()
+        ready.send(f"error {ExitCode.ERROR} cannot mount on {config.mountpoint}: {exc}")
+        return ExitCode.ERROR
+    try:
+        trio.run(worker.serve, ready)
+    except BaseException as exc:  # a bug: crash loudly, but leave the volume marked
+        log.critical("mount worker crashed", exc_info=True)
+        engine.mark_needs_check(f"mount worker crashed: {type(exc).__name__}: {exc}")
+        ready.send(f"error {EXIT_BUG} mount worker crashed: {exc}")
+        pyfuse3.close(unmount=True)
+        engine.close(checkpoint=False)
+        return EXIT_BUG
+    pyfuse3.close(unmount=True)
+    engine.close(checkpoint=True)
+    log.info("volume %s unmounted cleanly from %s", config.volume_dir, config.mountpoint)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="galleonfs-worker", description="GalleonFS mount worker")
+    parser.add_argument("volume_dir")
+    parser.add_argument("mountpoint")
+    parser.add_argument("-o", dest="options", default="")
+    parser.add_argument("--ready-fd", type=int, default=None)
+    parser.add_argument("--log-level", default=os.environ.get("GALLEONFS_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    ready = ReadyPipe(args.ready_fd)
+    try:
+        options = parse_options(args.options)
+    except GalleonError as exc:
+        ready.send(f"error {exc.exit_code} {exc}")
+        return exc.exit_code
+    config = WorkerConfig(os.path.abspath(args.volume_dir), os.path.abspath(args.mountpoint), options)
+    return run(config, ready)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

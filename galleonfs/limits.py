@@ -1,0 +1,71 @@
+"""Every bound in GalleonFS, in one place (TIGER_STYLE: a limit on everything).
+
+Names carry their unit last. Each value says why it is what it is. Nothing here imports
+anything from the package, so every layer may import it.
+"""
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+# --- volumes -------------------------------------------------------------------------------
+# Block sizes (DESIGN §3): 4 KiB is the page size, below it FUSE writes are split anyway;
+# above 1 MiB a 4 KiB random write would rewrite too much (read-modify-write of the block).
+block_size_min_bytes = 4 * KiB
+block_size_max_bytes = 1 * MiB
+block_size_default_bytes = 64 * KiB
+# A volume smaller than 1 MiB cannot hold its own root directory plus one block sensibly.
+volume_size_min_bytes = 1 * MiB
+# 8 EiB would overflow signed 64-bit offsets in the kernel; 1 PiB is far above what a
+# single-node Python engine should promise.
+volume_size_max_bytes = 1024 * TiB
+
+# --- POSIX ---------------------------------------------------------------------------------
+name_max_bytes = 255                 # f_namemax, like ext4 and tmpfs
+symlink_target_max_bytes = 4095      # PATH_MAX - 1
+xattr_name_max_bytes = 255           # XATTR_NAME_MAX
+xattr_value_max_bytes = 64 * KiB     # XATTR_SIZE_MAX
+xattr_list_max_bytes = 64 * KiB      # XATTR_LIST_MAX
+link_count_max = 65000               # EMLINK beyond this, like ext4
+file_size_max_bytes = 2**63 - 1      # off_t
+# statfs reports this many inodes per volume: one per 4 KiB of capacity, at least 65536,
+# so that `df -i` shows something an operator can reason about.
+inodes_per_byte_divisor = 4 * KiB
+inodes_min = 65536
+
+# --- engine --------------------------------------------------------------------------------
+# Metadata map size: LMDB reserves address space, not disk; 64 GiB covers ~500 M blocks.
+meta_map_size_bytes = 64 * GiB
+# Data segments roll at 64 MiB: small enough that GC copies little per segment, large
+# enough that a 1 TiB volume has 16k files, not millions.
+segment_size_max_bytes = 64 * MiB
+# Journal files roll at 64 MiB or at every checkpoint, whichever comes first.
+journal_file_size_max_bytes = 64 * MiB
+# One journal record carries the changes of one FUSE request. A 1 MiB write of 4 KiB
+# blocks is 256 frames; 4096 leaves room and bounds what replay has to hold in memory.
+journal_record_frames_max = 4096
+journal_record_bytes_max = 64 * MiB
+# Commit interval: like ext4's default 5 s (DESIGN §3).
+commit_interval_s = 5.0
+# Checkpoint: every 30 s or 32 MiB of journal. A checkpoint commits the LMDB write
+# transaction with a full sync; less often means longer replay, more often means more
+# pauses of the FUSE loop (an LMDB commit of 30 s of writes took ~0.1 s, see docs).
+checkpoint_interval_s = 30.0
+checkpoint_journal_bytes = 32 * MiB
+# GC compacts a segment whose live fraction is below this.
+gc_live_fraction_min = 0.5
+# GC copies at most this much per pass of the mount worker, so a pass stays short.
+gc_pass_bytes_max = 256 * MiB
+
+# --- caches in the mount worker (RSS budget 200 MB after 4 GiB written) -------------------
+block_cache_bytes = 32 * MiB
+attr_timeout_s = 60.0                # the worker is the only writer: kernel caches may live long
+entry_timeout_s = 60.0
+negative_entry_timeout_s = 10.0
+
+# --- processes -----------------------------------------------------------------------------
+mount_ready_timeout_s = 30.0         # `galleonfs mount` waits this long for the worker
+unmount_timeout_s = 60.0             # `galleonfs umount` waits this long for the worker to exit
+fuse_tasks_max = 32                  # pyfuse3 reader tasks; most handlers never await
+control_request_bytes_max = 64 * KiB

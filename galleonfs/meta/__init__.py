@@ -1,0 +1,1 @@
+"""The metadata store: the only module that imports ``lmdb`` (DESIGN §5)."""

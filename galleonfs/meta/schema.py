@@ -1,0 +1,203 @@
+"""The metadata schema: named databases, key codecs and record codecs.
+
+Keys are big-endian so that LMDB's byte order is numeric order (a directory's entries
+sort by cookie, a file's extents by block number). Values are little-endian structs.
+
+Databases (one LMDB sub-database each)::
+
+    super      name            -> value           volume identity, counters, format version
+    inodes     ino u64         -> Inode            versioned
+    dirents    parent u64|name -> Dirent           versioned: lookup by name
+    dirindex   parent u64|cookie u64 -> DirIndex   versioned: readdir in stable cookie order
+    xattrs     ino u64|name    -> value            versioned
+    extents    ino u64|blk u64 -> block id (32)    versioned: a missing key is a hole
+    blocks     block id (32)   -> BlockLoc         block index with refcounts (not versioned)
+    segments   seg u32         -> SegmentStats     bytes written and still live per segment
+    orphans    ino u64         -> b""              unlinked inodes still open or looked up
+
+"Versioned" records start with the generation they were written in (8 bytes, DESIGN §3:
+the hook snapshots are built on); ``MetaStore`` adds and strips that prefix.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+FORMAT_VERSION = 1
+
+
+class Db(enum.IntEnum):
+    SUPER = 0
+    INODES = 1
+    DIRENTS = 2
+    DIRINDEX = 3
+    XATTRS = 4
+    EXTENTS = 5
+    BLOCKS = 6
+    SEGMENTS = 7
+    ORPHANS = 8
+
+
+VERSIONED = frozenset({Db.INODES, Db.DIRENTS, Db.DIRINDEX, Db.XATTRS, Db.EXTENTS})
+
+# --- keys ------------------------------------------------------------------------------------
+_U64 = struct.Struct(">Q")
+_U64U64 = struct.Struct(">QQ")
+_U32 = struct.Struct(">I")
+
+
+def ino_key(ino: int) -> bytes:
+    return _U64.pack(ino)
+
+
+def ino_of_key(key: bytes) -> int:
+    return int(_U64.unpack_from(key)[0])
+
+
+def dirent_key(parent: int, name: bytes) -> bytes:
+    return _U64.pack(parent) + name
+
+
+def dirindex_key(parent: int, cookie: int) -> bytes:
+    return _U64U64.pack(parent, cookie)
+
+
+def cookie_of_dirindex_key(key: bytes) -> int:
+    return int(_U64U64.unpack_from(key)[1])
+
+
+def xattr_key(ino: int, name: bytes) -> bytes:
+    return _U64.pack(ino) + name
+
+
+def extent_key(ino: int, blkno: int) -> bytes:
+    return _U64U64.pack(ino, blkno)
+
+
+def blkno_of_extent_key(key: bytes) -> int:
+    return int(_U64U64.unpack_from(key)[1])
+
+
+def segment_key(seg: int) -> bytes:
+    return _U32.pack(seg)
+
+
+def seg_of_key(key: bytes) -> int:
+    return int(_U32.unpack_from(key)[0])
+
+
+# --- records ---------------------------------------------------------------------------------
+_INODE = struct.Struct("<IIIIQQqqqqQQQ")
+
+
+@dataclass(slots=True)
+class Inode:
+    """One inode. ``aux`` is the next readdir cookie for a directory, unused otherwise;
+    ``parent`` is a directory's parent (a directory has exactly one), 0 for other types.
+
+    ``alloc`` counts the bytes of stored blocks the file references (``st_blocks``);
+    ``target`` is the symlink target (empty for other types).
+    """
+
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    nlink: int
+    size: int
+    alloc: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    btime_ns: int
+    rdev: int
+    aux: int
+    parent: int
+    target: bytes = b""
+
+    def encode(self) -> bytes:
+        return _INODE.pack(
+            self.mode, self.uid, self.gid, self.nlink, self.size, self.alloc, self.atime_ns,
+            self.mtime_ns, self.ctime_ns, self.btime_ns, self.rdev, self.aux, self.parent,
+        ) + self.target
+
+    @classmethod
+    def decode(cls, ino: int, data: bytes) -> Inode:
+        fields = _INODE.unpack_from(data)
+        return cls(ino, *fields, target=bytes(data[_INODE.size:]))
+
+
+_DIRENT = struct.Struct("<QQ")
+
+
+def encode_dirent(child: int, cookie: int) -> bytes:
+    return _DIRENT.pack(child, cookie)
+
+
+def decode_dirent(data: bytes) -> tuple[int, int]:
+    """Return ``(child inode, cookie)``."""
+    child, cookie = _DIRENT.unpack_from(data)
+    return int(child), int(cookie)
+
+
+def encode_dirindex(child: int, name: bytes) -> bytes:
+    return _U64.pack(child) + name
+
+
+def decode_dirindex(data: bytes) -> tuple[int, bytes]:
+    """Return ``(child inode, name)``."""
+    return int(_U64.unpack_from(data)[0]), bytes(data[8:])
+
+
+_BLOCKLOC = struct.Struct("<IQIII")
+
+
+@dataclass(slots=True)
+class BlockLoc:
+    """Where a block's frame lives and how many references it has."""
+
+    seg: int
+    offset: int
+    frame_len: int
+    raw_len: int
+    refs: int
+
+    def encode(self) -> bytes:
+        return _BLOCKLOC.pack(self.seg, self.offset, self.frame_len, self.raw_len, self.refs)
+
+    @classmethod
+    def decode(cls, data: bytes) -> BlockLoc:
+        return cls(*_BLOCKLOC.unpack_from(data))
+
+
+_SEGSTATS = struct.Struct("<QQ")
+
+
+def encode_segstats(written: int, live: int) -> bytes:
+    return _SEGSTATS.pack(written, live)
+
+
+def decode_segstats(data: bytes) -> tuple[int, int]:
+    """Return ``(bytes written, bytes still live)``."""
+    written, live = _SEGSTATS.unpack_from(data)
+    return int(written), int(live)
+
+
+# --- the super database: named integer and byte fields ---------------------------------------
+_SUPER_INT = struct.Struct("<q")
+
+SUPER_INT_FIELDS = (
+    b"format_version", b"size", b"block_size", b"generation", b"applied_lsn", b"next_inode",
+    b"next_segment", b"used_bytes", b"inode_count", b"created_ns",
+)
+SUPER_BYTES_FIELDS = (b"volume_id", b"name", b"family_key")
+
+
+def encode_super_int(value: int) -> bytes:
+    return _SUPER_INT.pack(value)
+
+
+def decode_super_int(data: bytes) -> int:
+    return int(_SUPER_INT.unpack(data)[0])

@@ -1,0 +1,170 @@
+"""``MetaStore``: one volume's LMDB environment, behind one long-lived write transaction.
+
+Role: the engine applies every metadata change here and reads it back at once (reads go
+through the same write transaction, so they see uncommitted changes). Each change is also
+recorded, so the engine can write it to the journal as a physical (database, key, value)
+record: replaying a record is a sequence of puts and deletes, which makes replay
+idempotent. The transaction is committed, with a full sync, only at a checkpoint.
+
+What it must not do: know about files, directories or blocks (that is the VFS and the
+engine), or be used from any thread but the one that opened it (LMDB write transactions
+belong to their thread).
+
+Versioned databases (see ``schema``) store ``born generation (u64 LE) | payload``: ``put``
+adds the prefix, ``get`` strips it, ``get_born`` returns it.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from typing import TypeAlias
+
+import lmdb
+
+from .. import limits
+from ..errors import FormatError, NoSpace
+from .schema import VERSIONED, Db
+
+Change: TypeAlias = tuple[int, bytes, bytes | None]   # (db, key, stored value or None = delete)
+
+_BORN = struct.Struct("<Q")
+_META_DIR = "meta.lmdb"
+
+
+class MetaStore:
+    def __init__(self, volume_dir: str, *, map_size: int = limits.meta_map_size_bytes) -> None:
+        path = os.path.join(volume_dir, _META_DIR)
+        try:
+            self._env = lmdb.open(
+                path, subdir=True, create=True, max_dbs=len(Db) + 4, map_size=map_size,
+                sync=True, metasync=True, writemap=False,
+                # readahead off: metadata access is random; LMDB's own advice for large DBs.
+                readahead=False, max_readers=16,
+            )
+        except lmdb.Error as exc:
+            raise FormatError(f"cannot open the metadata store at {path}: {exc}") from exc
+        self._dbs = [self._env.open_db(db.name.lower().encode()) for db in Db]
+        self._versioned = [db in VERSIONED for db in Db]
+        self._txn = self._env.begin(write=True)
+        self._changes: list[Change] = []
+        self._born = _BORN.pack(0)
+        self.generation = 0
+
+    # --- generation ----------------------------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @generation.setter
+    def generation(self, value: int) -> None:
+        self._generation = value
+        self._born = _BORN.pack(value)
+
+    # --- reads ---------------------------------------------------------------------------------
+    def get(self, db: Db, key: bytes) -> bytes | None:
+        value: bytes | None = self._txn.get(key, db=self._dbs[db])
+        if value is not None and self._versioned[db]:
+            return value[8:]
+        return value
+
+    def get_born(self, db: Db, key: bytes) -> int | None:
+        assert self._versioned[db]
+        value = self._txn.get(key, db=self._dbs[db])
+        return None if value is None else int(_BORN.unpack_from(value)[0])
+
+    def has_prefix(self, db: Db, prefix: bytes) -> bool:
+        with self._txn.cursor(db=self._dbs[db]) as cursor:
+            return bool(cursor.set_range(prefix)) and bytes(cursor.key()).startswith(prefix)
+
+    def scan(self, db: Db, prefix: bytes = b"", start: bytes | None = None,
+             limit: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Yield ``(key, payload)`` for keys with ``prefix``, from ``start`` on, in order.
+
+        Do not put or delete in ``db`` while the iterator is live; collect keys first.
+        """
+        strip = 8 if self._versioned[db] else 0
+        count = 0
+        with self._txn.cursor(db=self._dbs[db]) as cursor:
+            if not cursor.set_range(start if start is not None else prefix):
+                return
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    return
+                yield key, value[strip:]
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+
+    def count(self, db: Db) -> int:
+        return int(self._txn.stat(self._dbs[db])["entries"])
+
+    # --- writes (recorded for the journal) -----------------------------------------------------
+    def put(self, db: Db, key: bytes, payload: bytes) -> None:
+        value = self._born + payload if self._versioned[db] else payload
+        self._write(db, key, value)
+
+    def delete(self, db: Db, key: bytes) -> bool:
+        found: bool = self._txn.delete(key, db=self._dbs[db])
+        if found:
+            self._changes.append((db, key, None))
+        return found
+
+    def _write(self, db: int, key: bytes, value: bytes) -> None:
+        try:
+            self._txn.put(key, value, db=self._dbs[db])
+        except lmdb.MapFullError as exc:
+            raise NoSpace("the metadata store is full (LMDB map size reached)") from exc
+        self._changes.append((db, key, value))
+
+    def put_unjournaled(self, db: Db, key: bytes, payload: bytes) -> None:
+        """Write without recording: only for what a checkpoint itself stores (applied LSN)."""
+        assert not self._versioned[db]
+        self._txn.put(key, payload, db=self._dbs[db])
+
+    def take_changes(self) -> list[Change]:
+        """Hand the changes recorded since the last call to the journal writer."""
+        changes, self._changes = self._changes, []
+        return changes
+
+    def has_changes(self) -> bool:
+        return bool(self._changes)
+
+    def apply(self, changes: list[Change]) -> None:
+        """Replay journaled changes (recovery). Not recorded again."""
+        for db, key, value in changes:
+            if not 0 <= db < len(self._dbs):
+                raise FormatError(f"journal record names unknown metadata database {db}")
+            if value is None:
+                self._txn.delete(key, db=self._dbs[db])
+            else:
+                self._txn.put(key, value, db=self._dbs[db])
+
+    # --- durability ----------------------------------------------------------------------------
+    def commit(self) -> None:
+        """Commit the write transaction with a full sync and open the next one.
+
+        This is the checkpoint's durability point; the caller has made every data frame the
+        metadata references durable first.
+        """
+        assert not self._changes, "changes not yet journaled would be committed"
+        self._txn.commit()
+        self._txn = self._env.begin(write=True)
+
+    def abort(self) -> None:
+        """Drop everything since the last commit (read-only opens, crashes in tests)."""
+        self._changes = []
+        self._txn.abort()
+        self._txn = self._env.begin(write=True)
+
+    def close(self, *, commit: bool = False) -> None:
+        if commit:
+            self.commit()
+        self._txn.abort()
+        self._env.close()
+
+    def disk_bytes(self) -> int:
+        info = self._env.info()
+        stat = self._env.stat()
+        return int(info["last_pgno"] + 1) * int(stat["psize"])
