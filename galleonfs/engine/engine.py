@@ -583,7 +583,8 @@ class Engine:
                 f.close()
             self.checkpoint()
         if report.torn_tail:
-            log.warning("volume %s: journal replay stopped early: %s", self.dir, report.torn_tail)
+            # What a crash leaves behind, so not a warning: the records after it never completed.
+            log.info("volume %s: journal replay stopped at a torn tail: %s", self.dir, report.torn_tail)
 
     def _check_frames(self, refs: list[FrameRef]) -> str | None:
         for ref in refs:

@@ -1,0 +1,156 @@
+"""``FaultyStorage``: the engine's storage interface with a power switch.
+
+It writes to real files (so the engine reads back what it wrote) and remembers what a
+real disk would still hold after a power cut:
+
+* file contents: what was appended before the file's last ``sync``; appends since are
+  lost, or partly kept (a torn tail) when ``power_cut`` is given a random generator;
+* directory entries: a file created (or unlinked) since its directory's last sync may
+  vanish (or reappear) after the cut, as POSIX allows;
+* the LMDB store: its state at the last commit reported through ``meta_committed``.
+
+``power_cut()`` rewrites the files on disk to that state. The engine must be dropped first
+(``engine.close(checkpoint=False)``) so that nothing writes afterwards.
+
+Named crash points (``engine.crashpoints``) pick the instant; this class models what
+survives it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from dataclasses import dataclass
+
+from ..engine.storage import File, Storage
+
+
+@dataclass
+class _Durable:
+    length: int = 0            # bytes that survive (an append-only file's synced prefix)
+    entry_durable: bool = True  # the directory entry survives
+
+
+class _TrackedFile(File):
+    def __init__(self, path: str, fd: int, owner: FaultyStorage) -> None:
+        super().__init__(path, fd)
+        self._owner = owner
+
+    def sync(self) -> None:
+        super().sync()
+        self._owner._synced(self.path, self.size)
+
+    def truncate(self, size: int) -> None:
+        super().truncate(size)
+        state = self._owner._state(self.path)
+        state.length = min(state.length, size)
+
+
+class FaultyStorage(Storage):
+    def __init__(self) -> None:
+        self._files: dict[str, _Durable] = {}
+        self._unlinked: dict[str, bytes] = {}       # durable content of unlinks not yet dir-synced
+        self._meta_images: dict[str, bytes] = {}
+        self.syncs = 0
+
+    # --- bookkeeping -------------------------------------------------------------------------------
+    def _state(self, path: str) -> _Durable:
+        state = self._files.get(path)
+        if state is None:
+            # A file that existed before we started watching: all of it is durable.
+            size = os.path.getsize(path) if os.path.exists(path) else 0
+            state = self._files[path] = _Durable(size, True)
+        return state
+
+    def _synced(self, path: str, size: int) -> None:
+        self.syncs += 1
+        self._state(path).length = size
+
+    # --- the interface -----------------------------------------------------------------------------
+    def open_file(self, path: str, *, create: bool = False, writable: bool = True) -> File:
+        f = super().open_file(path, create=create, writable=writable)
+        tracked = _TrackedFile(path, f.fd, self)
+        if create:
+            self._files[path] = _Durable(0, False)
+        else:
+            self._state(path)
+        return tracked
+
+    def unlink(self, path: str) -> None:
+        state = self._state(path)
+        if state.entry_durable:
+            with open(path, "rb") as f:
+                self._unlinked[path] = f.read(state.length)
+        super().unlink(path)
+        del self._files[path]
+
+    def sync_dir(self, path: str) -> None:
+        super().sync_dir(path)
+        self.syncs += 1
+        for p, state in self._files.items():
+            if os.path.dirname(p) == path:
+                state.entry_durable = True
+        for p in [p for p in self._unlinked if os.path.dirname(p) == path]:
+            del self._unlinked[p]
+
+    def write_file_durably(self, path: str, data: bytes) -> None:
+        super().write_file_durably(path, data)
+        self._files[path] = _Durable(len(data), True)
+
+    def meta_committed(self, volume_dir: str) -> None:
+        self.snapshot_meta(volume_dir)
+
+    def snapshot_meta(self, volume_dir: str) -> None:
+        """Record the LMDB store as durable (also call once before the engine opens)."""
+        with open(os.path.join(volume_dir, "meta.lmdb", "data.mdb"), "rb") as f:
+            self._meta_images[volume_dir] = f.read()
+
+    # --- the switch --------------------------------------------------------------------------------
+    def power_cut(self, rng: random.Random | None = None) -> list[str]:
+        """Put the disk into the state it would have after losing power now.
+
+        With ``rng``, unsynced appends survive in part (a torn tail: a random prefix, its
+        last bytes possibly garbage) and unsynced directory entries survive at random.
+        Returns a description of what was lost, for test messages.
+        """
+        lost = []
+        for path, state in list(self._files.items()):
+            if not os.path.exists(path):
+                continue
+            keep_entry = state.entry_durable or (rng is not None and rng.random() < 0.5)
+            if not keep_entry:
+                os.unlink(path)
+                lost.append(f"{path}: whole file (entry not synced)")
+                continue
+            size = os.path.getsize(path)
+            keep = state.length
+            if rng is not None and size > keep:
+                keep += rng.randrange(0, size - keep + 1)
+            if keep < size:
+                with open(path, "r+b") as f:
+                    f.truncate(keep)
+                    if rng is not None and keep > state.length and rng.random() < 0.5:
+                        torn = min(keep - state.length, rng.randrange(1, 64))
+                        f.seek(keep - torn)
+                        f.write(os.urandom(torn))
+                lost.append(f"{path}: {size - keep} of {size} bytes")
+        for path, data in self._unlinked.items():
+            with open(path, "wb") as f:
+                f.write(data)
+            lost.append(f"{path}: unlink undone")
+        for volume_dir, image in self._meta_images.items():
+            meta = os.path.join(volume_dir, "meta.lmdb")
+            with open(os.path.join(meta, "data.mdb"), "wb") as f:
+                f.write(image)
+            lock = os.path.join(meta, "lock.mdb")
+            if os.path.exists(lock):
+                os.unlink(lock)
+        self._files.clear()
+        self._unlinked.clear()
+        return lost
+
+
+def copy_volume(src: str, dst: str) -> None:
+    """Copy a volume directory (for tests that branch one state into several crashes)."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("LOCK"))
