@@ -83,6 +83,22 @@ class Busy(GalleonError):
     exit_code = ExitCode.BUSY
 
 
+class FailedPrecondition(GalleonError):
+    """{detail}"""
+
+    errno = _errno.EINVAL
+    grpc_status = "FAILED_PRECONDITION"
+    exit_code = ExitCode.ERROR
+
+
+class Unimplemented(GalleonError):
+    """{detail}"""
+
+    errno = _errno.EOPNOTSUPP
+    grpc_status = "UNIMPLEMENTED"
+    exit_code = ExitCode.ERROR
+
+
 class NoSpace(GalleonError):
     """{detail}"""
 
@@ -181,3 +197,36 @@ BadHandle = _posix("BadHandle", _errno.EBADF, "INVALID_ARGUMENT")
 NotSupported = _posix("NotSupported", _errno.EOPNOTSUPP, "UNIMPLEMENTED")
 CrossDevice = _posix("CrossDevice", _errno.EXDEV)
 Loop = _posix("Loop", _errno.ELOOP)
+
+
+def _all_subclasses(cls: type[GalleonError]) -> list[type[GalleonError]]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+# The canonical class for each gRPC status, for errors that crossed a process boundary.
+_BY_STATUS: dict[str, type[GalleonError]] = {
+    "INVALID_ARGUMENT": InvalidArgument, "NOT_FOUND": NotFound, "ALREADY_EXISTS": AlreadyExists,
+    "FAILED_PRECONDITION": FailedPrecondition, "RESOURCE_EXHAUSTED": NoSpace,
+    "PERMISSION_DENIED": PermissionDenied, "UNAVAILABLE": Unavailable, "DATA_LOSS": Corrupt,
+    "UNIMPLEMENTED": Unimplemented, "DEADLINE_EXCEEDED": Unavailable,
+    "ABORTED": Busy, "INTERNAL": GalleonError, "UNKNOWN": GalleonError,
+}
+
+
+def error_from_status(status: str, message: str, class_name: str | None = None) -> GalleonError:
+    """Rebuild an error that crossed a process boundary (gRPC, control socket).
+
+    The sender names the error's class (``class_name``), so the exit code survives the
+    trip (a "busy" and an "invalid state" are both FAILED_PRECONDITION in gRPC); the status
+    is the fallback for peers that do not send one.
+    """
+    classes = {c.__name__: c for c in _all_subclasses(GalleonError)}
+    cls = classes.get(class_name or "") or _BY_STATUS.get(status, GalleonError)
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.fields = {"detail": message}
+    return error

@@ -69,3 +69,4 @@ mount_ready_timeout_s = 30.0         # `galleonfs mount` waits this long for the
 unmount_timeout_s = 60.0             # `galleonfs umount` waits this long for the worker to exit
 fuse_tasks_max = 32                  # pyfuse3 reader tasks; most handlers never await
 control_request_bytes_max = 64 * KiB
+control_timeout_s = 10.0             # a worker that takes longer to answer is stuck

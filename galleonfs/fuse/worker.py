@@ -2,7 +2,7 @@
 
 Entry point for ``galleonfs mount`` and, later, for ``galleond``'s supervisor::
 
-    python -m galleonfs.fuse.worker VOLUME_DIR MOUNTPOINT [-o OPTS] [--ready-fd N]
+    python -m galleonfs.fuse.worker VOLUME_DIR MOUNTPOINT [-o OPTS] [--ready-fd N] [--control NAME]
 
 Life of a worker: take the volume's lock and open (and recover) its engine; if the volume
 is marked for check, check it first and refuse to mount if it is not clean; mount; when
@@ -13,7 +13,9 @@ the volume for check; nothing unjournaled is ever checkpointed.
 
 Housekeeping runs in the same trio loop, between FUSE requests: a commit every
 ``commit_interval_s``, a checkpoint every ``checkpoint_interval_s`` or
-``checkpoint_journal_bytes``, and a GC step after each checkpoint.
+``checkpoint_journal_bytes``, and a GC step after each checkpoint. With ``--control`` the
+worker also answers the daemon on its control socket (``control.py``): stats, online
+resize, commit, checkpoint.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyfuse3
 import trio
@@ -37,6 +40,7 @@ from ..engine.fsck import check_engine
 from ..errors import ExitCode, GalleonError, InvalidArgument, NeedsCheck
 from ..vfs.vfs import Vfs
 from .adapter import FuseOps
+from .control import ControlServer
 from .kernel import tune_mount
 
 log = logging.getLogger("galleonfs.worker")
@@ -55,6 +59,7 @@ class WorkerConfig:
     options: set[str] = field(default_factory=set)
     commit_interval_s: float = limits.commit_interval_s
     checkpoint_interval_s: float = limits.checkpoint_interval_s
+    control: str | None = None
 
     @property
     def read_only(self) -> bool:
@@ -117,6 +122,8 @@ class Worker:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals, nursery.cancel_scope)
             nursery.start_soon(self._housekeeping)
+            if self.config.control:
+                await nursery.start(ControlServer(self.config.control, self._control_handlers()).serve)
             nursery.start_soon(self._report_ready, ready)
             await pyfuse3.main(min_tasks=1, max_tasks=limits.fuse_tasks_max)
             nursery.cancel_scope.cancel()
@@ -149,6 +156,45 @@ class Worker:
             if due:
                 await self.checkpoint()
                 await self._gc_step()
+
+    # --- control socket ------------------------------------------------------------------------
+    def _control_handlers(self) -> dict[str, Any]:
+        return {"ping": self._ctl_ping, "stats": self._ctl_stats, "resize": self._ctl_resize,
+                "commit": self._ctl_commit, "checkpoint": self._ctl_checkpoint}
+
+    async def _ctl_ping(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": os.getpid(), "volume_id": self.engine.volume_id,
+                "mountpoint": self.config.mountpoint}
+
+    async def _ctl_stats(self, request: dict[str, Any]) -> dict[str, Any]:
+        fs = self.vfs.statfs()
+        engine = self.engine
+        return {
+            "pid": os.getpid(), "size": engine.size, "used_bytes": engine.used_bytes,
+            "inodes_used": engine.get_int(b"inode_count"), "inodes_total": fs.files,
+            "generation": engine.generation, "failsafe": engine.failsafe or "",
+            "read_only": engine.read_only, "counters": dict(engine.counters),
+            "fuse_errors": {str(k): v for k, v in self.ops.errors.items()},
+            "commits": self.committer.syncs,
+        }
+
+    async def _ctl_resize(self, request: dict[str, Any]) -> dict[str, Any]:
+        size = request["size"]
+        if not isinstance(size, int) or size < self.engine.size:
+            raise InvalidArgument(f"cannot shrink the volume from {self.engine.size} to {size} bytes")
+        self.engine.check_writable()
+        self.engine.set_int(b"size", size)
+        self.engine.end_op()
+        await self.committer.commit()
+        return {"size": size}
+
+    async def _ctl_commit(self, request: dict[str, Any]) -> dict[str, Any]:
+        await self.committer.commit()
+        return {"durable_lsn": self.engine.durable_lsn}
+
+    async def _ctl_checkpoint(self, request: dict[str, Any]) -> dict[str, Any]:
+        await self.checkpoint()
+        return {"applied_lsn": self.engine.get_int(b"applied_lsn")}
 
     async def checkpoint(self) -> None:
         await self.committer.wait_idle()
@@ -250,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mountpoint")
     parser.add_argument("-o", dest="options", default="")
     parser.add_argument("--ready-fd", type=int, default=None)
+    parser.add_argument("--control", default=None, help="abstract unix socket name to serve")
     parser.add_argument("--log-level", default=os.environ.get("GALLEONFS_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -260,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     except GalleonError as exc:
         ready.send(f"error {exc.exit_code} {exc}")
         return exc.exit_code
-    config = WorkerConfig(os.path.abspath(args.volume_dir), os.path.abspath(args.mountpoint), options)
+    config = WorkerConfig(os.path.abspath(args.volume_dir), os.path.abspath(args.mountpoint), options,
+                          control=args.control)
     return run(config, ready)
 
 

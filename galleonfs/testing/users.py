@@ -34,7 +34,7 @@ def run_as(uid: int, gid: int, fn: Callable[[], T], *, groups: list[int] | None 
             outcome = ("ok", fn())
         except OSError as exc:
             outcome = ("oserror", (exc.errno, exc.strerror, exc.filename))
-        except BaseException as exc:  # noqa: BLE001 - report everything to the parent
+        except BaseException as exc:  # report everything to the parent
             outcome = ("error", repr(exc))
         try:
             os.write(write_fd, pickle.dumps(outcome))

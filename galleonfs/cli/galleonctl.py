@@ -1,0 +1,310 @@
+"""``galleonctl``: drive galleond. Subcommands by noun (DESIGN §6).
+
+Every read command takes ``-o table|json|yaml``; sizes are accepted and printed in human
+units; exit codes are the stable ones of ``errors.ExitCode``; a user error prints one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import InvalidArgument
+from ..managers.model import AccessMode, VolumeType
+from ..units import format_size, parse_size
+from . import output
+from .galleonfs import run
+
+DEFAULT_ADDRESS = "unix:/run/galleonfs/galleond.sock"
+
+EXAMPLES = """\
+examples:
+  galleonctl volume create data --size 10G                      a 10 GiB ReadWriteOnce volume
+  galleonctl volume create shared --size 1G --access-mode RWX --label team=web
+  galleonctl volume mount data /mnt/data                        mount it (bind mount of its worker)
+  galleonctl volume mount shared /srv/a && galleonctl volume mount shared /srv/b
+  galleonctl volume expand data --size 20G                      online, while mounted
+  galleonctl volume list -o json
+  galleonctl volume unmount /mnt/data                           by mount point, or by name
+  galleonctl volume delete data                                 refused while mounted (--force)
+  galleonctl storage-class create fast.yaml
+  galleonctl node status
+
+  The daemon's address comes from --address or GALLEONFS_ADDRESS
+  (default unix:/run/galleonfs/galleond.sock).
+  Shell completion: eval "$(galleonctl completion bash)"
+
+exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 exists, 5 busy, 6 no space,
+            7 corrupt, 8 permission, 9 unavailable (daemon not reachable)
+"""
+
+_ACCESS_PB = {AccessMode.RWO: 1, AccessMode.ROX: 2, AccessMode.RWX: 3}
+_TYPE_PB = {VolumeType.EPHEMERAL: 1, VolumeType.PERSISTENT: 2, VolumeType.SHARED: 3}
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from ..rpc.client import Client
+
+    return Client(args.address, timeout_s=args.timeout)
+
+
+def _size(text: str) -> int:
+    size = parse_size(text, what="size")
+    if size <= 0:
+        raise InvalidArgument(f"invalid size {text!r}: a volume needs a size above zero")
+    return size
+
+
+def _labels(pairs: list[str] | None) -> dict[str, str]:
+    labels = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"invalid label {pair!r}: use key=value")
+        labels[key] = value
+    return labels
+
+
+def _emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> int:
+    fmt = getattr(args, "output", "table")
+    print(human(data) if fmt == "table" else output.dump(data, fmt))
+    return 0
+
+
+# --- volume --------------------------------------------------------------------------------------
+def volume_create(args: argparse.Namespace) -> int:
+    size = _size(args.size)
+    modes = [AccessMode.parse(m) for m in (args.access_mode or ["ReadWriteOnce"])]
+    try:
+        vtype = VolumeType(args.type.lower())
+    except ValueError:
+        raise InvalidArgument(f"unknown volume type {args.type!r}: use ephemeral, persistent or shared") from None
+    with _client(args) as c:
+        v = c.create_volume(args.name, size, storage_class=args.storage_class or "",
+                            access_modes=[_ACCESS_PB[m] for m in modes], type=_TYPE_PB[vtype],
+                            labels=_labels(args.label))
+    print(f"volume {v.name} created ({format_size(v.size_bytes)}, {v.storage_class}, id {v.id})")
+    return 0
+
+
+def volume_list(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        volumes = [output.to_dict(v) for v in c.list_volumes(_labels(args.selector))]
+    if args.output == "table":
+        print(output.volume_rows(volumes) if volumes else "no volumes")
+        return 0
+    return _emit(args, volumes, output.volume_rows)
+
+
+def volume_get(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        return _emit(args, output.to_dict(c.get_volume(args.name)), output.volume_detail)
+
+
+def volume_delete(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        reply = c.delete_volume(args.name, force=args.force)
+    print(f"volume {args.name} deleted" + (f"; its data was kept in {reply.retained_path}" if reply.data_retained else ""))
+    return 0
+
+
+def volume_expand(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        v = c.expand_volume(args.name, _size(args.size))
+    print(f"volume {v.name} is now {format_size(v.size_bytes)}")
+    return 0
+
+
+def volume_stats(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        return _emit(args, output.to_dict(c.volume_stats(args.name)), output.stats_detail)
+
+
+def volume_mount(args: argparse.Namespace) -> int:
+    path = os.path.abspath(args.path)
+    with _client(args) as c:
+        v = c.mount_volume(args.name, path, read_only=args.read_only)
+    print(f"volume {v.name} mounted on {path}" + (" (read-only)" if args.read_only else ""))
+    return 0
+
+
+def volume_unmount(args: argparse.Namespace) -> int:
+    target = args.target
+    by_path = target.startswith("/") or target.startswith(".")
+    with _client(args) as c:
+        v = c.unmount_volume(path=os.path.abspath(target)) if by_path else c.unmount_volume(name=target)
+    print(f"volume {v.name} unmounted from {os.path.abspath(target) if by_path else 'every mount point'}")
+    return 0
+
+
+# --- storage classes -----------------------------------------------------------------------------
+_CLASS_KEYS = {"name", "parameters", "reclaim_policy", "reclaimPolicy", "volume_binding_mode",
+               "volumeBindingMode", "default", "is_default"}
+
+
+def read_class_file(path: str) -> Any:
+    from ..v1 import types_pb2
+
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.endswith(".json") else _yaml_load(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"{path} is not valid YAML or JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"{path} must hold a mapping with at least 'name'")
+    unknown = sorted(set(data) - _CLASS_KEYS)
+    if unknown:
+        raise InvalidArgument(f"{path}: unknown key {unknown[0]!r}; use name, parameters, "
+                              f"reclaim_policy, volume_binding_mode, default")
+    parameters = data.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidArgument(f"{path}: parameters must be a mapping")
+    reclaim = str(data.get("reclaim_policy", data.get("reclaimPolicy", "delete"))).lower()
+    binding = str(data.get("volume_binding_mode", data.get("volumeBindingMode", "Immediate"))).lower()
+    reclaim_pb = {"delete": 1, "retain": 2}.get(reclaim)
+    binding_pb = {"immediate": 1, "waitforfirstconsumer": 2}.get(binding.replace("_", ""))
+    if reclaim_pb is None:
+        raise InvalidArgument(f"{path}: reclaim_policy must be delete or retain, not {reclaim!r}")
+    if binding_pb is None:
+        raise InvalidArgument(f"{path}: volume_binding_mode must be Immediate or WaitForFirstConsumer")
+    return types_pb2.StorageClass(
+        name=str(data.get("name", "")), parameters={str(k): str(v) for k, v in parameters.items()},
+        reclaim_policy=reclaim_pb, volume_binding_mode=binding_pb,
+        is_default=bool(data.get("default", data.get("is_default", False))))
+
+
+def _yaml_load(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
+
+
+def class_create(args: argparse.Namespace) -> int:
+    cls = read_class_file(args.file)
+    with _client(args) as c:
+        created = c.create_storage_class(cls)
+    print(f"storage class {created.name} created")
+    return 0
+
+
+def class_list(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        return _emit(args, [output.to_dict(x) for x in c.list_storage_classes()], output.class_rows)
+
+
+def class_get(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        return _emit(args, output.to_dict(c.get_storage_class(args.name)),
+                     lambda d: output.class_rows([d]))
+
+
+def class_delete(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        c.delete_storage_class(args.name)
+    print(f"storage class {args.name} deleted")
+    return 0
+
+
+def node_status(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        return _emit(args, output.to_dict(c.node_status()), output.node_detail)
+
+
+def completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------------
+def _read_command(sub: Any, name: str, help_text: str, func: Callable[[argparse.Namespace], int],
+                  **kwargs: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".", **kwargs)
+    p.add_argument("-o", "--output", choices=output.FORMATS, default="table", help="output format (default table)")
+    p.set_defaults(func=func)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="galleonctl", description="Manage GalleonFS volumes and storage classes on a node.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--address", default=os.environ.get("GALLEONFS_ADDRESS", DEFAULT_ADDRESS),
+                        help="galleond's address: unix:/path.sock or host:port (env GALLEONFS_ADDRESS)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for an answer")
+    nouns = parser.add_subparsers(dest="noun", required=True, metavar="NOUN")
+
+    volume = nouns.add_parser("volume", help="create, mount, expand and delete volumes").add_subparsers(
+        dest="verb", required=True, metavar="VERB")
+    p = volume.add_parser("create", help="create a volume", description="Create a volume.")
+    p.add_argument("name", help="DNS label: lowercase letters, digits and '-', at most 63")
+    p.add_argument("--size", required=True, help="capacity (a hard quota): e.g. 512M, 10G")
+    p.add_argument("--class", dest="storage_class", help="storage class (default: the default class)")
+    p.add_argument("--access-mode", action="append", metavar="MODE",
+                   help="ReadWriteOnce|RWO (default), ReadOnlyMany|ROX, ReadWriteMany|RWX; repeatable")
+    p.add_argument("--type", default="persistent", help="persistent (default), ephemeral or shared")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE", help="repeatable")
+    p.set_defaults(func=volume_create)
+    p = _read_command(volume, "list", "list volumes", volume_list)
+    p.add_argument("--selector", "-l", action="append", metavar="KEY=VALUE", help="only volumes with these labels")
+    _read_command(volume, "get", "show one volume", volume_get).add_argument("name")
+    _read_command(volume, "stats", "show a volume's usage and counters", volume_stats).add_argument("name")
+    p = volume.add_parser("delete", help="delete a volume and its data", description="Delete a volume.")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="unmount it first if it is mounted")
+    p.set_defaults(func=volume_delete)
+    p = volume.add_parser("expand", help="grow a volume (online)", description="Grow a volume, mounted or not.")
+    p.add_argument("name")
+    p.add_argument("--size", required=True, help="the new size; shrinking is refused")
+    p.set_defaults(func=volume_expand)
+    p = volume.add_parser("mount", help="mount a volume on a directory", description="Mount a volume on PATH (created if missing; must be empty).")
+    p.add_argument("name")
+    p.add_argument("path")
+    p.add_argument("--read-only", action="store_true")
+    p.set_defaults(func=volume_mount)
+    p = volume.add_parser("unmount", aliases=["umount"], help="unmount by name (all mount points) or by path",
+                          description="Unmount one mount point (PATH) or every mount point of a volume (NAME).")
+    p.add_argument("target", metavar="NAME|PATH")
+    p.set_defaults(func=volume_unmount)
+
+    classes = nouns.add_parser("storage-class", help="manage storage classes").add_subparsers(
+        dest="verb", required=True, metavar="VERB")
+    p = classes.add_parser("create", help="create a storage class from a YAML or JSON file",
+                           description="Create a storage class from FILE, e.g.:\n\n  name: fast\n"
+                                       "  parameters: {block_size: 128K}\n  reclaim_policy: retain\n",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file")
+    p.set_defaults(func=class_create)
+    _read_command(classes, "list", "list storage classes", class_list)
+    _read_command(classes, "get", "show one storage class", class_get).add_argument("name")
+    p = classes.add_parser("delete", help="delete a storage class", description="Delete a storage class.")
+    p.add_argument("name")
+    p.set_defaults(func=class_delete)
+
+    node = nouns.add_parser("node", help="this node").add_subparsers(dest="verb", required=True, metavar="VERB")
+    _read_command(node, "status", "show the node's status", node_status)
+
+    p = nouns.add_parser("completion", help="print a shell completion script")
+    p.add_argument("shell", choices=["bash", "zsh", "tcsh"])
+    p.set_defaults(func=completion)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(argv, build_parser(), "galleonctl")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""``VolumeManager``: volumes as a managed service on one node.
+
+Owns the volume life cycle (create, mount, expand, unmount, delete) and keeps three things
+in step: the catalog (the desired state, durable before a request is answered), the
+mount workers (through the supervisor) and the mount points (bind mounts).
+
+Concurrency: every method runs on the daemon's trio thread. A per-volume lock serialises
+operations on one volume across their ``await``s (a mount waits for its worker to come up;
+a delete must not interleave with it); code between two ``await``s is atomic anyway.
+
+Access modes: ReadWriteOnce allows one read-write mount point (plus read-only ones);
+ReadOnlyMany allows only read-only mount points, and its worker opens the volume
+read-only; ReadWriteMany allows several read-write mount points, all bind mounts of the
+one worker's FUSE mount, so they see each other's writes at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from collections import defaultdict
+
+import trio
+
+from .. import limits
+from ..engine.engine import Engine
+from ..errors import (
+    AlreadyExists,
+    Busy,
+    FailedPrecondition,
+    GalleonError,
+    InvalidArgument,
+    NotFound,
+    Unimplemented,
+)
+from ..meta.catalog import Catalog
+from ..node import mounts
+from ..node.supervisor import Supervisor, mark_needs_check
+from .model import (
+    AccessMode,
+    MountPoint,
+    ReclaimPolicy,
+    Volume,
+    VolumeState,
+    VolumeType,
+    check_labels,
+    check_name,
+    now_ns,
+)
+from .storage_classes import StorageClassManager
+
+log = logging.getLogger(__name__)
+
+RESTARTS_MAX = 3        # a worker that dies this often in a row leaves its volume FAILED
+
+
+class VolumeManager:
+    def __init__(self, data_dir: str, catalog: Catalog, classes: StorageClassManager) -> None:
+        self.data_dir = data_dir
+        self.catalog = catalog
+        self.classes = classes
+        self.supervisor = Supervisor(data_dir, self._worker_died)
+        self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
+        self._restarts: dict[str, int] = {}
+        os.makedirs(os.path.join(data_dir, "volumes"), mode=0o700, exist_ok=True)
+
+    # --- lookups -------------------------------------------------------------------------------
+    def volume_dir(self, volume_id: str) -> str:
+        return os.path.join(self.data_dir, "volumes", volume_id)
+
+    def get(self, name: str) -> Volume:
+        """A volume by name or id."""
+        volume_id = self.catalog.volume_id(name) or name
+        data = self.catalog.volume(volume_id)
+        if data is None:
+            raise NotFound(f"volume {name!r} does not exist (see `galleonctl volume list`)")
+        return Volume.from_json(data)
+
+    def list(self, selector: dict[str, str] | None = None) -> list[Volume]:
+        volumes = [Volume.from_json(v) for v in self.catalog.volumes()]
+        if selector:
+            volumes = [v for v in volumes if all(v.labels.get(k) == val for k, val in selector.items())]
+        return sorted(volumes, key=lambda v: v.name)
+
+    def _save(self, volume: Volume) -> None:
+        volume.updated_ns = now_ns()
+        self.catalog.put_volume(volume.to_json())
+
+    def _by_mount_point(self, path: str) -> Volume:
+        path = os.path.abspath(path)
+        for volume in self.list():
+            if volume.mount_point(path) is not None:
+                return volume
+        raise NotFound(f"no volume is mounted on {path}")
+
+    # --- create --------------------------------------------------------------------------------
+    async def create(self, name: str, size: int, *, storage_class: str = "", access_modes: list[AccessMode] | None = None,
+                     type: VolumeType = VolumeType.PERSISTENT, labels: dict[str, str] | None = None) -> Volume:
+        check_name(name)
+        labels = check_labels(labels or {})
+        cls = self.classes.get(storage_class) if storage_class else self.classes.default()
+        unsupported = cls.unsupported()
+        if unsupported:
+            raise Unimplemented(
+                f"storage class {cls.name} asks for {', '.join(unsupported)}, which this version "
+                f"of GalleonFS cannot provide yet; use a class without it (e.g. local)")
+        if not limits.volume_size_min_bytes <= size <= limits.volume_size_max_bytes:
+            raise InvalidArgument(f"volume size {size} is out of range: use at least 1M and at most 1P")
+        modes = list(dict.fromkeys(access_modes or [AccessMode.RWO]))
+        async with self._locks[name]:
+            if self.catalog.volume_id(name) is not None:
+                raise AlreadyExists(f"a volume named {name!r} already exists")
+            volume = Volume(id=str(uuid.uuid4()), name=name, size=size, storage_class=cls.name,
+                            type=type, access_modes=modes, labels=labels, block_size=cls.block_size)
+            self._save(volume)
+            try:
+                await trio.to_thread.run_sync(lambda: Engine.create(
+                    self.volume_dir(volume.id), size=size, block_size=volume.block_size, name=name))
+            except BaseException as exc:
+                shutil.rmtree(self.volume_dir(volume.id), ignore_errors=True)
+                self.catalog.delete_volume(volume.id)
+                if isinstance(exc, GalleonError):
+                    raise
+                raise GalleonError(f"could not create volume {name}: {exc}") from exc
+            volume.move_to(VolumeState.AVAILABLE)
+            self._save(volume)
+        log.info("created volume %s (%s, %d bytes)", name, volume.id, size)
+        return volume
+
+    # --- mount / unmount -----------------------------------------------------------------------
+    async def mount(self, name: str, path: str, *, read_only: bool = False) -> Volume:
+        volume = self.get(name)
+        path = os.path.abspath(path) if os.path.isabs(path) else path
+        async with self._locks[volume.name]:
+            volume = self.get(volume.id)
+            self._check_access(volume, read_only)
+            if volume.state not in (VolumeState.AVAILABLE, VolumeState.MOUNTED):
+                raise FailedPrecondition(f"volume {volume.name} is {volume.state.value}; it cannot be mounted now")
+            mounts.prepare_mount_point(path)
+            worker = self.supervisor.workers.get(volume.id)
+            if worker is None:
+                worker = await self.supervisor.start(volume.id, self.volume_dir(volume.id),
+                                                     read_only=self._worker_read_only(volume))
+            try:
+                await mounts.bind(worker.staging, path, read_only=read_only)
+            except GalleonError:
+                if not volume.mount_points:
+                    await self.supervisor.stop(volume.id)
+                raise
+            volume.mount_points.append(MountPoint(path, read_only, now_ns()))
+            if volume.state != VolumeState.MOUNTED:
+                volume.move_to(VolumeState.MOUNTED)
+            self._save(volume)
+        log.info("mounted volume %s on %s%s", volume.name, path, " (read-only)" if read_only else "")
+        return volume
+
+    def _worker_read_only(self, volume: Volume) -> bool:
+        return not volume.writable_modes
+
+    def _check_access(self, volume: Volume, read_only: bool) -> None:
+        if read_only:
+            return
+        if not volume.writable_modes:
+            raise FailedPrecondition(
+                f"volume {volume.name} is ReadOnlyMany; mount it with --read-only")
+        writers = [m.path for m in volume.mount_points if not m.read_only]
+        if writers and AccessMode.RWX not in volume.access_modes:
+            raise Busy(f"volume {volume.name} is ReadWriteOnce and already mounted read-write on "
+                       f"{writers[0]}; unmount it first, or mount read-only")
+
+    async def unmount(self, name: str = "", path: str = "", *, lazy: bool = False) -> Volume:
+        if bool(name) == bool(path):
+            raise InvalidArgument("name a volume or a mount point (one of the two)")
+        volume = self._by_mount_point(path) if path else self.get(name)
+        async with self._locks[volume.name]:
+            volume = self.get(volume.id)
+            targets = [volume.mount_point(os.path.abspath(path))] if path else list(volume.mount_points)
+            if not targets or targets == [None]:
+                raise FailedPrecondition(f"volume {volume.name} is not mounted")
+            for point in targets:
+                assert point is not None
+                await mounts.unbind(point.path, lazy=lazy)
+                volume.mount_points.remove(point)
+                self._save(volume)
+            if not volume.mount_points:
+                await self.supervisor.stop(volume.id)
+                volume.move_to(VolumeState.AVAILABLE)
+                self._save(volume)
+        log.info("unmounted volume %s from %s", volume.name, ", ".join(p.path for p in targets if p))
+        if not volume.mount_points and volume.type == VolumeType.EPHEMERAL:
+            log.info("volume %s is ephemeral and has no mount left: deleting it", volume.name)
+            await self.delete(volume.id)
+            volume.move_to(VolumeState.DELETING)
+        return volume
+
+    # --- expand --------------------------------------------------------------------------------
+    async def expand(self, name: str, size: int) -> Volume:
+        volume = self.get(name)
+        async with self._locks[volume.name]:
+            volume = self.get(volume.id)
+            if size < volume.size:
+                raise InvalidArgument(
+                    f"volume {volume.name} is {volume.size} bytes; shrinking to {size} is not supported")
+            if size > limits.volume_size_max_bytes:
+                raise InvalidArgument(f"volume size {size} is out of range: at most 1P")
+            if size == volume.size:
+                return volume
+            back = volume.state
+            volume.move_to(VolumeState.EXPANDING)
+            self._save(volume)
+            try:
+                if volume.id in self.supervisor.workers:
+                    await self.supervisor.call(volume.id, "resize", size=size)
+                else:
+                    await trio.to_thread.run_sync(self._resize_offline, volume.id, size)
+            except GalleonError:
+                volume.move_to(back)
+                self._save(volume)
+                raise
+            volume.size = size
+            volume.move_to(back)
+            self._save(volume)
+        log.info("expanded volume %s to %d bytes", volume.name, size)
+        return volume
+
+    def _resize_offline(self, volume_id: str, size: int) -> None:
+        engine = Engine.open(self.volume_dir(volume_id))
+        try:
+            engine.check_writable()
+            engine.set_int(b"size", size)
+            engine.end_op()
+        finally:
+            engine.close()
+
+    # --- delete --------------------------------------------------------------------------------
+    async def delete(self, name: str, *, force: bool = False) -> tuple[str, str]:
+        """Delete a volume; return ``(id, retained path or "")``."""
+        volume = self.get(name)
+        async with self._locks[volume.name]:
+            volume = self.get(volume.id)
+            if volume.mount_points:
+                if not force:
+                    raise Busy(f"volume {volume.name} is mounted on "
+                               f"{', '.join(m.path for m in volume.mount_points)}; unmount it first "
+                               f"or use --force")
+                for point in list(volume.mount_points):
+                    await mounts.unbind(point.path, lazy=True)
+                    volume.mount_points.remove(point)
+            await self.supervisor.stop(volume.id)
+            volume.move_to(VolumeState.DELETING)
+            self._save(volume)
+            retained = ""
+            cls = self.classes.find(volume.storage_class)
+            source = self.volume_dir(volume.id)
+            if cls is not None and cls.reclaim_policy == ReclaimPolicy.RETAIN:
+                retained = os.path.join(self.data_dir, "retained", f"{volume.name}-{volume.id}")
+                os.makedirs(os.path.dirname(retained), mode=0o700, exist_ok=True)
+                await trio.to_thread.run_sync(shutil.move, source, retained)
+            else:
+                await trio.to_thread.run_sync(shutil.rmtree, source, True)
+            self.catalog.delete_volume(volume.id)
+        self._locks.pop(volume.name, None)
+        log.info("deleted volume %s (%s)%s", volume.name, volume.id, f", data kept in {retained}" if retained else "")
+        return volume.id, retained
+
+    # --- stats ---------------------------------------------------------------------------------
+    async def stats(self, name: str) -> tuple[Volume, dict[str, object]]:
+        volume = self.get(name)
+        if volume.id in self.supervisor.workers:
+            stats = await self.supervisor.call(volume.id, "stats")
+            stats["mounted"] = True
+        else:
+            async with self._locks[volume.name]:
+                stats = await trio.to_thread.run_sync(self._stats_offline, volume.id)
+        stats["disk_bytes"] = await trio.to_thread.run_sync(_disk_bytes, self.volume_dir(volume.id))
+        return volume, stats
+
+    def _stats_offline(self, volume_id: str) -> dict[str, object]:
+        from ..vfs.vfs import Vfs
+
+        engine = Engine.open(self.volume_dir(volume_id), read_only=True, ignore_needs_check=True)
+        try:
+            fs = Vfs(engine).statfs()
+            return {"pid": 0, "size": engine.size, "used_bytes": engine.used_bytes,
+                    "inodes_used": engine.get_int(b"inode_count"), "inodes_total": fs.files,
+                    "failsafe": engine.needs_check() or "", "counters": dict(engine.counters),
+                    "mounted": False}
+        finally:
+            engine.close(checkpoint=False)
+
+    # --- daemon start, worker deaths, shutdown -------------------------------------------------
+    async def reconcile(self) -> None:
+        """At daemon start: adopt live workers, restart dead ones, redo lost bind mounts."""
+        for volume in self.list():
+            if volume.state in (VolumeState.PROVISIONING, VolumeState.DELETING):
+                log.warning("volume %s was left %s by the last daemon; marking it failed",
+                            volume.name, volume.state.value)
+                self._fail(volume, f"the daemon stopped while it was {volume.state.value}")
+                continue
+            if volume.state == VolumeState.EXPANDING:
+                volume.state = VolumeState.MOUNTED if volume.mount_points else VolumeState.AVAILABLE
+                self._save(volume)
+            if volume.mount_points:
+                async with self._locks[volume.name]:
+                    await self._restore_mounts(volume)
+
+    async def _restore_mounts(self, volume: Volume) -> None:
+        worker = await self.supervisor.adopt(volume.id, self.volume_dir(volume.id),
+                                             read_only=self._worker_read_only(volume))
+        if worker is None:
+            staging = self.supervisor.staging_dir(volume.id)
+            if mounts.is_mounted(staging):
+                # A FUSE mount whose worker is gone: it died without unmounting.
+                mark_needs_check(self.volume_dir(volume.id), "its mount worker died while the daemon was down")
+            for point in volume.mount_points:
+                await mounts.clear_dead(point.path)
+            try:
+                worker = await self.supervisor.start(volume.id, self.volume_dir(volume.id),
+                                                     read_only=self._worker_read_only(volume))
+            except GalleonError as exc:
+                self._fail(volume, f"cannot restart its mount worker: {exc}")
+                return
+        for point in volume.mount_points:
+            if not mounts.is_mounted(point.path):
+                try:
+                    os.makedirs(point.path, exist_ok=True)
+                    await mounts.bind(worker.staging, point.path, read_only=point.read_only)
+                except (GalleonError, OSError) as exc:
+                    log.error("volume %s: cannot restore mount point %s: %s", volume.name, point.path, exc)
+        if volume.state != VolumeState.MOUNTED:
+            volume.state = VolumeState.MOUNTED
+            self._save(volume)
+
+    def _fail(self, volume: Volume, message: str) -> None:
+        log.error("volume %s failed: %s", volume.name, message)
+        volume.state = VolumeState.FAILED
+        volume.message = message
+        self._save(volume)
+
+    async def _worker_died(self, volume_id: str, reason: str) -> None:
+        """The supervisor's callback: restart the worker and rebind, a bounded number of times."""
+        data = self.catalog.volume(volume_id)
+        if data is None:
+            return
+        volume = Volume.from_json(data)
+        count = self._restarts.get(volume_id, 0) + 1
+        self._restarts[volume_id] = count
+        if count > RESTARTS_MAX:
+            self._fail(volume, f"{reason}; gave up after {RESTARTS_MAX} restarts")
+            return
+        async with self._locks[volume.name]:
+            volume = self.get(volume_id)
+            if not volume.mount_points or volume_id in self.supervisor.workers:
+                return
+            log.warning("restarting the mount worker of volume %s (%s)", volume.name, reason)
+            await self._restore_mounts(volume)
+
+    async def shutdown(self) -> None:
+        """Clean daemon stop: unmount every mount point, stop every worker (flush, checkpoint).
+
+        The catalog keeps the mount points, so the next daemon start mounts them again.
+        """
+        for volume in self.list():
+            if volume.id not in self.supervisor.workers:
+                continue
+            async with self._locks[volume.name]:
+                for point in volume.mount_points:
+                    try:
+                        await mounts.unbind(point.path, lazy=True)
+                    except GalleonError as exc:
+                        log.error("volume %s: %s", volume.name, exc)
+                try:
+                    await self.supervisor.stop(volume.id)
+                except GalleonError as exc:
+                    log.error("volume %s: %s", volume.name, exc)
+
+
+def _disk_bytes(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return total

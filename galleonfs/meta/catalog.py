@@ -1,0 +1,104 @@
+"""``Catalog``: the node catalog (``<data-dir>/node.lmdb``): volumes, storage classes, node identity.
+
+Small and rarely written, so every change is its own LMDB transaction, committed with a
+full sync before the call returns: once a request has been answered, a crash of the daemon
+cannot take its effect back. Values are JSON (readable with ``mdb_dump``, easy to migrate).
+
+Databases: ``volumes`` (id -> volume), ``names`` (name -> id), ``classes`` (name -> storage
+class), ``node`` (key -> value: format version, node id).
+
+What it must not do: validate (the managers do) or hold state outside LMDB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import lmdb
+
+from .. import limits
+from ..errors import FormatError
+
+CATALOG_FORMAT = 1
+_MAP_SIZE = 1 * limits.GiB      # address space; a catalog of 100k volumes is ~100 MB
+
+
+class Catalog:
+    def __init__(self, data_dir: str) -> None:
+        path = os.path.join(data_dir, "node.lmdb")
+        try:
+            self._env = lmdb.open(path, subdir=True, create=True, max_dbs=8, map_size=_MAP_SIZE,
+                                  sync=True, metasync=True)
+        except lmdb.Error as exc:
+            raise FormatError(f"cannot open the node catalog at {path}: {exc}") from exc
+        self._volumes = self._env.open_db(b"volumes")
+        self._names = self._env.open_db(b"names")
+        self._classes = self._env.open_db(b"classes")
+        self._node = self._env.open_db(b"node")
+        with self._env.begin(write=True) as txn:
+            version = txn.get(b"format", db=self._node)
+            if version is None:
+                txn.put(b"format", str(CATALOG_FORMAT).encode(), db=self._node)
+                txn.put(b"node_id", str(uuid.uuid4()).encode(), db=self._node)
+            elif int(version) != CATALOG_FORMAT:
+                raise FormatError(f"node catalog {path} has format {int(version)}; "
+                                  f"this galleond reads format {CATALOG_FORMAT}")
+            self.node_id = bytes(txn.get(b"node_id", db=self._node)).decode()
+
+    # --- volumes -----------------------------------------------------------------------------------
+    def volume(self, volume_id: str) -> dict[str, Any] | None:
+        with self._env.begin() as txn:
+            raw = txn.get(volume_id.encode(), db=self._volumes)
+        return None if raw is None else json.loads(raw)
+
+    def volume_id(self, name: str) -> str | None:
+        with self._env.begin() as txn:
+            raw = txn.get(name.encode(), db=self._names)
+        return None if raw is None else bytes(raw).decode()
+
+    def volumes(self) -> Iterator[dict[str, Any]]:
+        with self._env.begin() as txn:
+            rows = [json.loads(v) for _, v in txn.cursor(db=self._volumes)]
+        yield from rows
+
+    def put_volume(self, volume: dict[str, Any]) -> None:
+        with self._env.begin(write=True) as txn:
+            old = txn.get(volume["id"].encode(), db=self._volumes)
+            if old is not None:
+                old_name = json.loads(old)["name"]
+                if old_name != volume["name"]:
+                    txn.delete(old_name.encode(), db=self._names)
+            txn.put(volume["id"].encode(), json.dumps(volume, sort_keys=True).encode(), db=self._volumes)
+            txn.put(volume["name"].encode(), volume["id"].encode(), db=self._names)
+
+    def delete_volume(self, volume_id: str) -> None:
+        with self._env.begin(write=True) as txn:
+            raw = txn.get(volume_id.encode(), db=self._volumes)
+            if raw is not None:
+                txn.delete(json.loads(raw)["name"].encode(), db=self._names)
+                txn.delete(volume_id.encode(), db=self._volumes)
+
+    # --- storage classes ---------------------------------------------------------------------------
+    def storage_class(self, name: str) -> dict[str, Any] | None:
+        with self._env.begin() as txn:
+            raw = txn.get(name.encode(), db=self._classes)
+        return None if raw is None else json.loads(raw)
+
+    def storage_classes(self) -> list[dict[str, Any]]:
+        with self._env.begin() as txn:
+            return [json.loads(v) for _, v in txn.cursor(db=self._classes)]
+
+    def put_storage_class(self, cls: dict[str, Any]) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.put(cls["name"].encode(), json.dumps(cls, sort_keys=True).encode(), db=self._classes)
+
+    def delete_storage_class(self, name: str) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.delete(name.encode(), db=self._classes)
+
+    def close(self) -> None:
+        self._env.close()

@@ -1,0 +1,1 @@
+"""galleond, the node daemon: config, supervisor of mount workers, gRPC edge, catalog."""

@@ -1,0 +1,144 @@
+"""galleond configuration: defaults < TOML file < ``GALLEONFS_*`` environment < flags.
+
+Every setting has one name used everywhere: ``data_dir`` is ``data_dir = ...`` in the TOML
+file, ``GALLEONFS_DATA_DIR`` in the environment and ``--data-dir`` on the command line.
+``galleond --print-config`` shows the effective values and where each came from. An
+unknown key in the file or a bad value anywhere is an error naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ..errors import InvalidArgument
+from ..rpc.address import parse_address
+
+DEFAULT_CONFIG_FILE = "/etc/galleonfs/galleond.toml"
+ENV_PREFIX = "GALLEONFS_"
+
+
+def _listen(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else [s for s in str(value).split(",") if s.strip()]
+    if not items:
+        raise InvalidArgument("listen needs at least one address")
+    for item in items:
+        parse_address(str(item))
+    return [str(i).strip() for i in items]
+
+
+def _positive_int(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise InvalidArgument(f"{value!r} must be at least 1")
+    return number
+
+
+def _mode(value: Any) -> int:
+    try:
+        mode = int(str(value), 8)
+    except ValueError:
+        raise InvalidArgument(f"{value!r} is not an octal file mode like 0660") from None
+    if not 0 <= mode <= 0o777:
+        raise InvalidArgument(f"{value!r} is not a file mode")
+    return mode
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        text = str(value).lower()
+        if text not in allowed:
+            raise InvalidArgument(f"{value!r} is not one of {', '.join(allowed)}")
+        return text
+    return check
+
+
+def _path(value: Any) -> str:
+    text = str(value)
+    if not text:
+        return ""
+    return os.path.abspath(os.path.expanduser(text))
+
+
+@dataclass
+class NodeConfig:
+    data_dir: str = "/var/lib/galleonfs"
+    listen: list[str] = field(default_factory=lambda: ["unix:/run/galleonfs/galleond.sock"])
+    socket_mode: int = 0o660
+    log_level: str = "info"
+    log_format: str = "json"
+    rpc_threads: int = 16
+    tls_cert: str = ""
+    tls_key: str = ""
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def render(self) -> str:
+        """The effective configuration as TOML, each value with its source."""
+        lines = ["# effective galleond configuration"]
+        for f in fields(self):
+            if f.name == "sources":
+                continue
+            value = getattr(self, f.name)
+            if f.name == "socket_mode":
+                text = f'"{value:04o}"'
+            elif isinstance(value, list):
+                text = "[" + ", ".join(f'"{v}"' for v in value) + "]"
+            else:
+                text = f'"{value}"' if isinstance(value, str) else str(value)
+            lines.append(f"{f.name} = {text}  # from {self.sources.get(f.name, 'default')}")
+        return "\n".join(lines)
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "data_dir": _path, "listen": _listen, "socket_mode": _mode,
+    "log_level": _choice("debug", "info", "warning", "error"), "log_format": _choice("json", "text"),
+    "rpc_threads": _positive_int, "tls_cert": _path, "tls_key": _path,
+}
+
+
+def load(*, config_file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> NodeConfig:
+    """Merge the four layers. ``config_file`` None means the default path, if it exists."""
+    config = NodeConfig()
+    path = config_file or os.environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG_FILE
+    if config_file or os.path.exists(path):
+        _apply(config, _read_toml(path), f"file {path}")
+    _apply(config, {k[len(ENV_PREFIX):].lower(): v for k, v in env.items()
+                    if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() in _PARSERS},
+           "environment")
+    _apply(config, {k: v for k, v in flags.items() if v is not None}, "flag")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise InvalidArgument("tls_cert and tls_key go together: set both or neither")
+    return config
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise InvalidArgument(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidArgument(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(_PARSERS))
+    if unknown:
+        raise InvalidArgument(f"config file {path}: unknown setting {unknown[0]!r}; known settings: "
+                              f"{', '.join(sorted(_PARSERS))}")
+    return data
+
+
+def _apply(config: NodeConfig, values: Mapping[str, Any], source: str) -> None:
+    for key, raw in values.items():
+        try:
+            value = _PARSERS[key](raw)
+        except InvalidArgument as exc:
+            where = f"{ENV_PREFIX}{key.upper()}" if source == "environment" else (
+                f"--{key.replace('_', '-')}" if source == "flag" else f"{key} in {source}")
+            raise InvalidArgument(f"bad value for {where}: {exc}") from None
+        setattr(config, key, value)
+        config.sources[key] = source

@@ -1,0 +1,180 @@
+"""galleond: the node daemon (DESIGN §2). One per node.
+
+    galleond [--data-dir DIR] [--listen ADDRESS ...] [--config FILE] [--print-config]
+
+Start-up: take the data directory's lock (one daemon per data directory), open the node
+catalog (creating it, with the built-in storage classes, on first start), start the
+supervisor and the gRPC server, then restore the mounts of the last run: adopt workers
+that are still alive, restart the others. Health turns SERVING when that is done.
+
+SIGTERM or SIGINT: stop taking calls (5 s grace for running ones), unmount every mount
+point, stop every worker (each flushes and checkpoints its volume), exit 0. The catalog
+keeps the mount points, so the next start mounts them again.
+
+Logs are JSON lines on stderr (``log_format = "text"`` for people).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import trio
+
+from .. import __version__
+from ..errors import Busy, ExitCode, GalleonError
+from ..managers.storage_classes import StorageClassManager
+from ..managers.volumes import VolumeManager
+from ..meta.catalog import Catalog
+from . import config as node_config
+from .status import NodeInfo
+
+log = logging.getLogger("galleond")
+STOP_GRACE_S = 5.0
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(), "logger": record.name, "pid": record.process,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def lock_data_dir(data_dir: str) -> int:
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(data_dir, "galleond.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise Busy(f"another galleond (pid {holder}) already uses the data directory {data_dir}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class Daemon:
+    def __init__(self, config: node_config.NodeConfig) -> None:
+        self.config = config
+        self.catalog = Catalog(config.data_dir)
+        self.classes = StorageClassManager(self.catalog)
+        self.volumes = VolumeManager(config.data_dir, self.catalog, self.classes)
+        self.info = NodeInfo(self.catalog.node_id, config.data_dir, [], self.volumes)
+        self.server: Any = None
+
+    async def run(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        # Signals are caught from the start: a SIGTERM during start-up still shuts down cleanly.
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.volumes.supervisor.run)
+                self._start_server()
+                task_status.started(list(self.info.listen))
+                nursery.start_soon(self._restore)
+                async for signum in signals:
+                    log.info("received %s: shutting down", signal.Signals(signum).name)
+                    break
+                await self.shutdown()
+                nursery.cancel_scope.cancel()
+
+    def _start_server(self) -> None:
+        from ..rpc.bridge import TrioBridge
+        from ..rpc.server import RpcServer, Tls
+        from ..rpc.services import NodeService, StorageClassService, VolumeService
+
+        bridge = TrioBridge(trio.lowlevel.current_trio_token())
+        tls = Tls(self.config.tls_cert, self.config.tls_key) if self.config.tls_cert else None
+        self.server = RpcServer(
+            {"volume": VolumeService(bridge, self.volumes),
+             "storage_class": StorageClassService(bridge, self.classes),
+             "node": NodeService(bridge, self.info)},
+            threads=self.config.rpc_threads, socket_mode=self.config.socket_mode, tls=tls)
+        for address in self.config.listen:
+            self.info.listen.append(self.server.listen(address))
+        self.server.start()
+        log.info("galleond %s serving on %s (data dir %s)", __version__,
+                 ", ".join(self.info.listen), self.config.data_dir)
+
+    async def _restore(self) -> None:
+        """Bring back the mounts of the last run; health turns SERVING when done."""
+        await self.volumes.reconcile()
+        self.info.reconciled = True
+        self.server.set_serving(True)
+        log.info("galleond ready")
+
+    async def shutdown(self) -> None:
+        if self.server is not None:
+            await trio.to_thread.run_sync(self.server.stop, STOP_GRACE_S)
+        await self.volumes.shutdown()
+        self.catalog.close()
+        log.info("galleond stopped cleanly")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="galleond", description="The GalleonFS node daemon.",
+        epilog="Settings come from defaults, then the TOML file, then GALLEONFS_* variables "
+               "(GALLEONFS_DATA_DIR, GALLEONFS_LISTEN, ...), then flags.\n\nexample:\n"
+               "  galleond --data-dir /var/lib/galleonfs --listen unix:/run/galleonfs/galleond.sock",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", help="where volumes and the node catalog live "
+                                           "(default /var/lib/galleonfs)")
+    parser.add_argument("--listen", action="append", metavar="ADDRESS",
+                        help="unix:/path/to.sock or host:port; repeat for several "
+                             "(default unix:/run/galleonfs/galleond.sock)")
+    parser.add_argument("--config", help=f"TOML file (default {node_config.DEFAULT_CONFIG_FILE}, if present)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", choices=["json", "text"])
+    parser.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
+    parser.add_argument("--version", action="version", version=f"galleond {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = node_config.load(
+            config_file=args.config, env=os.environ,
+            flags={"data_dir": args.data_dir, "listen": args.listen, "log_level": args.log_level,
+                   "log_format": args.log_format})
+        if args.print_config:
+            print(config.render())
+            return 0
+        setup_logging(config.log_level, config.log_format)
+        lock_fd = lock_data_dir(config.data_dir)
+        try:
+            trio.run(Daemon(config).run)
+        finally:
+            os.close(lock_fd)
+    except GalleonError as exc:
+        print(f"galleond: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return ExitCode.OK
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

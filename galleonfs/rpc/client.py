@@ -1,0 +1,127 @@
+"""``Client``: the gRPC client of galleond, for galleonctl, orchestrators' glue and tests.
+
+Methods return protobuf messages. A failed call raises the same ``GalleonError`` class
+the daemon raised (its class name travels in trailing metadata), so the caller's exit code
+and message are the daemon's; an unreachable daemon is ``Unavailable`` with a hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from ..errors import GalleonError, Unavailable, error_from_status
+from ..v1 import (
+    node_pb2,
+    node_pb2_grpc,
+    storage_class_pb2,
+    storage_class_pb2_grpc,
+    types_pb2,
+    volume_pb2,
+    volume_pb2_grpc,
+)
+from .address import parse_address
+from .status import ERROR_CLASS_KEY
+
+DEFAULT_TIMEOUT_S = 120.0      # a mount waits for its worker, a delete for data removal
+
+
+class Client:
+    def __init__(self, address: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 tls_ca: str | None = None) -> None:
+        self.address = parse_address(address)
+        if tls_ca and self.address.unix_path is None:
+            with open(tls_ca, "rb") as f:
+                self._channel = grpc.secure_channel(self.address.grpc_target,
+                                                    grpc.ssl_channel_credentials(f.read()))
+        else:
+            self._channel = grpc.insecure_channel(self.address.grpc_target)
+        self.timeout_s = timeout_s
+        self.volumes = volume_pb2_grpc.VolumeServiceStub(self._channel)
+        self.classes = storage_class_pb2_grpc.StorageClassServiceStub(self._channel)
+        self.node = node_pb2_grpc.NodeServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: Callable[..., Any], request: Any) -> Any:
+        try:
+            return method(request, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: grpc.RpcError) -> GalleonError:
+        code = exc.code()
+        if code == grpc.StatusCode.UNAVAILABLE and not _class_name(exc):
+            return Unavailable(
+                f"cannot reach galleond at {self.address}: is it running? (start it with "
+                f"`galleond`, or point --address / GALLEONFS_ADDRESS at it)")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return Unavailable(f"galleond at {self.address} did not answer within {self.timeout_s:.0f} s")
+        return error_from_status(code.name, exc.details() or code.name, _class_name(exc))
+
+    # --- volumes -----------------------------------------------------------------------------------
+    def create_volume(self, name: str, size: int, *, storage_class: str = "",
+                      access_modes: list[int] | None = None, type: int = 0,
+                      labels: dict[str, str] | None = None) -> types_pb2.Volume:
+        return self.call(self.volumes.Create, volume_pb2.CreateVolumeRequest(
+            name=name, size_bytes=size, storage_class=storage_class,
+            access_modes=access_modes or [], type=type, labels=labels or {}))
+
+    def get_volume(self, name: str) -> types_pb2.Volume:
+        return self.call(self.volumes.Get, volume_pb2.GetVolumeRequest(name=name))
+
+    def list_volumes(self, selector: dict[str, str] | None = None) -> list[types_pb2.Volume]:
+        reply = self.call(self.volumes.List, volume_pb2.ListVolumesRequest(label_selector=selector or {}))
+        return list(reply.volumes)
+
+    def delete_volume(self, name: str, *, force: bool = False) -> volume_pb2.DeleteVolumeResponse:
+        return self.call(self.volumes.Delete, volume_pb2.DeleteVolumeRequest(name=name, force=force))
+
+    def expand_volume(self, name: str, size: int) -> types_pb2.Volume:
+        return self.call(self.volumes.Expand, volume_pb2.ExpandVolumeRequest(name=name, size_bytes=size))
+
+    def mount_volume(self, name: str, path: str, *, read_only: bool = False) -> types_pb2.Volume:
+        return self.call(self.volumes.Mount, volume_pb2.MountVolumeRequest(name=name, path=path,
+                                                                           read_only=read_only))
+
+    def unmount_volume(self, name: str = "", path: str = "") -> types_pb2.Volume:
+        return self.call(self.volumes.Unmount, volume_pb2.UnmountVolumeRequest(name=name, path=path))
+
+    def volume_stats(self, name: str) -> volume_pb2.VolumeStats:
+        return self.call(self.volumes.GetStats, volume_pb2.GetVolumeStatsRequest(name=name))
+
+    # --- storage classes ---------------------------------------------------------------------------
+    def create_storage_class(self, cls: types_pb2.StorageClass) -> types_pb2.StorageClass:
+        return self.call(self.classes.Create, storage_class_pb2.CreateStorageClassRequest(storage_class=cls))
+
+    def get_storage_class(self, name: str) -> types_pb2.StorageClass:
+        return self.call(self.classes.Get, storage_class_pb2.GetStorageClassRequest(name=name))
+
+    def list_storage_classes(self) -> list[types_pb2.StorageClass]:
+        return list(self.call(self.classes.List, storage_class_pb2.ListStorageClassesRequest()).storage_classes)
+
+    def delete_storage_class(self, name: str) -> None:
+        self.call(self.classes.Delete, storage_class_pb2.DeleteStorageClassRequest(name=name))
+
+    # --- node ----------------------------------------------------------------------------------------
+    def node_status(self) -> node_pb2.NodeStatus:
+        return self.call(self.node.GetStatus, node_pb2.GetNodeStatusRequest())
+
+
+def _class_name(exc: grpc.RpcError) -> str | None:
+    try:
+        for key, value in exc.trailing_metadata() or ():
+            if key == ERROR_CLASS_KEY:
+                return str(value)
+    except AttributeError:
+        return None
+    return None

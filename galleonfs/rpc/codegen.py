@@ -1,0 +1,75 @@
+"""Regenerate the gRPC code from ``proto/galleonfs/v1/*.proto``: one command.
+
+    python -m galleonfs.rpc.codegen          # write galleonfs/v1/*_pb2*.py(i)
+    python -m galleonfs.rpc.codegen --check  # exit 1 if the checked-in code is stale
+
+The generated package is ``galleonfs.v1`` (the proto package path), checked in so that
+installing GalleonFS needs no protoc. The output depends on the grpcio-tools version,
+which is pinned in pyproject.toml's ``dev`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTO_DIR = ROOT / "proto"
+PACKAGE = Path("galleonfs") / "v1"
+INIT = '"""Generated gRPC code for the galleonfs.v1 API (from proto/; see galleonfs.rpc.codegen)."""\n'
+
+
+def proto_files() -> list[Path]:
+    return sorted((PROTO_DIR / PACKAGE).glob("*.proto"))
+
+
+def generate(out_root: Path) -> list[Path]:
+    """Generate into ``out_root/galleonfs/v1``; return the files written."""
+    import grpc_tools
+    from grpc_tools import protoc
+
+    include = Path(grpc_tools.__file__).parent / "_proto"
+    (out_root / PACKAGE).mkdir(parents=True, exist_ok=True)
+    args = ["protoc", f"-I{PROTO_DIR}", f"-I{include}", f"--python_out={out_root}",
+            f"--pyi_out={out_root}", f"--grpc_python_out={out_root}",
+            *(str(p.relative_to(PROTO_DIR)) for p in proto_files())]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
+    (out_root / PACKAGE / "__init__.py").write_text(INIT)
+    return sorted((out_root / PACKAGE).iterdir())
+
+
+def stale_files() -> list[str]:
+    """Names of generated files that differ from what the .proto files produce now."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = {p.name: p for p in generate(Path(tmp)) if p.is_file()}
+        current = {p.name: p for p in (ROOT / PACKAGE).glob("*") if p.is_file()}
+        names = sorted(set(fresh) | set(current))
+        return [n for n in names if n not in fresh or n not in current
+                or not filecmp.cmp(fresh[n], current[n], shallow=False)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m galleonfs.rpc.codegen", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only check that the code is fresh")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_files()
+        if stale:
+            print(f"generated gRPC code is stale: {', '.join(stale)}; run python -m galleonfs.rpc.codegen",
+                  file=sys.stderr)
+            return 1
+        print("generated gRPC code is fresh")
+        return 0
+    for path in generate(ROOT):
+        print(os.path.relpath(path, ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Model <-> protobuf conversions, both directions, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ..errors import InvalidArgument
+from ..managers.model import (
+    AccessMode,
+    BindingMode,
+    MountPoint,
+    ReclaimPolicy,
+    StorageClass,
+    Volume,
+    VolumeState,
+    VolumeType,
+)
+from ..v1 import types_pb2 as pb
+
+_TYPES = {VolumeType.EPHEMERAL: pb.EPHEMERAL, VolumeType.PERSISTENT: pb.PERSISTENT,
+          VolumeType.SHARED: pb.SHARED}
+_STATES = {VolumeState.PROVISIONING: pb.PROVISIONING, VolumeState.AVAILABLE: pb.AVAILABLE,
+           VolumeState.MOUNTED: pb.MOUNTED, VolumeState.EXPANDING: pb.EXPANDING,
+           VolumeState.DELETING: pb.DELETING, VolumeState.FAILED: pb.FAILED}
+_MODES = {AccessMode.RWO: pb.READ_WRITE_ONCE, AccessMode.ROX: pb.READ_ONLY_MANY,
+          AccessMode.RWX: pb.READ_WRITE_MANY}
+_RECLAIM = {ReclaimPolicy.DELETE: pb.DELETE, ReclaimPolicy.RETAIN: pb.RETAIN}
+_BINDING = {BindingMode.IMMEDIATE: pb.IMMEDIATE,
+            BindingMode.WAIT_FOR_FIRST_CONSUMER: pb.WAIT_FOR_FIRST_CONSUMER}
+
+
+def _reverse(table: dict[Any, int]) -> dict[int, Any]:
+    return {v: k for k, v in table.items()}
+
+
+_TYPES_BACK, _STATES_BACK, _MODES_BACK = _reverse(_TYPES), _reverse(_STATES), _reverse(_MODES)
+_RECLAIM_BACK, _BINDING_BACK = _reverse(_RECLAIM), _reverse(_BINDING)
+
+
+def timestamp(ns: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(ns)
+    return ts
+
+
+def volume_to_pb(v: Volume) -> pb.Volume:
+    return pb.Volume(
+        id=v.id, name=v.name, type=_TYPES[v.type], state=_STATES[v.state], size_bytes=v.size,
+        access_modes=[_MODES[m] for m in v.access_modes], storage_class=v.storage_class,
+        labels=v.labels, created_at=timestamp(v.created_ns), updated_at=timestamp(v.updated_ns),
+        mount_points=[pb.MountPoint(path=m.path, read_only=m.read_only,
+                                    mounted_at=timestamp(m.mounted_at_ns)) for m in v.mount_points],
+        block_size_bytes=v.block_size, message=v.message,
+    )
+
+
+def volume_from_pb(p: pb.Volume) -> Volume:
+    return Volume(
+        id=p.id, name=p.name, size=p.size_bytes, storage_class=p.storage_class,
+        type=_TYPES_BACK.get(p.type, VolumeType.PERSISTENT), state=_STATES_BACK[p.state],
+        access_modes=[_MODES_BACK[m] for m in p.access_modes], labels=dict(p.labels),
+        block_size=p.block_size_bytes, created_ns=p.created_at.ToNanoseconds(),
+        updated_ns=p.updated_at.ToNanoseconds(),
+        mount_points=[MountPoint(m.path, m.read_only, m.mounted_at.ToNanoseconds())
+                      for m in p.mount_points], message=p.message,
+    )
+
+
+def volume_type_from_pb(value: int) -> VolumeType:
+    if value == pb.VOLUME_TYPE_UNSPECIFIED:
+        return VolumeType.PERSISTENT
+    if value not in _TYPES_BACK:
+        raise InvalidArgument(f"unknown volume type {value}")
+    return VolumeType(_TYPES_BACK[value])
+
+
+def access_modes_from_pb(values: Any) -> list[AccessMode]:
+    modes = []
+    for value in values:
+        if value == pb.ACCESS_MODE_UNSPECIFIED:
+            continue
+        if value not in _MODES_BACK:
+            raise InvalidArgument(f"unknown access mode {value}")
+        modes.append(_MODES_BACK[value])
+    return modes or [AccessMode.RWO]
+
+
+def access_modes_to_pb(modes: list[AccessMode]) -> list[int]:
+    return [_MODES[m] for m in modes]
+
+
+def volume_type_to_pb(value: VolumeType) -> int:
+    return _TYPES[value]
+
+
+def class_to_pb(c: StorageClass) -> pb.StorageClass:
+    return pb.StorageClass(
+        name=c.name, parameters=c.parameters, reclaim_policy=_RECLAIM[c.reclaim_policy],
+        volume_binding_mode=_BINDING[c.binding_mode], builtin=c.builtin, is_default=c.is_default,
+        created_at=timestamp(c.created_ns),
+    )
+
+
+def class_from_pb(p: pb.StorageClass) -> StorageClass:
+    return StorageClass(
+        name=p.name, parameters=dict(p.parameters),
+        reclaim_policy=_RECLAIM_BACK.get(p.reclaim_policy, ReclaimPolicy.DELETE),
+        binding_mode=_BINDING_BACK.get(p.volume_binding_mode, BindingMode.IMMEDIATE),
+        builtin=p.builtin, is_default=p.is_default,
+        created_ns=p.created_at.ToNanoseconds() if p.HasField("created_at") else 0,
+    )

@@ -1,0 +1,111 @@
+"""The gRPC servicers: translate, call the managers on the trio thread, translate back.
+
+Each method is a few lines. Errors are not handled here: ``GalleonError`` propagates to
+``status.ErrorInterceptor``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..managers.storage_classes import StorageClassManager
+from ..managers.volumes import VolumeManager
+from ..node.status import NodeInfo
+from ..v1 import (
+    node_pb2,
+    node_pb2_grpc,
+    storage_class_pb2,
+    storage_class_pb2_grpc,
+    volume_pb2,
+    volume_pb2_grpc,
+)
+from . import convert
+from .bridge import TrioBridge
+
+
+class VolumeService(volume_pb2_grpc.VolumeServiceServicer):  # type: ignore[misc]
+    def __init__(self, bridge: TrioBridge, volumes: VolumeManager) -> None:
+        self.bridge = bridge
+        self.volumes = volumes
+
+    def Create(self, request: Any, context: Any) -> Any:
+        volume = self.bridge.run(
+            lambda: self.volumes.create(
+                request.name, request.size_bytes, storage_class=request.storage_class,
+                access_modes=convert.access_modes_from_pb(request.access_modes),
+                type=convert.volume_type_from_pb(request.type), labels=dict(request.labels)))
+        return convert.volume_to_pb(volume)
+
+    def Get(self, request: Any, context: Any) -> Any:
+        return convert.volume_to_pb(self.bridge.run_sync(self.volumes.get, request.name))
+
+    def List(self, request: Any, context: Any) -> Any:
+        volumes = self.bridge.run_sync(self.volumes.list, dict(request.label_selector))
+        return volume_pb2.ListVolumesResponse(volumes=[convert.volume_to_pb(v) for v in volumes])
+
+    def Delete(self, request: Any, context: Any) -> Any:
+        volume_id, retained = self.bridge.run(lambda: self.volumes.delete(request.name, force=request.force))
+        return volume_pb2.DeleteVolumeResponse(id=volume_id, data_retained=bool(retained),
+                                               retained_path=retained)
+
+    def Expand(self, request: Any, context: Any) -> Any:
+        return convert.volume_to_pb(self.bridge.run(self.volumes.expand, request.name, request.size_bytes))
+
+    def Mount(self, request: Any, context: Any) -> Any:
+        volume = self.bridge.run(lambda: self.volumes.mount(request.name, request.path,
+                                                            read_only=request.read_only))
+        return convert.volume_to_pb(volume)
+
+    def Unmount(self, request: Any, context: Any) -> Any:
+        return convert.volume_to_pb(self.bridge.run(self.volumes.unmount, request.name, request.path))
+
+    def GetStats(self, request: Any, context: Any) -> Any:
+        volume, stats = self.bridge.run(self.volumes.stats, request.name)
+        size, used = int(stats["size"]), int(stats["used_bytes"])
+        return volume_pb2.VolumeStats(
+            id=volume.id, name=volume.name, size_bytes=size, used_bytes=used,
+            free_bytes=max(0, size - used), inodes_used=int(stats["inodes_used"]),
+            inodes_total=int(stats["inodes_total"]), disk_bytes=int(stats["disk_bytes"]),
+            mounted=bool(stats["mounted"]), worker_pid=int(stats.get("pid") or 0),
+            counters={k: int(v) for k, v in dict(stats.get("counters") or {}).items()},
+            failsafe=bool(stats.get("failsafe")), failsafe_reason=str(stats.get("failsafe") or ""),
+        )
+
+
+class StorageClassService(storage_class_pb2_grpc.StorageClassServiceServicer):  # type: ignore[misc]
+    def __init__(self, bridge: TrioBridge, classes: StorageClassManager) -> None:
+        self.bridge = bridge
+        self.classes = classes
+
+    def Create(self, request: Any, context: Any) -> Any:
+        cls = convert.class_from_pb(request.storage_class)
+        return convert.class_to_pb(self.bridge.run_sync(self.classes.create, cls))
+
+    def Get(self, request: Any, context: Any) -> Any:
+        return convert.class_to_pb(self.bridge.run_sync(self.classes.get, request.name))
+
+    def List(self, request: Any, context: Any) -> Any:
+        classes = self.bridge.run_sync(self.classes.list)
+        return storage_class_pb2.ListStorageClassesResponse(
+            storage_classes=[convert.class_to_pb(c) for c in classes])
+
+    def Delete(self, request: Any, context: Any) -> Any:
+        self.bridge.run_sync(self.classes.delete, request.name)
+        return storage_class_pb2.DeleteStorageClassResponse()
+
+
+class NodeService(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
+    def __init__(self, bridge: TrioBridge, info: NodeInfo) -> None:
+        self.bridge = bridge
+        self.info = info
+
+    def GetStatus(self, request: Any, context: Any) -> Any:
+        s = self.bridge.run_sync(self.info.status)
+        return node_pb2.NodeStatus(
+            node_id=s.node_id, hostname=s.hostname, version=s.version, data_dir=s.data_dir,
+            listen=s.listen, started_at=convert.timestamp(s.started_ns),
+            capacity_bytes=s.capacity_bytes, available_bytes=s.available_bytes,
+            provisioned_bytes=s.provisioned_bytes, volumes_by_state=s.volumes_by_state,
+            mount_workers_up=s.workers_up, mount_workers_expected=s.workers_expected,
+            ready=s.ready, problems=s.problems,
+        )

@@ -1,0 +1,49 @@
+"""``GalleonError`` -> gRPC status, at one place: a server interceptor (no per-method code).
+
+The status carries the error's sentence as its details, and the trailing metadata
+``galleonfs-error`` names the error class, so the client can rebuild the same error and
+``galleonctl`` exits with the same stable code as ``galleonfs`` would.
+An exception that is not a ``GalleonError`` is a bug: logged with its traceback, answered
+INTERNAL with a short message (never the traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from ..errors import GalleonError
+
+log = logging.getLogger(__name__)
+ERROR_CLASS_KEY = "galleonfs-error"
+
+
+def status_code(exc: GalleonError) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, exc.grpc_status, grpc.StatusCode.INTERNAL)
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = details.method
+
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return inner(request, context)
+            except GalleonError as exc:
+                context.set_trailing_metadata(((ERROR_CLASS_KEY, type(exc).__name__),))
+                context.abort(status_code(exc), str(exc))
+            except Exception:
+                log.exception("bug while serving %s", method)
+                context.abort(grpc.StatusCode.INTERNAL,
+                              f"internal error while serving {method}; see the daemon's log")
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)

@@ -1,0 +1,1 @@
+"""Generated gRPC code for the galleonfs.v1 API (from proto/; see galleonfs.rpc.codegen)."""

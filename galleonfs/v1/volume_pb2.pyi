@@ -1,0 +1,143 @@
+from galleonfs.v1 import types_pb2 as _types_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CreateVolumeRequest(_message.Message):
+    __slots__ = ("name", "size_bytes", "storage_class", "access_modes", "type", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_MODES_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size_bytes: int
+    storage_class: str
+    access_modes: _containers.RepeatedScalarFieldContainer[_types_pb2.AccessMode]
+    type: _types_pb2.VolumeType
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., storage_class: _Optional[str] = ..., access_modes: _Optional[_Iterable[_Union[_types_pb2.AccessMode, str]]] = ..., type: _Optional[_Union[_types_pb2.VolumeType, str]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GetVolumeRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListVolumesRequest(_message.Message):
+    __slots__ = ("label_selector",)
+    class LabelSelectorEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    label_selector: _containers.ScalarMap[str, str]
+    def __init__(self, label_selector: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ListVolumesResponse(_message.Message):
+    __slots__ = ("volumes",)
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    volumes: _containers.RepeatedCompositeFieldContainer[_types_pb2.Volume]
+    def __init__(self, volumes: _Optional[_Iterable[_Union[_types_pb2.Volume, _Mapping]]] = ...) -> None: ...
+
+class DeleteVolumeRequest(_message.Message):
+    __slots__ = ("name", "force")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DeleteVolumeResponse(_message.Message):
+    __slots__ = ("id", "data_retained", "retained_path")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_RETAINED_FIELD_NUMBER: _ClassVar[int]
+    RETAINED_PATH_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    data_retained: bool
+    retained_path: str
+    def __init__(self, id: _Optional[str] = ..., data_retained: _Optional[bool] = ..., retained_path: _Optional[str] = ...) -> None: ...
+
+class ExpandVolumeRequest(_message.Message):
+    __slots__ = ("name", "size_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size_bytes: int
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+
+class MountVolumeRequest(_message.Message):
+    __slots__ = ("name", "path", "read_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    read_only: bool
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., read_only: _Optional[bool] = ...) -> None: ...
+
+class UnmountVolumeRequest(_message.Message):
+    __slots__ = ("name", "path")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class GetVolumeStatsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class VolumeStats(_message.Message):
+    __slots__ = ("id", "name", "size_bytes", "used_bytes", "free_bytes", "inodes_used", "inodes_total", "disk_bytes", "mounted", "worker_pid", "counters", "failsafe", "failsafe_reason")
+    class CountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INODES_USED_FIELD_NUMBER: _ClassVar[int]
+    INODES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DISK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MOUNTED_FIELD_NUMBER: _ClassVar[int]
+    WORKER_PID_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    FAILSAFE_FIELD_NUMBER: _ClassVar[int]
+    FAILSAFE_REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    size_bytes: int
+    used_bytes: int
+    free_bytes: int
+    inodes_used: int
+    inodes_total: int
+    disk_bytes: int
+    mounted: bool
+    worker_pid: int
+    counters: _containers.ScalarMap[str, int]
+    failsafe: bool
+    failsafe_reason: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., inodes_used: _Optional[int] = ..., inodes_total: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., mounted: _Optional[bool] = ..., worker_pid: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., failsafe: _Optional[bool] = ..., failsafe_reason: _Optional[str] = ...) -> None: ...
