@@ -1,49 +1,65 @@
 #!/usr/bin/env bash
-# GalleonFS quickstart (the README's first command): install what is missing, then create
-# a volume in a temporary directory, mount it, use it with ordinary tools, unmount it and
-# check it. Leaves nothing mounted; the temporary directory is removed at the end unless
-# KEEP=1 is set.
+# GalleonFS quickstart (the README's first command). Installs what is missing, then runs
+# the main job on an embedded single-node default:
+#   a node (galleond on a temporary data directory),
+#   a volume created and mounted through galleonctl, written to and shown,
+#   its stats, an online expansion, an unmount, and a clean daemon stop.
+# Leaves nothing running or mounted; KEEP=1 keeps the temporary directory.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=../.ci/bootstrap.sh
 source "$ROOT/.ci/bootstrap.sh"
 
 WORK="$(mktemp -d /tmp/galleonfs-quickstart.XXXXXX)"
-VOL="$WORK/volume"
-MNT="$WORK/mnt"
-mkdir -p "$MNT"
+export GALLEONFS_ADDRESS="unix:$WORK/galleond.sock"
+MNT="$WORK/mnt/data"
+DAEMON_PID=""
 cleanup() {
-    if mountpoint -q "$MNT" 2>/dev/null; then galleonfs umount "$MNT" || fusermount3 -uz "$MNT"; fi
+    if [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+        kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" || true
+    fi
     if [ "${KEEP:-0}" != 1 ]; then rm -rf "$WORK"; else echo "kept $WORK"; fi
 }
 trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "create a 1 GiB volume"
-galleonfs mkfs "$VOL" --size 1G --name quickstart
+step "start a node: galleond on $WORK/data"
+galleond --data-dir "$WORK/data" --listen "$GALLEONFS_ADDRESS" --config /dev/null \
+         --log-format text 2> "$WORK/galleond.log" &
+DAEMON_PID=$!
+for _ in $(seq 100); do galleonctl node status >/dev/null 2>&1 && break; sleep 0.1; done
+galleonctl node status
 
-step "mount it on $MNT"
-galleonfs mount "$VOL" "$MNT"
+step "create a 1 GiB volume and mount it on $MNT"
+galleonctl volume create data --size 1G --label app=quickstart
+galleonctl volume mount data "$MNT"
 
-step "use it like any directory"
+step "write to it with ordinary tools"
 mkdir -p "$MNT/docs"
 echo "hello from GalleonFS" > "$MNT/docs/hello.txt"
-head -c 32M /dev/urandom > "$MNT/random.bin"
+head -c 64M /dev/urandom > "$MNT/random.bin"
 sha256sum "$MNT/random.bin" | tee "$WORK/random.sha256"
-ln -s docs/hello.txt "$MNT/link"
-setfattr -n user.owner -v quickstart "$MNT/docs/hello.txt" 2>/dev/null || true
 sync "$MNT/random.bin"
 ls -la "$MNT" "$MNT/docs"
 df -h "$MNT"
 
-step "unmount, remount and verify the data"
-galleonfs umount "$MNT"
-galleonfs mount "$VOL" "$MNT"
-cat "$MNT/link"
-sha256sum -c "$WORK/random.sha256"
-galleonfs umount "$MNT"
+step "show it"
+galleonctl volume list
+galleonctl volume stats data
 
-step "check the volume"
-galleonfs fsck "$VOL"
+step "grow it online to 2 GiB (df sees it at once)"
+galleonctl volume expand data --size 2G
+df -h "$MNT"
+
+step "unmount, mount again, verify"
+galleonctl volume unmount data
+galleonctl volume mount data "$MNT"
+cat "$MNT/docs/hello.txt"
+sha256sum -c "$WORK/random.sha256"
+galleonctl volume unmount data
+
+step "stop the node"
+kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID"; DAEMON_PID=""
+galleonfs fsck "$WORK/data/volumes/"*
 echo
-echo "quickstart finished: the volume was created, mounted, written, remounted and checked."
+echo "quickstart finished: node started, volume created, mounted, written, shown, expanded, checked."

@@ -1,0 +1,104 @@
+"""``RunningDaemon``: a real galleond in a subprocess, on a temporary data directory.
+
+Started with a unix socket in the test's directory; ``start`` waits (bounded) until the
+daemon answers health checks as SERVING, i.e. until it has restored its mounts.
+``ctl(...)`` runs ``galleonctl`` as a user would and returns the completed process.
+``stop`` sends SIGTERM and asserts a clean exit; ``kill`` is ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 120.0
+
+
+class RunningDaemon:
+    def __init__(self, base: str | Path, *, env: dict[str, str] | None = None) -> None:
+        self.base = Path(base)
+        self.data_dir = self.base / "data"
+        self.socket = self.base / "galleond.sock"
+        self.address = f"unix:{self.socket}"
+        self.log_path = self.base / "galleond.log"
+        self.env = dict(os.environ, **(env or {}))
+        self.env.pop("GALLEONFS_CONFIG", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RunningDaemon:
+        assert self.proc is None
+        command = [sys.executable, "-m", "galleonfs.node.daemon", "--data-dir", str(self.data_dir),
+                   "--listen", self.address, "--config", os.devnull, "--log-format", "text"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         env=self.env)
+        self.wait_serving()
+        return self
+
+    def wait_serving(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"galleond exited with {self.proc.returncode}:\n{self.log()}")
+            if self.socket.exists():
+                with grpc.insecure_channel(self.address) as channel:
+                    try:
+                        reply = health_pb2_grpc.HealthStub(channel).Check(
+                            health_pb2.HealthCheckRequest(service=""), timeout=2)
+                        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                            return
+                    except grpc.RpcError:
+                        pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"galleond did not become ready in {timeout_s} s:\n{self.log()}")
+            time.sleep(0.1)
+
+    def ctl(self, *args: str, check: bool = False, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "galleonfs.cli.galleonctl", "--address", self.address,
+                               *args], capture_output=True, text=True, timeout=timeout_s, env=self.env)
+        if check and done.returncode != 0:
+            raise AssertionError(f"galleonctl {' '.join(args)} failed ({done.returncode}): {done.stderr}")
+        return done
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-10000:]
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=STOP_TIMEOUT_S)
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=STOP_TIMEOUT_S)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        """Stop the daemon if running and detach anything left mounted under ``base``."""
+        if self.proc is not None:
+            self.stop()
+        with open("/proc/self/mountinfo") as f:
+            mounted = [line.split()[4] for line in f]
+        for path in reversed(mounted):
+            if path.startswith(str(self.base)):
+                subprocess.run(["umount", "-l", path], capture_output=True, check=False)
