@@ -1,0 +1,1 @@
+"""GalleonFS benchmarks (see run.py)."""

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# One command for every benchmark (not part of CI): installs fio and the package if needed,
+# then runs benchmarks/run.py. Arguments pass through, e.g. `benchmarks/run.sh --quick`.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+GALLEONFS_EXTRA_APT="fio" source "$ROOT/.ci/bootstrap.sh"
+cd "$ROOT"
+exec python benchmarks/run.py "$@"
