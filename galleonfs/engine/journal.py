@@ -217,10 +217,10 @@ class JournalWriter:
         return files
 
     def close_retired(self, synced: list[File]) -> None:
-        """Close rolled files that a finished sync covered."""
+        """Close rolled files that a finished sync covered and nothing appended to since."""
         still = []
         for f in self._retired:
-            if f in synced or f.size == 0:
+            if (f in synced or f.size == 0) and f not in self._unsynced:
                 f.close()
             else:
                 still.append(f)

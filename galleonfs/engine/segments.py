@@ -83,9 +83,14 @@ class Segments:
         return files
 
     def close_retired(self, synced: list[File]) -> None:
+        """Close rolled files that a finished sync covered and nothing appended to since.
+
+        A file appended to while its sync ran is back in ``_unsynced``: the next commit must
+        still sync it, so it stays open.
+        """
         still = []
         for f in self._retired:
-            if f in synced:
+            if f in synced and f not in self._unsynced:
                 f.close()
             else:
                 still.append(f)
