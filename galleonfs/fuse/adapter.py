@@ -173,7 +173,8 @@ class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
     @_op
     def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
-        return pyfuse3.FileInfo(fh=self.vfs.open(inode, writable), keep_cache=True)
+        fh = self.vfs.open(inode, writable, truncate=bool(flags & os.O_TRUNC))
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     @_op
     def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
@@ -229,7 +230,7 @@ class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
 
     @_op
     def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        return self.vfs.listxattr(inode)
+        return self.vfs.listxattr(inode, _ctx(ctx))
 
     @_op
     def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:

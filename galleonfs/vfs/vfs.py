@@ -631,12 +631,25 @@ class Vfs:
             raise PermissionDenied("permission denied")
 
     # --- files ---------------------------------------------------------------------------------
-    def open(self, ino: int, writable: bool) -> InodeId:
+    def open(self, ino: int, writable: bool, *, truncate: bool = False) -> InodeId:
+        """Open ``ino``; ``truncate`` is ``O_TRUNC``.
+
+        libfuse 3 turns on ``atomic_o_trunc``, so the kernel sends no ``setattr`` for
+        ``O_TRUNC`` and truncates only its own page cache: emptying the file is ours to do,
+        with mtime and ctime updated as ``do_truncate`` would (even when already empty).
+        """
         inode = self.inode(ino)
         if stat.S_ISDIR(inode.mode) and writable:
             raise IsADirectory("cannot open a directory for writing")
-        if writable:
+        truncate = truncate and stat.S_ISREG(inode.mode)
+        if writable or truncate:
             self.engine.check_writable()
+        if truncate:
+            self._check_truncate(inode, 0)
+            self._truncate(inode, 0)
+            inode.mtime_ns = inode.ctime_ns = time.time_ns()
+            self._put(inode)
+            self.engine.end_op()
         self._opens[ino] = self._opens.get(ino, 0) + 1
         return InodeId(ino)
 
@@ -810,6 +823,8 @@ class Vfs:
         reader that resumes at an offset never skips or repeats a surviving entry.
         """
         directory = self._dir(ino)
+        # Listing is reading: relatime applies, as ext4's iterate_dir -> file_accessed does.
+        self._note_access(directory)
         if offset < 1:
             yield DirEntry(b".", directory, 1)
         if offset < 2:
@@ -860,10 +875,19 @@ class Vfs:
         self._put(inode)
         self.engine.end_op()
 
-    def listxattr(self, ino: int) -> list[bytes]:
+    def listxattr(self, ino: int, ctx: Ctx = ROOT_CTX) -> list[bytes]:
+        """The attribute names; ``trusted.*`` ones only for root, as ext4 and tmpfs list them.
+
+        The kernel checks ``trusted.*`` reads and writes itself but passes the list through
+        unfiltered, so hiding the names is ours. FUSE tells us no capabilities: uid 0 stands
+        in for ``CAP_SYS_ADMIN``.
+        """
         self.inode(ino)
         prefix = schema.ino_key(ino)
-        return [bytes(key[8:]) for key, _ in self.meta.scan(Db.XATTRS, prefix=prefix)]
+        names = [bytes(key[8:]) for key, _ in self.meta.scan(Db.XATTRS, prefix=prefix)]
+        if ctx.uid != 0:
+            names = [name for name in names if not name.startswith(b"trusted.")]
+        return names
 
     def removexattr(self, ino: int, name: bytes, ctx: Ctx = ROOT_CTX) -> None:
         self.engine.check_writable()
