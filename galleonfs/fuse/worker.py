@@ -103,6 +103,19 @@ def _may_allow_other() -> bool:
         return False
 
 
+class _KernelGoneFilter(logging.Filter):
+    """Drop pyfuse3's "fuse_reply_* failed with No such file or directory".
+
+    The kernel answers ENOENT to a reply for a request it no longer waits for: an
+    interrupted request, or a RELEASE that an unmount overtook. Nothing is lost (the
+    operation itself completed); logging it at ERROR would hide real errors among them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not ("fuse_reply_" in record.getMessage()
+                    and "No such file or directory" in record.getMessage())
+
+
 class Worker:
     def __init__(self, config: WorkerConfig, engine: Engine) -> None:
         self.config = config
@@ -301,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    logging.getLogger("pyfuse3").addFilter(_KernelGoneFilter())
     ready = ReadyPipe(args.ready_fd)
     try:
         options = parse_options(args.options)
