@@ -188,24 +188,20 @@ class Engine:
         self.read_only = read_only
         self.failsafe: str | None = None
         self.meta = MetaStore(volume_dir)
-        self._ints: dict[bytes, int] = {}
-        for key in schema.SUPER_INT_FIELDS:
-            raw = self.meta.get(Db.SUPER, key)
-            if raw is None:
-                raise FormatError(f"{volume_dir}: metadata lacks the super field {key.decode()}")
-            self._ints[key] = schema.decode_super_int(raw)
-        version = self._ints[b"format_version"]
-        if version != schema.FORMAT_VERSION:
-            raise FormatError(
-                f"{volume_dir} has on-disk format version {version}; this GalleonFS reads "
-                f"version {schema.FORMAT_VERSION} only"
-            )
+        try:
+            self._ints = self._read_super_ints()
+            family_key = self.meta.get(Db.SUPER, b"family_key")
+            if family_key is None or len(family_key) != 32:
+                raise FormatError(f"{volume_dir}: metadata lacks the block id key")
+        except BaseException:
+            # No caller will ever close this half-made engine. LMDB allows one environment
+            # per file per process, so a leaked one would make every later open of this
+            # volume in this process (a daemon, fsck after the error) fail.
+            self.meta.close()
+            raise
         self._dirty_ints: set[bytes] = set()
         self.volume_id = (self.meta.get(Db.SUPER, b"volume_id") or b"").decode()
         self.name = (self.meta.get(Db.SUPER, b"name") or b"").decode()
-        family_key = self.meta.get(Db.SUPER, b"family_key")
-        if family_key is None or len(family_key) != 32:
-            raise FormatError(f"{volume_dir}: metadata lacks the block id key")
         self.hash_block = BlockHasher(family_key)
         self.block_size = self._ints[b"block_size"]
         self.meta.generation = self._ints[b"generation"]
@@ -226,6 +222,22 @@ class Engine:
         self.replay = ReplayReport()
         self.counters = {"blocks_written": 0, "blocks_deduped": 0, "blocks_read": 0,
                          "cache_hits": 0, "commits": 0, "checkpoints": 0, "corrupt_blocks": 0}
+
+    def _read_super_ints(self) -> dict[bytes, int]:
+        """The integer super fields, checked: every one present, the format one we read."""
+        ints: dict[bytes, int] = {}
+        for key in schema.SUPER_INT_FIELDS:
+            raw = self.meta.get(Db.SUPER, key)
+            if raw is None:
+                raise FormatError(f"{self.dir}: metadata lacks the super field {key.decode()}")
+            ints[key] = schema.decode_super_int(raw)
+        version = ints[b"format_version"]
+        if version != schema.FORMAT_VERSION:
+            raise FormatError(
+                f"{self.dir} has on-disk format version {version}; this GalleonFS reads "
+                f"version {schema.FORMAT_VERSION} only"
+            )
+        return ints
 
     # --- super fields --------------------------------------------------------------------------
     def get_int(self, key: bytes) -> int:
@@ -304,7 +316,7 @@ class Engine:
         already computed them. Part of the current operation: ``end_op`` journals it.
         """
         ids = list(ids) if ids is not None else [self.hash_block(b) for b in blocks]
-        new_frames: list[bytes | memoryview] = []
+        new_frames: list[bytes | bytearray | memoryview] = []
         new: list[tuple[bytes, int, int, int]] = []     # (id, raw len, frame len, crc)
         seen: dict[bytes, BlockLoc] = {}
         for bid, data in zip(ids, blocks, strict=True):
@@ -562,6 +574,11 @@ class Engine:
                 truncate = (path, valid_end)
                 drop_from = index + 1
                 break
+            if size == 0:
+                # Created by a roll whose first record never reached the disk. Left in place,
+                # it would block the next roll, which creates that same name (O_EXCL).
+                drop_from = index
+                break
         self.journal.next_lsn = expect
         self._reload_after_replay()
         if self.read_only:
@@ -575,13 +592,19 @@ class Engine:
             for _, path in files[drop_from:]:
                 self.storage.unlink(path)
             self.storage.sync_dir(self.journal_dir)
-        self._remove_stray_segments()
         if report.records or truncate is not None or drop_from is not None:
             for seg in touched_segments:
+                if seg not in self._segstats:
+                    continue        # a later replayed record (GC) dropped it: nothing lives there
                 f = self.storage.open_file(self.segments.path(seg), writable=False)
                 f.sync()
                 f.close()
             self.checkpoint()
+        # Only after the checkpoint: a segment that a replayed GC record emptied still holds
+        # the frames of the records before it until the metadata that moved them is durable.
+        # Deleted earlier, a power cut here would make the next replay stop at the first of
+        # those records and lose everything after it, committed or not.
+        self._remove_stray_segments()
         if report.torn_tail:
             # What a crash leaves behind, so not a warning: the records after it never completed.
             log.info("volume %s: journal replay stopped at a torn tail: %s", self.dir, report.torn_tail)
@@ -620,6 +643,7 @@ class Engine:
         removed = False
         for seg in list_segments(self.storage, self.data_dir):
             if seg not in self._segstats:
+                self.segments.forget(seg)       # replay may have opened it to check a frame
                 self.storage.unlink(self.segments.path(seg))
                 removed = True
         if removed:
@@ -712,10 +736,21 @@ class Engine:
 
     # --- closing -------------------------------------------------------------------------------
     def close(self, *, checkpoint: bool = True) -> None:
-        """Checkpoint (unless asked not to, or read-only) and release everything."""
+        """Checkpoint (unless asked not to, or read-only) and release everything.
+
+        A volume in failsafe is not checkpointed, but what it journaled before it went
+        failsafe is still committed: those are operations the application was told had
+        happened, and a power cut may take at most one commit interval of them (DESIGN §3).
+        """
         try:
-            if checkpoint and self.writable and not self.in_op():
-                self.checkpoint()
+            if checkpoint and not self.read_only and not self.in_op():
+                if self.failsafe is None:
+                    self.checkpoint()
+                elif self.durable_lsn < self.appended_lsn:
+                    try:
+                        self.commit()
+                    except IOFailure:
+                        log.exception("volume %s: could not commit the journal at close", self.dir)
         finally:
             self.segments.close()
             self.journal.close()

@@ -75,7 +75,7 @@ class FrameHeader:
         return HEADER_SIZE + self.payload_len
 
 
-def encode(block_id: bytes, payload: bytes | memoryview, raw_len: int, flags: int = 0,
+def encode(block_id: bytes, payload: bytes | bytearray | memoryview, raw_len: int, flags: int = 0,
            nonce: bytes = ZERO_NONCE) -> tuple[bytes, int]:
     """Return ``(header, crc)`` for a frame carrying ``payload``; write header then payload."""
     head = _HEAD.pack(MAGIC, VERSION, flags, 0, len(payload), raw_len, block_id, nonce)

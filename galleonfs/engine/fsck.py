@@ -203,11 +203,11 @@ class _Checker:
                     inode.nlink = expected
                     self.meta.put(Db.INODES, schema.ino_key(ino), inode.encode())
         for ino, mark in orphans.items():
-            inode = self.inodes.get(ino)
-            if inode is None:
+            orphan = self.inodes.get(ino)
+            if orphan is None:
                 if self.problem(f"orphan record for missing inode {ino}", f"dropped orphan record {ino}"):
                     self.meta.delete(Db.ORPHANS, schema.ino_key(ino))
-            elif inode.nlink and mark != b"t":
+            elif orphan.nlink and mark != b"t":
                 if self.problem(f"{self.path(ino)} is linked but recorded as an orphan",
                                 f"dropped orphan record of {self.path(ino)}"):
                     self.meta.delete(Db.ORPHANS, schema.ino_key(ino))

@@ -4,7 +4,8 @@ It writes to real files (so the engine reads back what it wrote) and remembers w
 real disk would still hold after a power cut:
 
 * file contents: what was appended before the file's last ``sync``; appends since are
-  lost, or partly kept (a torn tail) when ``power_cut`` is given a random generator;
+  lost, or partly kept when ``power_cut`` is given a random generator (a prefix of them,
+  with a torn tail and some pages inside it zeros);
 * directory entries: a file created (or unlinked) since its directory's last sync may
   vanish (or reappear) after the cut, as POSIX allows;
 * the LMDB store: its state at the last commit reported through ``meta_committed``.
@@ -25,6 +26,9 @@ from dataclasses import dataclass
 
 from ..engine.storage import File, Storage
 
+_PAGE_BYTES = 4096          # the unit the page cache writes back in
+_PAGE_LOST_P = 0.1          # chance that an unsynced page inside the surviving size is lost
+
 
 @dataclass
 class _Durable:
@@ -39,7 +43,9 @@ class _TrackedFile(File):
 
     def sync(self) -> None:
         super().sync()
-        self._owner._synced(self.path, self.size)
+        # fdatasync covers every byte of the file, also those appended through another
+        # descriptor: a reader opened earlier has a stale ``size``.
+        self._owner._synced(self.path, os.fstat(self.fd).st_size)
 
     def truncate(self, size: int) -> None:
         super().truncate(size)
@@ -110,8 +116,10 @@ class FaultyStorage(Storage):
     def power_cut(self, rng: random.Random | None = None) -> list[str]:
         """Put the disk into the state it would have after losing power now.
 
-        With ``rng``, unsynced appends survive in part (a torn tail: a random prefix, its
-        last bytes possibly garbage) and unsynced directory entries survive at random.
+        With ``rng``, unsynced appends survive in part: a random prefix of them, its last
+        bytes possibly garbage (a torn write), and some of its pages zeros (the new file
+        size reached the disk, those pages did not: writeback has no order). Unsynced
+        directory entries survive at random. The same ``rng`` seed gives the same disk.
         Returns a description of what was lost, for test messages.
         """
         lost = []
@@ -123,18 +131,9 @@ class FaultyStorage(Storage):
                 os.unlink(path)
                 lost.append(f"{path}: whole file (entry not synced)")
                 continue
-            size = os.path.getsize(path)
-            keep = state.length
-            if rng is not None and size > keep:
-                keep += rng.randrange(0, size - keep + 1)
-            if keep < size:
-                with open(path, "r+b") as f:
-                    f.truncate(keep)
-                    if rng is not None and keep > state.length and rng.random() < 0.5:
-                        torn = min(keep - state.length, rng.randrange(1, 64))
-                        f.seek(keep - torn)
-                        f.write(os.urandom(torn))
-                lost.append(f"{path}: {size - keep} of {size} bytes")
+            what = self._cut_file(path, state.length, rng)
+            if what:
+                lost.append(f"{path}: {what}")
         for path, data in self._unlinked.items():
             with open(path, "wb") as f:
                 f.write(data)
@@ -149,6 +148,34 @@ class FaultyStorage(Storage):
         self._files.clear()
         self._unlinked.clear()
         return lost
+
+
+    @staticmethod
+    def _cut_file(path: str, durable: int, rng: random.Random | None) -> str:
+        """Reduce one file to what survives; return what was lost ("" for nothing)."""
+        size = os.path.getsize(path)
+        if size <= durable:
+            return ""
+        keep = durable if rng is None else durable + rng.randrange(0, size - durable + 1)
+        damage = []
+        with open(path, "r+b") as f:
+            if keep < size:
+                f.truncate(keep)
+                damage.append(f"{size - keep} of {size} bytes")
+            if rng is not None and keep > durable:
+                first_page = -(-durable // _PAGE_BYTES)
+                for page in range(first_page, -(-keep // _PAGE_BYTES)):
+                    if rng.random() < _PAGE_LOST_P:
+                        start = page * _PAGE_BYTES
+                        f.seek(start)
+                        f.write(bytes(min(_PAGE_BYTES, keep - start)))
+                        damage.append(f"page at {start} zeroed")
+                if rng.random() < 0.5:
+                    torn = min(keep - durable, rng.randrange(1, 64))
+                    f.seek(keep - torn)
+                    f.write(rng.randbytes(torn))
+                    damage.append(f"last {torn} bytes garbage")
+        return ", ".join(damage)
 
 
 def copy_volume(src: str, dst: str) -> None:

@@ -125,6 +125,7 @@ class Vfs:
         self.atime = atime                        # relatime-style updates; off for `-o noatime`
         self._lookups: dict[int, int] = {}        # kernel lookup counts (FUSE forget protocol)
         self._opens: dict[int, int] = {}          # open handles per inode
+        self._deferred_purges: list[int] = []     # big unlinked files, deleted after the op
 
     # --- helpers -------------------------------------------------------------------------------
     def inode(self, ino: int) -> Inode:
@@ -313,7 +314,7 @@ class Vfs:
         self._touch(directory, now)
         self._put(directory)
         self._drop_link(inode, now)
-        self.engine.end_op()
+        self._end_op()
 
     def rmdir(self, parent: int, name: bytes, ctx: Ctx = ROOT_CTX) -> None:
         self.engine.check_writable()
@@ -336,7 +337,7 @@ class Vfs:
         inode.ctime_ns = now
         self._put(inode)
         self._orphan_or_purge(inode)
-        self.engine.end_op()
+        self._end_op()
 
     def _drop_link(self, inode: Inode, now: int) -> None:
         inode.nlink -= 1
@@ -346,10 +347,27 @@ class Vfs:
             self._orphan_or_purge(inode)
 
     def _orphan_or_purge(self, inode: Inode) -> None:
-        if self._lookups.get(inode.ino) or self._opens.get(inode.ino):
+        """An inode lost its last name: delete it now, or record it as an orphan.
+
+        It stays while the kernel holds it. A file too big to delete in one record is
+        deleted after the current operation's own record (``_end_op``): its first chunk
+        must not be journaled with the operation half done (a rename without its new
+        entry yet); the orphan mark makes the next mount finish it if we crash between.
+        """
+        held = self._lookups.get(inode.ino) or self._opens.get(inode.ino)
+        blocks = -(-inode.size // self.bs) if stat.S_ISREG(inode.mode) else 0
+        if held or blocks > _PURGE_CHUNK:
             self.meta.put(Db.ORPHANS, schema.ino_key(inode.ino), _MARK_UNLINKED)
+            if not held:
+                self._deferred_purges.append(inode.ino)
         else:
             self._purge(inode)
+
+    def _end_op(self) -> None:
+        """End an operation that may have left inodes to delete after its record."""
+        self.engine.end_op()
+        while self._deferred_purges:
+            self._maybe_purge(self._deferred_purges.pop())
 
     def _maybe_purge(self, ino: int) -> None:
         """Delete an unlinked inode once nobody holds it any more."""
@@ -478,7 +496,7 @@ class Vfs:
         self._put(src_dir)
         if dst_dir is not src_dir:
             self._put(dst_dir)
-        self.engine.end_op()
+        self._end_op()
 
     def _check_move(self, inode: Inode, new_parent: int) -> None:
         if stat.S_ISDIR(inode.mode) and self._is_ancestor(inode.ino, new_parent):
