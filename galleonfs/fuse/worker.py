@@ -298,8 +298,13 @@ def run(config: WorkerConfig, ready: ReadyPipe) -> int:
         engine.close(checkpoint=False)
         return EXIT_BUG
     pyfuse3.close(unmount=True)
+    failsafe = engine.failsafe
     engine.close(checkpoint=True)
-    log.info("volume %s unmounted cleanly from %s", config.volume_dir, config.mountpoint)
+    if failsafe:
+        log.error("volume %s unmounted from %s in failsafe (%s); it needs `galleonfs fsck --repair`",
+                  config.volume_dir, config.mountpoint, failsafe)
+    else:
+        log.info("volume %s unmounted cleanly from %s", config.volume_dir, config.mountpoint)
     return 0
 
 
