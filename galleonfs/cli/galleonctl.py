@@ -133,11 +133,18 @@ def volume_mount(args: argparse.Namespace) -> int:
 
 
 def volume_unmount(args: argparse.Namespace) -> int:
+    from ..v1 import types_pb2
+
     target = args.target
     by_path = target.startswith("/") or target.startswith(".")
     with _client(args) as c:
-        v = c.unmount_volume(path=os.path.abspath(target)) if by_path else c.unmount_volume(name=target)
-    print(f"volume {v.name} unmounted from {os.path.abspath(target) if by_path else 'every mount point'}")
+        if by_path:
+            v = c.unmount_volume(path=os.path.abspath(target), force=args.force)
+        else:
+            v = c.unmount_volume(name=target, force=args.force)
+    where = os.path.abspath(target) if by_path else "every mount point"
+    deleted = "; it was ephemeral and has been deleted" if v.state == types_pb2.DELETING else ""
+    print(f"volume {v.name} unmounted from {where}{deleted}")
     return 0
 
 
@@ -176,9 +183,17 @@ def read_class_file(path: str) -> Any:
     if binding_pb is None:
         raise InvalidArgument(f"{path}: volume_binding_mode must be Immediate or WaitForFirstConsumer")
     return types_pb2.StorageClass(
-        name=str(data.get("name", "")), parameters={str(k): str(v) for k, v in parameters.items()},
+        name=str(data.get("name", "")), parameters={str(k): _parameter(v) for k, v in parameters.items()},
         reclaim_policy=reclaim_pb, volume_binding_mode=binding_pb,
         is_default=bool(data.get("default", data.get("is_default", False))))
+
+
+def _parameter(value: Any) -> str:
+    # YAML 1.1 reads an unquoted on/off (yes/no) as a boolean; in a storage class those
+    # words only ever mean a switch (``dedup: off``), so give the daemon the word back.
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 def _yaml_load(text: str) -> Any:
@@ -277,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = volume.add_parser("unmount", aliases=["umount"], help="unmount by name (all mount points) or by path",
                           description="Unmount one mount point (PATH) or every mount point of a volume (NAME).")
     p.add_argument("target", metavar="NAME|PATH")
+    p.add_argument("--force", action="store_true",
+                   help="detach even if files are in use there (they get errors from then on)")
     p.set_defaults(func=volume_unmount)
 
     classes = nouns.add_parser("storage-class", help="manage storage classes").add_subparsers(

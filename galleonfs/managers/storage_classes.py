@@ -6,9 +6,11 @@ that volumes still use cannot be deleted either (the message names them).
 
 from __future__ import annotations
 
-from ..errors import AlreadyExists, Busy, FailedPrecondition, NotFound
+from ..errors import AlreadyExists, Busy, FailedPrecondition, InvalidArgument, NotFound
 from ..meta.catalog import Catalog
-from .model import BUILTIN_CLASSES, StorageClass, Volume
+from .model import BUILTIN_CLASSES, StorageClass, Volume, now_ns
+
+BUILTIN_DEFAULT = "local"
 
 
 class StorageClassManager:
@@ -23,6 +25,8 @@ class StorageClassManager:
         return None if data is None else StorageClass.from_json(data)
 
     def get(self, name: str) -> StorageClass:
+        if not name:
+            raise InvalidArgument("name a storage class")
         cls = self.find(name)
         if cls is None:
             known = ", ".join(c.name for c in self.list())
@@ -33,7 +37,7 @@ class StorageClassManager:
         for cls in self.list():
             if cls.is_default:
                 return cls
-        return self.get("local")
+        return self.get(BUILTIN_DEFAULT)
 
     def list(self) -> list[StorageClass]:
         return sorted((StorageClass.from_json(c) for c in self.catalog.storage_classes()),
@@ -41,6 +45,7 @@ class StorageClassManager:
 
     def create(self, cls: StorageClass) -> StorageClass:
         cls.builtin = False
+        cls.created_ns = now_ns()       # the node's clock, not whatever the request carried
         cls.validate()
         if self.find(cls.name) is not None:
             raise AlreadyExists(f"storage class {cls.name!r} already exists")
@@ -61,3 +66,9 @@ class StorageClassManager:
             raise Busy(f"storage class {name} is used by volumes {', '.join(sorted(users))}; "
                        f"delete them first")
         self.catalog.delete_storage_class(name)
+        if cls.is_default:
+            # There is always a default class: the built-in one takes the role back. (A crash
+            # between the two writes leaves none marked; ``default()`` falls back to it too.)
+            local = self.get(BUILTIN_DEFAULT)
+            local.is_default = True
+            self.catalog.put_storage_class(local.to_json())

@@ -54,6 +54,10 @@ from .storage_classes import StorageClassManager
 log = logging.getLogger(__name__)
 
 RESTARTS_MAX = 3        # a worker that dies this often in a row leaves its volume FAILED
+# "In a row": each death less than this after the one before. A restart (check + mount) takes
+# under a second (tests/node/test_restart.py), so a crash loop stays well inside the window,
+# while a worker killed now and then (the OOM killer, an operator) never adds up to FAILED.
+RESTART_WINDOW_S = 60.0
 
 
 class VolumeManager:
@@ -63,7 +67,7 @@ class VolumeManager:
         self.classes = classes
         self.supervisor = Supervisor(data_dir, self._worker_died)
         self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
-        self._restarts: dict[str, int] = {}
+        self._restarts: dict[str, tuple[int, float]] = {}   # volume id -> (deaths in a row, last)
         os.makedirs(os.path.join(data_dir, "volumes"), mode=0o700, exist_ok=True)
 
     # --- lookups -------------------------------------------------------------------------------
@@ -72,6 +76,8 @@ class VolumeManager:
 
     def get(self, name: str) -> Volume:
         """A volume by name or id."""
+        if not name:
+            raise InvalidArgument("name a volume (its name or id)")
         volume_id = self.catalog.volume_id(name) or name
         data = self.catalog.volume(volume_id)
         if data is None:
@@ -143,6 +149,7 @@ class VolumeManager:
             if worker is None:
                 worker = await self.supervisor.start(volume.id, self.volume_dir(volume.id),
                                                      read_only=self._worker_read_only(volume))
+                self._restarts.pop(volume.id, None)     # a mount asked for: a fresh start
             try:
                 await mounts.bind(worker.staging, path, read_only=read_only)
             except GalleonError:
@@ -207,6 +214,13 @@ class VolumeManager:
                 raise InvalidArgument(f"volume size {size} is out of range: at most 1P")
             if size == volume.size:
                 return volume
+            worker = self.supervisor.workers.get(volume.id)
+            if worker is not None and worker.read_only:
+                # A ReadOnlyMany volume's worker opened it read-only: nothing can write the
+                # new size while it is mounted.
+                raise FailedPrecondition(
+                    f"volume {volume.name} is mounted read-only (ReadOnlyMany), so it cannot grow "
+                    f"online; unmount it, expand it, and mount it again")
             back = volume.state
             volume.move_to(VolumeState.EXPANDING)
             self._save(volume)
@@ -304,15 +318,19 @@ class VolumeManager:
                 self._save(volume)
             if volume.mount_points:
                 async with self._locks[volume.name]:
-                    await self._restore_mounts(volume)
+                    await self._restore_mounts(volume, at_start=True)
 
-    async def _restore_mounts(self, volume: Volume) -> None:
+    async def _restore_mounts(self, volume: Volume, *, at_start: bool) -> None:
+        """Adopt or start the volume's worker, and bind every mount point that is not bound."""
         worker = await self.supervisor.adopt(volume.id, self.volume_dir(volume.id),
                                              read_only=self._worker_read_only(volume))
         if worker is None:
             staging = self.supervisor.staging_dir(volume.id)
-            if mounts.is_mounted(staging):
-                # A FUSE mount whose worker is gone: it died without unmounting.
+            if at_start and mounts.is_mounted(staging):
+                # A FUSE mount whose worker is gone: it died without unmounting. (A death
+                # while the daemon runs was reported and marked by the supervisor already.)
+                log.warning("volume %s: its mount worker died while the daemon was down; "
+                            "checking the volume and starting a new one", volume.name)
                 mark_needs_check(self.volume_dir(volume.id), "its mount worker died while the daemon was down")
             for point in volume.mount_points:
                 await mounts.clear_dead(point.path)
@@ -344,18 +362,26 @@ class VolumeManager:
         data = self.catalog.volume(volume_id)
         if data is None:
             return
-        volume = Volume.from_json(data)
-        count = self._restarts.get(volume_id, 0) + 1
-        self._restarts[volume_id] = count
-        if count > RESTARTS_MAX:
-            self._fail(volume, f"{reason}; gave up after {RESTARTS_MAX} restarts")
-            return
-        async with self._locks[volume.name]:
-            volume = self.get(volume_id)
+        now = trio.current_time()
+        count, last = self._restarts.get(volume_id, (0, now))
+        count = 1 if now - last > RESTART_WINDOW_S else count + 1
+        self._restarts[volume_id] = (count, now)
+        async with self._locks[Volume.from_json(data).name]:
+            data = self.catalog.volume(volume_id)     # a delete may have run while we waited
+            if data is None:
+                return
+            volume = Volume.from_json(data)
             if not volume.mount_points or volume_id in self.supervisor.workers:
                 return
+            if count > RESTARTS_MAX:
+                # The mount points stay dead (ENOTCONN) rather than turning into empty
+                # directories an application could write into unnoticed; `volume unmount`
+                # clears them.
+                await mounts.clear_dead(self.supervisor.staging_dir(volume_id))
+                self._fail(volume, f"{reason}; gave up after {RESTARTS_MAX} restarts in a row")
+                return
             log.warning("restarting the mount worker of volume %s (%s)", volume.name, reason)
-            await self._restore_mounts(volume)
+            await self._restore_mounts(volume, at_start=False)
 
     async def shutdown(self) -> None:
         """Clean daemon stop: unmount every mount point, stop every worker (flush, checkpoint).
@@ -363,10 +389,13 @@ class VolumeManager:
         The catalog keeps the mount points, so the next daemon start mounts them again.
         """
         for volume in self.list():
-            if volume.id not in self.supervisor.workers:
-                continue
+            # The lock first: a mount still running (its call outlived the RPC grace period)
+            # registers its worker only when it is done, and must not be missed.
             async with self._locks[volume.name]:
-                for point in volume.mount_points:
+                data = self.catalog.volume(volume.id)
+                if data is None or volume.id not in self.supervisor.workers:
+                    continue
+                for point in Volume.from_json(data).mount_points:
                     try:
                         await mounts.unbind(point.path, lazy=True)
                     except GalleonError as exc:

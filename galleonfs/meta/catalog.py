@@ -25,6 +25,7 @@ from ..errors import FormatError
 
 CATALOG_FORMAT = 1
 _MAP_SIZE = 1 * limits.GiB      # address space; a catalog of 100k volumes is ~100 MB
+_KEY_BYTES_MAX = 511            # LMDB's compiled-in limit (Environment.max_key_size())
 
 
 class Catalog:
@@ -51,11 +52,15 @@ class Catalog:
 
     # --- volumes -----------------------------------------------------------------------------------
     def volume(self, volume_id: str) -> dict[str, Any] | None:
+        if not _storable(volume_id):
+            return None
         with self._env.begin() as txn:
             raw = txn.get(volume_id.encode(), db=self._volumes)
         return None if raw is None else json.loads(raw)
 
     def volume_id(self, name: str) -> str | None:
+        if not _storable(name):
+            return None
         with self._env.begin() as txn:
             raw = txn.get(name.encode(), db=self._names)
         return None if raw is None else bytes(raw).decode()
@@ -84,6 +89,8 @@ class Catalog:
 
     # --- storage classes ---------------------------------------------------------------------------
     def storage_class(self, name: str) -> dict[str, Any] | None:
+        if not _storable(name):
+            return None
         with self._env.begin() as txn:
             raw = txn.get(name.encode(), db=self._classes)
         return None if raw is None else json.loads(raw)
@@ -102,3 +109,9 @@ class Catalog:
 
     def close(self) -> None:
         self._env.close()
+
+
+def _storable(key: str) -> bool:
+    """Whether LMDB can hold ``key``. A lookup of one it cannot is simply "not there": none
+    was ever stored, and LMDB answers an empty key with MDB_BAD_VALSIZE, not "not found"."""
+    return 0 < len(key.encode()) <= _KEY_BYTES_MAX

@@ -31,6 +31,9 @@ def _listen(value: Any) -> list[str]:
 
 
 def _positive_int(value: Any) -> int:
+    # int() would take 2.5 as 2 and true as 1: a setting must mean what it says or be refused.
+    if isinstance(value, bool | float):
+        raise InvalidArgument(f"{value!r} is not a whole number")
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -41,6 +44,11 @@ def _positive_int(value: Any) -> int:
 
 
 def _mode(value: Any) -> int:
+    if not isinstance(value, str):
+        # TOML has already turned 0o640 into 416 and 640 into 640: which one the user
+        # wrote is lost, and any guess gives a wrong mode without a word.
+        raise InvalidArgument(f"{value!r} is a number, which cannot say whether it was meant in "
+                              f'octal; write the mode as a string, e.g. "0660"')
     try:
         mode = int(str(value), 8)
     except ValueError:
@@ -60,10 +68,17 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
 
 
 def _path(value: Any) -> str:
+    """A path, made absolute; empty means "not set" (the TLS files)."""
     text = str(value)
     if not text:
         return ""
     return os.path.abspath(os.path.expanduser(text))
+
+
+def _data_dir(value: Any) -> str:
+    if not str(value):
+        raise InvalidArgument("the data directory cannot be empty")
+    return _path(value)
 
 
 @dataclass
@@ -96,7 +111,7 @@ class NodeConfig:
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
-    "data_dir": _path, "listen": _listen, "socket_mode": _mode,
+    "data_dir": _data_dir, "listen": _listen, "socket_mode": _mode,
     "log_level": _choice("debug", "info", "warning", "error"), "log_format": _choice("json", "text"),
     "rpc_threads": _positive_int, "tls_cert": _path, "tls_key": _path,
 }
@@ -105,7 +120,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
 def load(*, config_file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> NodeConfig:
     """Merge the four layers. ``config_file`` None means the default path, if it exists."""
     config = NodeConfig()
-    path = config_file or os.environ.get(ENV_PREFIX + "CONFIG") or DEFAULT_CONFIG_FILE
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG") or None
+    path = config_file or DEFAULT_CONFIG_FILE
     if config_file or os.path.exists(path):
         _apply(config, _read_toml(path), f"file {path}")
     _apply(config, {k[len(ENV_PREFIX):].lower(): v for k, v in env.items()

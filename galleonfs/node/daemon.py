@@ -84,6 +84,8 @@ class Daemon:
         self.volumes = VolumeManager(config.data_dir, self.catalog, self.classes)
         self.info = NodeInfo(self.catalog.node_id, config.data_dir, [], self.volumes)
         self.server: Any = None
+        self._restored = trio.Event()
+        self._stopping = False
 
     async def run(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         # Signals are caught from the start: a SIGTERM during start-up still shuts down cleanly.
@@ -95,7 +97,12 @@ class Daemon:
                 nursery.start_soon(self._restore)
                 async for signum in signals:
                     log.info("received %s: shutting down", signal.Signals(signum).name)
+                    self._stopping = True
                     break
+                # Cancelling a restore half way could leave a worker started but not yet known
+                # to the supervisor, which shutdown() would then miss. Every step of a restore
+                # is bounded, so let it finish.
+                await self._restored.wait()
                 await self.shutdown()
                 nursery.cancel_scope.cancel()
 
@@ -119,7 +126,12 @@ class Daemon:
 
     async def _restore(self) -> None:
         """Bring back the mounts of the last run; health turns SERVING when done."""
-        await self.volumes.reconcile()
+        try:
+            await self.volumes.reconcile()
+        finally:
+            self._restored.set()
+        if self._stopping:
+            return
         self.info.reconciled = True
         self.server.set_serving(True)
         log.info("galleond ready")
@@ -152,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sole_error(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) single-member exception groups, else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -166,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         lock_fd = lock_data_dir(config.data_dir)
         try:
             trio.run(Daemon(config).run)
+        except BaseExceptionGroup as group:
+            # trio wraps even the nursery body's own error in a group; a user error at
+            # start-up (an address already in use) must still come out as one line.
+            sole = _sole_error(group)
+            if isinstance(sole, GalleonError):
+                raise sole from None
+            raise
         finally:
             os.close(lock_fd)
     except GalleonError as exc:

@@ -112,8 +112,10 @@ class Supervisor:
         assert self._nursery is not None, "supervisor not running"
         assert volume_id not in self.workers, "volume already has a worker"
         staging = self.staging_dir(volume_id)
-        os.makedirs(staging, mode=0o700, exist_ok=True)
+        # Clear first: the FUSE mount of a worker that died is still there and answers
+        # ENOTCONN, which makedirs takes for "missing" and then fails with EEXIST.
         await mounts.clear_dead(staging)
+        os.makedirs(staging, mode=0o700, exist_ok=True)
         os.makedirs(self.log_dir, mode=0o700, exist_ok=True)
         read_fd, write_fd = os.pipe()
         command = [sys.executable, "-m", "galleonfs.fuse.worker", volume_dir, staging,

@@ -93,8 +93,9 @@ class Client:
         return self.call(self.volumes.Mount, volume_pb2.MountVolumeRequest(name=name, path=path,
                                                                            read_only=read_only))
 
-    def unmount_volume(self, name: str = "", path: str = "") -> types_pb2.Volume:
-        return self.call(self.volumes.Unmount, volume_pb2.UnmountVolumeRequest(name=name, path=path))
+    def unmount_volume(self, name: str = "", path: str = "", *, force: bool = False) -> types_pb2.Volume:
+        return self.call(self.volumes.Unmount, volume_pb2.UnmountVolumeRequest(name=name, path=path,
+                                                                               force=force))
 
     def volume_stats(self, name: str) -> volume_pb2.VolumeStats:
         return self.call(self.volumes.GetStats, volume_pb2.GetVolumeStatsRequest(name=name))

@@ -76,15 +76,21 @@ class RpcServer:
         address = parse_address(text)
         if address.unix_path is not None:
             return self._listen_unix(address)
-        if self._tls is not None:
-            with open(self._tls.key_file, "rb") as k, open(self._tls.cert_file, "rb") as c:
-                creds = grpc.ssl_server_credentials([(k.read(), c.read())])
-            port = self._server.add_secure_port(address.grpc_target, creds)
-        else:
-            if address.host not in ("127.0.0.1", "::1", "[::1]", "localhost"):
-                log.warning("listening on %s without TLS: anyone who can reach it controls this "
-                            "node; configure tls_cert and tls_key", address.grpc_target)
-            port = self._server.add_insecure_port(address.grpc_target)
+        try:
+            if self._tls is not None:
+                with open(self._tls.key_file, "rb") as k, open(self._tls.cert_file, "rb") as c:
+                    creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+                port = self._server.add_secure_port(address.grpc_target, creds)
+            else:
+                if address.host not in ("127.0.0.1", "::1", "[::1]", "localhost"):
+                    log.warning("listening on %s without TLS: anyone who can reach it controls this "
+                                "node; configure tls_cert and tls_key", address.grpc_target)
+                port = self._server.add_insecure_port(address.grpc_target)
+        except RuntimeError:
+            # grpcio >= 1.53 raises instead of returning port 0 when it cannot bind.
+            port = 0
+        except OSError as exc:
+            raise InvalidArgument(f"cannot read the TLS certificate or key: {exc}") from None
         if port == 0:
             raise Busy(f"cannot listen on {address.grpc_target} (address in use?)")
         bound = f"{address.host}:{port}"
@@ -106,7 +112,11 @@ class RpcServer:
                 os.unlink(path)               # left by a daemon that died
             finally:
                 probe.close()
-        if self._server.add_insecure_port(address.grpc_target) == 0:
+        try:
+            port = self._server.add_insecure_port(address.grpc_target)
+        except RuntimeError:           # see listen()
+            port = 0
+        if port == 0:
             raise Busy(f"cannot listen on {address.grpc_target}")
         self._unix_paths.append(path)
         self.bound.append(address.grpc_target)

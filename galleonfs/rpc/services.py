@@ -57,7 +57,8 @@ class VolumeService(volume_pb2_grpc.VolumeServiceServicer):  # type: ignore[misc
         return convert.volume_to_pb(volume)
 
     def Unmount(self, request: Any, context: Any) -> Any:
-        return convert.volume_to_pb(self.bridge.run(self.volumes.unmount, request.name, request.path))
+        return convert.volume_to_pb(self.bridge.run(
+            lambda: self.volumes.unmount(request.name, request.path, lazy=request.force)))
 
     def GetStats(self, request: Any, context: Any) -> Any:
         volume, stats = self.bridge.run(self.volumes.stats, request.name)

@@ -33,14 +33,16 @@ class RunningDaemon:
         self.env.pop("GALLEONFS_CONFIG", None)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> RunningDaemon:
+    def start(self, *, wait: bool = True) -> RunningDaemon:
+        """Start galleond; with ``wait``, return once it is SERVING (its mounts restored)."""
         assert self.proc is None
         command = [sys.executable, "-m", "galleonfs.node.daemon", "--data-dir", str(self.data_dir),
                    "--listen", self.address, "--config", os.devnull, "--log-format", "text"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          env=self.env)
-        self.wait_serving()
+        if wait:
+            self.wait_serving()
         return self
 
     def wait_serving(self, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -94,7 +96,8 @@ class RunningDaemon:
         self.proc = None
 
     def cleanup(self) -> None:
-        """Stop the daemon if running and detach anything left mounted under ``base``."""
+        """Stop the daemon if running, detach anything left mounted under ``base``, and end
+        mount workers that outlived their daemon (a test that failed after ``kill``)."""
         if self.proc is not None:
             self.stop()
         with open("/proc/self/mountinfo") as f:
@@ -102,3 +105,34 @@ class RunningDaemon:
         for path in reversed(mounted):
             if path.startswith(str(self.base)):
                 subprocess.run(["umount", "-l", path], capture_output=True, check=False)
+        for pid in self.worker_pids():
+            _end(pid)
+
+    def worker_pids(self) -> list[int]:
+        """Mount workers of this data directory, found by their command line: a worker that
+        has not yet taken its volume's lock counts too."""
+        volumes = f"{self.data_dir}/volumes/".encode()
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"galleonfs.fuse.worker" in argv and any(a.startswith(volumes) for a in argv):
+                pids.append(int(entry))
+        return pids
+
+
+def _end(pid: int) -> None:
+    """SIGTERM (the worker flushes and exits), then SIGKILL after a bound."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S / 4
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

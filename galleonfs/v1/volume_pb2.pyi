@@ -92,12 +92,14 @@ class MountVolumeRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., read_only: _Optional[bool] = ...) -> None: ...
 
 class UnmountVolumeRequest(_message.Message):
-    __slots__ = ("name", "path")
+    __slots__ = ("name", "path", "force")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     name: str
     path: str
-    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class GetVolumeStatsRequest(_message.Message):
     __slots__ = ("name",)
