@@ -17,7 +17,7 @@ from ..errors import InvalidArgument
 from ..managers.model import AccessMode, VolumeType
 from ..units import format_size, parse_size
 from . import output
-from .galleonfs import run
+from .common import run
 
 DEFAULT_ADDRESS = "unix:/run/galleonfs/galleond.sock"
 

@@ -19,12 +19,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 from .. import limits
 from ..engine.engine import LOCK_FILE, NEEDS_CHECK_FILE, Engine
 from ..errors import Busy, ExitCode, GalleonError, NotFound, Unavailable
 from ..units import format_size, parse_size
+from .common import run
 
 EXAMPLES = """\
 examples:
@@ -197,26 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="fix what can be fixed")
     p.set_defaults(func=cmd_fsck)
     return parser
-
-
-def run(argv: list[str] | None, parser: argparse.ArgumentParser, prog: str) -> int:
-    """Run a CLI: user errors become one line on stderr and a stable exit code."""
-    args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
-    try:
-        return func(args)
-    except GalleonError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except PermissionError as exc:
-        print(f"{prog}: error: permission denied: {exc.filename or exc}", file=sys.stderr)
-        return ExitCode.PERMISSION
-    except FileNotFoundError as exc:
-        print(f"{prog}: error: no such file or directory: {exc.filename or exc}", file=sys.stderr)
-        return ExitCode.NOT_FOUND
 
 
 def main(argv: list[str] | None = None) -> int:
