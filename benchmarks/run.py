@@ -203,6 +203,24 @@ def append_fsync(d: Path, count: int) -> float:
     return count / timed(run)
 
 
+def reread_warm(d: Path, size: int) -> float:
+    """MB/s reading a file a second time, after close and reopen (the page cache's worth)."""
+    path = d / "reread.bin"
+    if not path.exists() or path.stat().st_size != size:
+        seq_write(d, size)
+        os.rename(d / "seq.bin", path)
+
+    def read_once() -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            while os.read(fd, MiB):
+                pass
+        finally:
+            os.close(fd)
+    read_once()
+    return size / MiB / timed(read_once)
+
+
 def worker_rss(vol: MountedVolume, size: int) -> tuple[float, float]:
     """The worker's resident memory (MB), now and at its peak, after writing ``size`` bytes."""
     seq_write(vol.mountpoint, size)
@@ -232,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", action="append", help="run only these benchmarks")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--ablation", action="store_true",
+                        help="instead: measure each kernel-side setting against its alternative")
     args = parser.parse_args(argv)
+    if args.ablation:
+        return ablation(args)
     if os.getuid() != 0:
         print("note: not root, so cold-cache runs cannot drop the page cache", file=sys.stderr)
     scratch = Path(args.dir)
@@ -299,6 +321,73 @@ def main(argv: list[str] | None = None) -> int:
         assert code == 0, vol.log()
 
     report(results, machine(), args)
+    return 0
+
+
+# --- ablation: one setting at a time -------------------------------------------------------------
+VARIANTS = {
+    # GALLEONFS_TUNING value: (what it turns off, the benchmarks it should matter for)
+    "writeback=0": ("kernel writeback cache", ["seq_write", "small_files", "append_fsync"]),
+    "max_ratio=1": ("40 % dirty-page share (kernel default for FUSE: 1 %)", ["seq_write"]),
+    "read_ahead_kb=128": ("1 MiB readahead (kernel default: 128 KiB)", ["seq_read_cold"]),
+    "flush=1": ("ENOSYS for FLUSH (a no-op handler instead)", ["small_files"]),
+    "attr_timeout=1,entry_timeout=1,negative_timeout=0": ("60 s attr/entry timeouts (libfuse default 1 s)",
+                                                          ["small_files", "tarball_extract"]),
+    "keep_cache=0": ("keep_cache on open", ["reread_warm"]),
+}
+
+
+def ablation(args: argparse.Namespace) -> int:
+    scratch = Path(args.dir)
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    size = (256 if args.quick else 1024) * MiB
+    nfiles = 1000 if args.quick else 5000
+    tar_path = scratch / "src.tar"
+    make_tarball(tar_path, 500 if args.quick else 3000)
+    benches: dict[str, tuple[str, bool, Callable[[Path], float]]] = {
+        "seq_write": ("MB/s", True, lambda d: seq_write(d, size)),
+        "seq_read_cold": ("MB/s", True, lambda d: seq_read_cold(d, size)),
+        "small_files": ("s", False, lambda d: small_files(d, nfiles)),
+        "append_fsync": ("ops/s", True, lambda d: append_fsync(d, 1000)),
+        "tarball_extract": ("s", False, lambda d: tarball(d, tar_path)[0]),
+        "reread_warm": ("MB/s", True, lambda d: reread_warm(d, size // 4)),
+    }
+
+    def measure(spec: str, names: list[str]) -> dict[str, list[float]]:
+        base = scratch / f"v{abs(hash(spec))}"
+        shutil.rmtree(base, ignore_errors=True)
+        (base / "mnt").mkdir(parents=True)
+        Engine.create(str(base / "vol"), size=64 * GiB)
+        vol = MountedVolume(base / "vol", base / "mnt", env={"GALLEONFS_TUNING": spec}).mount()
+        try:
+            return {n: [benches[n][2](vol.mountpoint) for _ in range(args.runs)] for n in names}
+        finally:
+            assert vol.unmount() == 0, vol.log()
+            shutil.rmtree(base, ignore_errors=True)
+
+    wanted = sorted({n for _, names in VARIANTS.values() for n in names})
+    print("default configuration ...", flush=True)
+    default = measure("", wanted)
+    rows = []
+    for spec, (what, names) in VARIANTS.items():
+        print(f"{spec} ...", flush=True)
+        variant = measure(spec, names)
+        for n in names:
+            unit, higher, _ = benches[n]
+            d, v = statistics.median(default[n]), statistics.median(variant[n])
+            gain = d / v if higher else v / d
+            rows.append((what, spec, n, d, v, unit, gain))
+    info = machine()
+    print(f"\nmachine: {info['cpu']}, {info['cores']} cores, {info['memory']}, kernel {info['kernel']}")
+    print(f"{'setting (GalleonFS default)':52} {'benchmark':16} {'default':>9} {'without':>9} {'unit':6} {'gain':>6}")
+    for what, spec, n, d, v, unit, gain in rows:
+        print(f"{what:52} {n:16} {d:9.1f} {v:9.1f} {unit:6} {gain:6.2f}x   [{spec}]")
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    path = out / time.strftime("ablation-%Y%m%d-%H%M%S.json")
+    path.write_text(json.dumps({"machine": info, "rows": rows, "default": default}, indent=2))
+    print(f"\nresults written to {path}")
     return 0
 
 

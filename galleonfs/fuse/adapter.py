@@ -27,11 +27,11 @@ from typing import Any, TypeVar
 
 import pyfuse3
 
-from .. import limits
 from ..engine.committer import Committer
 from ..errors import GalleonError, NotFound
 from ..meta.schema import Inode
 from ..vfs.vfs import Ctx, SetAttr, Vfs
+from .tuning import Tuning
 
 T = TypeVar("T")
 
@@ -59,16 +59,24 @@ class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
     supports_dot_lookup = True
 
     def __init__(self, vfs: Vfs, committer: Committer, *, on_init: Callable[[], None] | None = None,
-                 attr_timeout_s: float = limits.attr_timeout_s,
-                 entry_timeout_s: float = limits.entry_timeout_s) -> None:
+                 tuning: Tuning | None = None) -> None:
         super().__init__()
+        tuning = tuning or Tuning()
         self.vfs = vfs
         self.committer = committer
         self._on_init = on_init
-        self._attr_timeout = attr_timeout_s
-        self._entry_timeout = entry_timeout_s
+        self._attr_timeout = tuning.attr_timeout_s
+        self._entry_timeout = tuning.entry_timeout_s
+        self._negative_timeout = tuning.negative_timeout_s
+        self._keep_cache = tuning.keep_cache
+        self.enable_writeback_cache = tuning.writeback
+        if tuning.flush:
+            self.flush = self._flush_noop          # measured: one round trip per close
         self._blksize = vfs.bs
         self.errors: dict[int, int] = {}
+
+    async def _flush_noop(self, fh: int) -> None:
+        pass
 
     def init(self) -> None:
         if self._on_init is not None:
@@ -105,7 +113,7 @@ class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
         except NotFound:
             negative = pyfuse3.EntryAttributes()      # cached "does not exist"
             negative.st_ino = 0
-            negative.entry_timeout = limits.negative_entry_timeout_s
+            negative.entry_timeout = self._negative_timeout
             return negative
         except GalleonError as exc:
             self.failed(exc)
@@ -174,12 +182,12 @@ class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
     def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
         fh = self.vfs.open(inode, writable, truncate=bool(flags & os.O_TRUNC))
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=self._keep_cache)
 
     @_op
     def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         inode = self.vfs.create(parent_inode, name, mode, _ctx(ctx))
-        return pyfuse3.FileInfo(fh=inode.ino, keep_cache=True), self.entry(inode)
+        return pyfuse3.FileInfo(fh=inode.ino, keep_cache=self._keep_cache), self.entry(inode)
 
     @_op
     def read(self, fh: int, off: int, size: int) -> bytes:

@@ -24,10 +24,10 @@ import logging
 import os
 from dataclasses import dataclass
 
+from .tuning import Tuning
+
 log = logging.getLogger(__name__)
 
-BDI_SETTINGS = {"read_ahead_kb": "1024", "max_ratio": "40"}
-CONNECTION_SETTINGS = {"max_background": "64", "congestion_threshold": "48"}
 FUSECTL_DIR = "/sys/fs/fuse/connections"
 
 
@@ -92,16 +92,20 @@ def _write_settings(directory: str, settings: dict[str, str]) -> list[str]:
     return done
 
 
-def tune_mount(mountpoint: str) -> list[str]:
+def tune_mount(mountpoint: str, tuning: Tuning) -> list[str]:
     """Apply the sysfs settings above to the mount at ``mountpoint``; return what was set."""
     info = find_mount(mountpoint)
     if info is None:
         log.warning("mount at %s not found in mountinfo; kernel settings left alone", mountpoint)
         return []
-    done = _write_settings(f"/sys/class/bdi/{info.major}:{info.minor}", BDI_SETTINGS)
+    bdi = {name: str(value) for name, value in (("read_ahead_kb", tuning.read_ahead_kb),
+                                                 ("max_ratio", tuning.max_ratio)) if value}
+    done = _write_settings(f"/sys/class/bdi/{info.major}:{info.minor}", bdi)
     connection = os.path.join(FUSECTL_DIR, str(info.minor))
-    if os.path.isdir(connection):
-        done += _write_settings(connection, CONNECTION_SETTINGS)
+    if os.path.isdir(connection) and tuning.max_background:
+        done += _write_settings(connection, {
+            "max_background": str(tuning.max_background),
+            "congestion_threshold": str(tuning.max_background * 3 // 4)})
     if done:
         log.info("kernel settings for %s: %s", mountpoint, ", ".join(done))
     return done

@@ -42,6 +42,7 @@ from ..vfs.vfs import Vfs
 from .adapter import FuseOps
 from .control import ControlServer
 from .kernel import tune_mount
+from .tuning import Tuning
 
 log = logging.getLogger("galleonfs.worker")
 
@@ -117,13 +118,14 @@ class _KernelGoneFilter(logging.Filter):
 
 
 class Worker:
-    def __init__(self, config: WorkerConfig, engine: Engine) -> None:
+    def __init__(self, config: WorkerConfig, engine: Engine, tuning: Tuning | None = None) -> None:
         self.config = config
         self.engine = engine
         self.vfs = Vfs(engine, atime=config.atime)
         self.committer = Committer(engine)
         self.initialized = trio.Event()
-        self.ops = FuseOps(self.vfs, self.committer, on_init=self._on_init)
+        self.tuning = tuning or Tuning()
+        self.ops = FuseOps(self.vfs, self.committer, on_init=self._on_init, tuning=self.tuning)
         self._token: trio.lowlevel.TrioToken | None = None
         self._last_checkpoint = time.monotonic()
 
@@ -145,7 +147,7 @@ class Worker:
     async def _report_ready(self, ready: ReadyPipe) -> None:
         with trio.move_on_after(limits.mount_ready_timeout_s):
             await self.initialized.wait()
-            tune_mount(self.config.mountpoint)
+            tune_mount(self.config.mountpoint, self.tuning)
             ready.send("ready")
             return
         ready.send(f"error {ExitCode.UNAVAILABLE} the kernel did not initialise the mount in time")
@@ -274,11 +276,12 @@ def run(config: WorkerConfig, ready: ReadyPipe) -> int:
     try:
         if not os.path.isdir(config.mountpoint):
             raise InvalidArgument(f"mount point {config.mountpoint} is not a directory")
+        tuning = Tuning.from_environment()
         engine = open_engine(config)
     except GalleonError as exc:
         ready.send(f"error {exc.exit_code} {exc}")
         return exc.exit_code
-    worker = Worker(config, engine)
+    worker = Worker(config, engine, tuning)
     purged = worker.vfs.purge_orphans()
     if purged:
         log.info("finished deleting %d files left open or half-deleted", purged)
