@@ -121,10 +121,10 @@ class Worker:
     def __init__(self, config: WorkerConfig, engine: Engine, tuning: Tuning | None = None) -> None:
         self.config = config
         self.engine = engine
-        self.vfs = Vfs(engine, atime=config.atime)
+        self.tuning = tuning or Tuning()
+        self.vfs = Vfs(engine, atime=config.atime, kernel_times=self.tuning.writeback)
         self.committer = Committer(engine)
         self.initialized = trio.Event()
-        self.tuning = tuning or Tuning()
         self.ops = FuseOps(self.vfs, self.committer, on_init=self._on_init, tuning=self.tuning)
         self._token: trio.lowlevel.TrioToken | None = None
         self._last_checkpoint = time.monotonic()

@@ -118,8 +118,12 @@ _ZEROS = bytes(limits.block_size_max_bytes)
 
 
 class Vfs:
-    def __init__(self, engine: Engine, *, atime: bool = True) -> None:
+    def __init__(self, engine: Engine, *, atime: bool = True, kernel_times: bool = False) -> None:
         self.engine = engine
+        # With the kernel's writeback cache the kernel owns a regular file's mtime and ctime
+        # on write and truncate-at-open: it keeps its own and sends them in a SETATTR when
+        # they change. Stamping our clock as well would store a time the user never saw.
+        self.kernel_times = kernel_times
         self.meta = engine.meta
         self.bs = engine.block_size
         self.atime = atime                        # relatime-style updates; off for `-o noatime`
@@ -273,9 +277,12 @@ class Vfs:
         return self._create_entry(parent, name, stat.S_IFLNK | 0o777, ctx, target=target)
 
     def readlink(self, ino: int) -> bytes:
+        """The target; reading it is an access (relatime), as following the link is: the
+        kernel sends READLINK each time it follows one (FUSE inodes are S_NOATIME)."""
         inode = self.inode(ino)
         if not stat.S_ISLNK(inode.mode):
             raise InvalidArgument("not a symbolic link")
+        self._note_access(inode)
         return inode.target
 
     def link(self, ino: int, new_parent: int, new_name: bytes, ctx: Ctx) -> Inode:
@@ -665,7 +672,8 @@ class Vfs:
         if truncate:
             self._check_truncate(inode, 0)
             self._truncate(inode, 0)
-            inode.mtime_ns = inode.ctime_ns = time.time_ns()
+            if not self.kernel_times:
+                inode.mtime_ns = inode.ctime_ns = time.time_ns()
             self._put(inode)
             self.engine.end_op()
         self._opens[ino] = self._opens.get(ino, 0) + 1
@@ -781,7 +789,8 @@ class Vfs:
             self.engine.unref_block(bid)
         if end > inode.size:
             inode.size = end
-        inode.mtime_ns = inode.ctime_ns = time.time_ns()
+        if not self.kernel_times:
+            inode.mtime_ns = inode.ctime_ns = time.time_ns()
         self._put(inode)
         self.engine.end_op()
         return n
@@ -866,6 +875,8 @@ class Vfs:
     def _check_xattr_name(self, name: bytes) -> None:
         if len(name) > limits.xattr_name_max_bytes or not name:
             raise OutOfRange("xattr name is empty or longer than 255 bytes")
+        if name in XATTR_NAMESPACES:
+            raise InvalidArgument(f"xattr name {name!r} has a namespace but no name")
         if not name.startswith(XATTR_NAMESPACES):
             raise NotSupported(f"xattr namespace of {name!r} is not supported")
 
