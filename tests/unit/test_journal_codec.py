@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from galleonfs.engine import journal
 from galleonfs.engine.journal import FrameRef
@@ -48,10 +49,10 @@ def test_reading_stops_at_a_torn_tail(tmp_path) -> None:  # type: ignore[no-unty
 def test_reading_stops_at_a_bad_checksum(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = str(tmp_path / "j.wal")
     write_records(path, 3)
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(Path(path).read_bytes())
     record_len = len(data) // 3
     data[record_len + 30] ^= 1                      # inside record 2's body
-    open(path, "wb").write(bytes(data))
+    Path(path).write_bytes(bytes(data))
     assert [r.lsn for r in read_all(path)] == [1]
 
 
