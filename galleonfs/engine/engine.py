@@ -86,6 +86,15 @@ class GcReport:
     skipped: list[str] = field(default_factory=list)
 
 
+def newest_snapshot_gen(meta: MetaStore) -> int:
+    """The generation of the newest snapshot still needed (0 if none): what versioning keys on."""
+    import json
+
+    gens = [json.loads(v)["gen"] for _, v in meta.scan(Db.SNAPSHOTS)
+            if json.loads(v).get("state", "ready") == "ready"]
+    return max(gens, default=0)
+
+
 def validate_geometry(size: int, block_size: int) -> None:
     if not limits.block_size_min_bytes <= block_size <= limits.block_size_max_bytes or (
         block_size & (block_size - 1)
@@ -127,7 +136,8 @@ class Engine:
         ints = {
             b"format_version": schema.FORMAT_VERSION, b"size": size, b"block_size": block_size,
             b"generation": 1, b"applied_lsn": 0, b"next_inode": 2, b"next_segment": 1,
-            b"used_bytes": 0, b"inode_count": 1, b"created_ns": now,
+            b"used_bytes": 0, b"inode_count": 1, b"created_ns": now, b"next_slot": 1,
+            b"restoring_to": 0,
         }
         for key, value in ints.items():
             meta.put(Db.SUPER, key, schema.encode_super_int(value))
@@ -176,6 +186,11 @@ class Engine:
                 from ..errors import NeedsCheck
                 raise NeedsCheck(volume=volume_dir, reason=reason)
             engine._recover()
+            if not read_only:
+                from . import snapshots  # late: snapshots builds on this module
+
+                for done in snapshots.resume(engine):
+                    log.info("volume %s: %s", volume_dir, done)
         except BaseException:
             engine.close(checkpoint=False)
             raise
@@ -205,6 +220,7 @@ class Engine:
         self.hash_block = BlockHasher(family_key)
         self.block_size = self._ints[b"block_size"]
         self.meta.generation = self._ints[b"generation"]
+        self.meta.snap_gen_max = newest_snapshot_gen(self.meta)
         self._segstats: dict[int, list[int]] = {
             schema.seg_of_key(k): list(schema.decode_segstats(v))
             for k, v in self.meta.scan(Db.SEGMENTS)
@@ -629,6 +645,7 @@ class Engine:
             if key != b"applied_lsn":
                 self._ints[key] = schema.decode_super_int(raw)
         self.meta.generation = self._ints[b"generation"]
+        self.meta.snap_gen_max = newest_snapshot_gen(self.meta)
         self._segstats = {
             schema.seg_of_key(k): list(schema.decode_segstats(v))
             for k, v in self.meta.scan(Db.SEGMENTS)

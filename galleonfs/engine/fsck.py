@@ -23,6 +23,7 @@ Memory: one dict entry per block and per inode; fine to ~10 M blocks (640 GiB at
 
 from __future__ import annotations
 
+import json
 import stat
 import time
 from collections import defaultdict, deque
@@ -108,9 +109,11 @@ class _Checker:
             self.r.notes.append(f"volume was marked for check: {reason}")
         self.load_inodes()
         links, subdirs = self.check_entries()
+        self.check_link_records()
         self.check_links(links, subdirs)
         self.check_reachable()
         refs, alloc = self.check_extents()
+        self.check_history(refs)
         self.check_blocks(refs)
         self.check_alloc(alloc)
         self.check_counters()
@@ -180,6 +183,48 @@ class _Checker:
                                 f"dropped index entry {name!r} of inode {parent}"):
                     self.meta.delete(Db.DIRINDEX, schema.dirindex_key(parent, cookie))
         return links, subdirs
+
+    def check_link_records(self) -> None:
+        """Every directory entry has its ``links`` record (an inode's names) and no more."""
+        expected = set()
+        for key, value in self.meta.scan(Db.DIRENTS):
+            child, _ = schema.decode_dirent(value)
+            expected.add(schema.link_key(child, schema.ino_of_key(key), bytes(key[8:])))
+        present = {bytes(k) for k, _ in self.meta.scan(Db.LINKS)}
+        for key in sorted(expected - present):
+            ino, parent, name = schema.decode_link_key(key)
+            if self.problem(f"entry {name!r} of inode {parent} has no link record for inode {ino}",
+                            f"recorded the link of {name!r}"):
+                self.meta.put(Db.LINKS, key, b"")
+        for key in sorted(present - expected):
+            ino, parent, name = schema.decode_link_key(key)
+            if self.problem(f"link record of inode {ino} names {name!r} in inode {parent}, which has no such entry",
+                            f"dropped the stale link record {name!r}"):
+                self.meta.delete(Db.LINKS, key)
+
+    def check_history(self, refs: dict[bytes, int]) -> None:
+        """Versions kept for snapshots: each needed by one, indexed, and its blocks referenced."""
+        gens = sorted(json.loads(v)["gen"] for _, v in self.meta.scan(Db.SNAPSHOTS)
+                      if json.loads(v).get("state", "ready") == "ready")
+        deleting = any(json.loads(v).get("state") == "deleting" for _, v in self.meta.scan(Db.SNAPSHOTS))
+        died_index = {bytes(k) for k, _ in self.meta.scan(Db.DIED)}
+        for hkey, value in self.meta.scan(Db.HISTORY):
+            db, key, died = schema.decode_history_key(bytes(hkey))
+            born = schema.born_of(value)
+            if schema.gen_index_key(died, db, key) not in died_index:
+                self.problem(f"history version of {Db(db).name.lower()} record {key.hex()[:24]} is not in the died index")
+            died_index.discard(schema.gen_index_key(died, db, key))
+            if not any(born <= g < died for g in gens) and not deleting:
+                self.problem(f"history keeps a {Db(db).name.lower()} version (born {born}, died {died}) "
+                             f"that no snapshot needs")
+            if db == Db.EXTENTS:
+                bid = bytes(value[8:])
+                if self.meta.get(Db.BLOCKS, bid) is None:
+                    self.problem(f"a snapshot's extent refers to block {bid.hex()[:16]}, which is not in the index")
+                else:
+                    refs[bid] += 1
+        for ikey in sorted(died_index):
+            self.problem(f"died index entry {ikey.hex()[:32]} has no history version")
 
     def check_links(self, links: dict[int, int], subdirs: dict[int, int]) -> None:
         orphans = {schema.ino_of_key(k): v for k, v in self.meta.scan(Db.ORPHANS)}
@@ -260,6 +305,7 @@ class _Checker:
         parent.aux += 1
         self.meta.put(Db.DIRENTS, schema.dirent_key(parent.ino, name), schema.encode_dirent(child, cookie))
         self.meta.put(Db.DIRINDEX, schema.dirindex_key(parent.ino, cookie), schema.encode_dirindex(child, name))
+        self.meta.put(Db.LINKS, schema.link_key(child, parent.ino, name), b"")
 
     def check_extents(self) -> tuple[dict[bytes, int], dict[int, list[bytes]]]:
         refs: dict[bytes, int] = defaultdict(int)

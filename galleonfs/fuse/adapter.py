@@ -78,6 +78,14 @@ class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
     async def _flush_noop(self, fh: int) -> None:
         pass
 
+    def snapshots_changed(self, name: str) -> None:
+        """A snapshot appeared or went: drop what the kernel cached about its name."""
+        from ..vfs.views import SNAPDIR_INO
+
+        self.vfs.snapshots_changed()
+        # Async: invalidate_entry would block the loop until the kernel answers.
+        pyfuse3.invalidate_entry_async(SNAPDIR_INO, name.encode(), ignore_enoent=True)
+
     def init(self) -> None:
         if self._on_init is not None:
             self._on_init()

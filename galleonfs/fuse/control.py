@@ -94,8 +94,13 @@ class ControlServer:
         return {"ok": True, **reply}
 
 
-async def call(name: str, op: str, timeout_s: float = limits.control_timeout_s, **args: Any) -> dict[str, Any]:
-    """Ask the worker listening on ``name``; raise ``Unavailable`` if it does not answer."""
+async def call(address: str, op: str, /, timeout_s: float = limits.control_timeout_s,
+               **args: Any) -> dict[str, Any]:
+    """Ask the worker listening on ``address``; raise ``Unavailable`` if it does not answer.
+
+    ``address`` and ``op`` are positional-only, so requests may carry a field named ``name``.
+    """
+    name = address
     try:
         with trio.fail_after(timeout_s):
             sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

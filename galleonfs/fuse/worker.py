@@ -26,14 +26,14 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyfuse3
 import trio
 
 from .. import limits
-from ..engine import crashpoints
+from ..engine import crashpoints, snapshots
 from ..engine.committer import Committer
 from ..engine.engine import Engine, GcReport
 from ..engine.fsck import check_engine
@@ -175,7 +175,36 @@ class Worker:
     # --- control socket ------------------------------------------------------------------------
     def _control_handlers(self) -> dict[str, Any]:
         return {"ping": self._ctl_ping, "stats": self._ctl_stats, "resize": self._ctl_resize,
-                "commit": self._ctl_commit, "checkpoint": self._ctl_checkpoint}
+                "commit": self._ctl_commit, "checkpoint": self._ctl_checkpoint,
+                "snapshot_create": self._ctl_snapshot_create, "snapshot_delete": self._ctl_snapshot_delete,
+                "snapshot_list": self._ctl_snapshot_list, "snapshot_diff": self._ctl_snapshot_diff}
+
+    async def _ctl_snapshot_create(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Snapshot what every returned write put in: the kernel's dirty pages first.
+
+        ``syncfs`` runs in a thread while this loop serves the WRITEs it causes; the
+        snapshot itself is then one atomic step on this thread.
+        """
+        snapshots.check_snapshot_name(str(request["name"]))
+        await trio.to_thread.run_sync(syncfs, self.config.mountpoint)
+        snap = snapshots.create(self.engine, str(request["name"]))
+        await self.committer.commit()
+        self.ops.snapshots_changed(snap.name)
+        return {"snapshot": snapshot_info(self.engine, snap)}
+
+    async def _ctl_snapshot_delete(self, request: dict[str, Any]) -> dict[str, Any]:
+        name = str(request["name"])
+        freed = snapshots.delete(self.engine, name)
+        await self.committer.commit()
+        self.ops.snapshots_changed(name)
+        return {"freed_bytes": freed}
+
+    async def _ctl_snapshot_list(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"snapshots": [snapshot_info(self.engine, s) for s in snapshots.snapshots(self.engine)]}
+
+    async def _ctl_snapshot_diff(self, request: dict[str, Any]) -> dict[str, Any]:
+        changes = snapshots.diff(self.engine, str(request["old"]), request.get("new"))
+        return {"changes": [asdict(c) for c in changes]}
 
     async def _ctl_ping(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"pid": os.getpid(), "volume_id": self.engine.volume_id,
@@ -228,6 +257,27 @@ class Worker:
                      report.segments_compacted, report.segments_deleted, report.bytes_copied)
         for skipped in report.skipped:
             log.warning("gc skipped %s", skipped)
+
+
+def syncfs(path: str) -> None:
+    """Flush the kernel's dirty pages of the file system at ``path`` (and wait for them)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)
+
+
+def snapshot_info(engine: Engine, snap: snapshots.Snapshot) -> dict[str, Any]:
+    """What the daemon reports about a snapshot (the freeable bytes are computed now)."""
+    return {"name": snap.name, "id": snap.id, "generation": snap.gen, "created_ns": snap.created_ns,
+            "logical_bytes": snap.used_bytes, "inodes": snap.inodes,
+            "freeable_bytes": snapshots.freed_by_delete(engine, snap), "holds": list(snap.holds)}
 
 
 class ReadyPipe:

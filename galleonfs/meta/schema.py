@@ -14,9 +14,21 @@ Databases (one LMDB sub-database each)::
     blocks     block id (32)   -> BlockLoc         block index with refcounts (not versioned)
     segments   seg u32         -> SegmentStats     bytes written and still live per segment
     orphans    ino u64         -> b""              unlinked inodes still open or looked up
+    links      ino u64|parent u64|name -> b""      versioned: the names of an inode (paths in diffs)
+    snapshots  name            -> Snapshot (JSON)  snapshots of this volume
+    history    db u8|key|died u64 -> stored value  versions that snapshots still need
+    died       died u64|db u8|key -> b""           history by the generation a version died in
+    born       born u64|db u8|key -> b""           versions by the generation they were born in
 
 "Versioned" records start with the generation they were written in (8 bytes, DESIGN §3:
-the hook snapshots are built on); ``MetaStore`` adds and strips that prefix.
+the hook snapshots are built on); ``MetaStore`` adds and strips that prefix. While a
+volume has snapshots, the first change to a record born at or before the newest snapshot
+moves the old version to ``history``; ``died`` and ``born`` make the changes between two
+generations findable without reading the whole volume (snapshot delete, diff, restore).
+
+History keys end in the 8-byte big-endian died generation after a variable-length key.
+That keeps them in the order of the keys themselves because a variable part is always a
+name, names never contain a NUL byte, and a generation's first byte is 0 (below 2**56).
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ import enum
 import struct
 from dataclasses import dataclass
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2        # 2: links, snapshots, history and generation indexes
 
 
 class Db(enum.IntEnum):
@@ -38,14 +50,20 @@ class Db(enum.IntEnum):
     BLOCKS = 6
     SEGMENTS = 7
     ORPHANS = 8
+    LINKS = 9
+    SNAPSHOTS = 10
+    HISTORY = 11
+    DIED = 12
+    BORN = 13
 
 
-VERSIONED = frozenset({Db.INODES, Db.DIRENTS, Db.DIRINDEX, Db.XATTRS, Db.EXTENTS})
+VERSIONED = frozenset({Db.INODES, Db.DIRENTS, Db.DIRINDEX, Db.XATTRS, Db.EXTENTS, Db.LINKS})
 
 # --- keys ------------------------------------------------------------------------------------
 _U64 = struct.Struct(">Q")
 _U64U64 = struct.Struct(">QQ")
 _U32 = struct.Struct(">I")
+_U64_LE = struct.Struct("<Q")
 
 
 def ino_key(ino: int) -> bytes:
@@ -78,6 +96,44 @@ def extent_key(ino: int, blkno: int) -> bytes:
 
 def blkno_of_extent_key(key: bytes) -> int:
     return int(_U64U64.unpack_from(key)[1])
+
+
+def link_key(ino: int, parent: int, name: bytes) -> bytes:
+    return _U64U64.pack(ino, parent) + name
+
+
+def decode_link_key(key: bytes) -> tuple[int, int, bytes]:
+    """Return ``(ino, parent, name)``."""
+    ino, parent = _U64U64.unpack_from(key)
+    return int(ino), int(parent), bytes(key[16:])
+
+
+def history_key(db: int, key: bytes, died: int) -> bytes:
+    return bytes((db,)) + key + _U64.pack(died)
+
+
+def decode_history_key(hkey: bytes) -> tuple[int, bytes, int]:
+    """Return ``(db, key, died)``."""
+    return hkey[0], bytes(hkey[1:-8]), int(_U64.unpack_from(hkey, len(hkey) - 8)[0])
+
+
+def gen_index_key(gen: int, db: int, key: bytes) -> bytes:
+    """Key of the ``born`` and ``died`` indexes."""
+    return _U64.pack(gen) + bytes((db,)) + key
+
+
+def decode_gen_index_key(ikey: bytes) -> tuple[int, int, bytes]:
+    """Return ``(gen, db, key)``."""
+    return int(_U64.unpack_from(ikey)[0]), ikey[8], bytes(ikey[9:])
+
+
+def gen_prefix(gen: int) -> bytes:
+    return _U64.pack(gen)
+
+
+def born_of(stored: bytes) -> int:
+    """The born generation of a stored versioned value."""
+    return int(_U64_LE.unpack_from(stored)[0])
 
 
 def segment_key(seg: int) -> bytes:
@@ -191,6 +247,8 @@ _SUPER_INT = struct.Struct("<q")
 SUPER_INT_FIELDS = (
     b"format_version", b"size", b"block_size", b"generation", b"applied_lsn", b"next_inode",
     b"next_segment", b"used_bytes", b"inode_count", b"created_ns",
+    b"next_slot",        # snapshot slots (FUSE inode numbers of snapshot views), never reused
+    b"restoring_to",     # generation a restore is rolling back to (0: none); resumed at open
 )
 SUPER_BYTES_FIELDS = (b"volume_id", b"name", b"family_key")
 

@@ -25,7 +25,11 @@ import lmdb
 
 from .. import limits
 from ..errors import FormatError, NoSpace
+from . import schema
 from .schema import VERSIONED, Db
+
+DELETED = 1
+PRESERVED = 2
 
 Change: TypeAlias = tuple[int, bytes, bytes | None]   # (db, key, stored value or None = delete)
 
@@ -51,6 +55,9 @@ class MetaStore:
         self._changes: list[Change] = []
         self._born = _BORN.pack(0)
         self.generation = 0
+        # The newest snapshot's generation (0: no snapshots, so nothing is ever versioned and
+        # no index is kept). The engine sets it from the snapshots database.
+        self.snap_gen_max = 0
 
     # --- generation ----------------------------------------------------------------------------
     @property
@@ -68,6 +75,11 @@ class MetaStore:
         if value is not None and self._versioned[db]:
             return value[8:]
         return value
+
+    def get_stored(self, db: Db, key: bytes) -> bytes | None:
+        """The stored value, with a versioned record's born prefix."""
+        value = self._txn.get(key, db=self._dbs[db])
+        return None if value is None else bytes(value)
 
     def get_born(self, db: Db, key: bytes) -> int | None:
         assert self._versioned[db]
@@ -101,15 +113,115 @@ class MetaStore:
         return int(self._txn.stat(self._dbs[db])["entries"])
 
     # --- writes (recorded for the journal) -----------------------------------------------------
-    def put(self, db: Db, key: bytes, payload: bytes) -> None:
-        value = self._born + payload if self._versioned[db] else payload
-        self._write(db, key, value)
+    def put(self, db: Db, key: bytes, payload: bytes) -> bool:
+        """Store a record. For a versioned one, return True if the old version was moved to
+        history (a snapshot still needs it: its references stay with it)."""
+        if not self._versioned[db]:
+            self._write(db, key, payload)
+            return False
+        preserved = self._retire(db, key) if self.snap_gen_max else False
+        self._write(db, key, self._born + payload)
+        if self.snap_gen_max:
+            self._write(Db.BORN, schema.gen_index_key(self._generation, db, key), b"")
+        return preserved
 
-    def delete(self, db: Db, key: bytes) -> bool:
+    def delete(self, db: Db, key: bytes) -> int:
+        """Remove a record: 0 if there was none, ``DELETED``, or ``PRESERVED`` if the old
+        version was moved to history (truthy either way)."""
+        preserved = self._retire(db, key) if self.snap_gen_max and self._versioned[db] else False
         found: bool = self._txn.delete(key, db=self._dbs[db])
-        if found:
+        if not found:
+            return 0
+        self._changes.append((db, key, None))
+        return PRESERVED if preserved else DELETED
+
+    def _retire(self, db: Db, key: bytes) -> bool:
+        """The live version of ``key`` is about to change: keep it if a snapshot needs it."""
+        old = self._txn.get(key, db=self._dbs[db])
+        if old is None:
+            return False
+        born = schema.born_of(old)
+        if born <= self.snap_gen_max:
+            died = self._generation
+            self._write(Db.HISTORY, schema.history_key(db, key, died), bytes(old))
+            self._write(Db.DIED, schema.gen_index_key(died, db, key), b"")
+            return True                   # its born index entry now describes the history version
+        self._drop(Db.BORN, schema.gen_index_key(born, db, key))
+        return False
+
+    def _drop(self, db: Db, key: bytes) -> None:
+        if self._txn.delete(key, db=self._dbs[db]):
             self._changes.append((db, key, None))
-        return found
+
+    # --- reads at a generation (snapshots) -----------------------------------------------------
+    def get_at(self, db: Db, key: bytes, gen: int) -> bytes | None:
+        """The payload of ``key`` as it was at generation ``gen``, or None."""
+        assert self._versioned[db]
+        live = self._txn.get(key, db=self._dbs[db])
+        if live is not None and schema.born_of(live) <= gen:
+            return bytes(live[8:])
+        if not self.has_history:
+            return None
+        start = schema.history_key(db, key, gen + 1)
+        with self._txn.cursor(db=self._dbs[Db.HISTORY]) as cursor:
+            if not cursor.set_range(start):
+                return None
+            hkey, value = cursor.item()
+            if bytes(hkey[:-8]) != start[:-8] or schema.born_of(value) > gen:
+                return None                # the oldest later version was born after gen
+            return bytes(value[8:])
+
+    def scan_at(self, db: Db, prefix: bytes, gen: int, start: bytes | None = None,
+                limit: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Like ``scan``, as the database was at generation ``gen``: live records born by
+        then, merged in key order with the history versions alive then."""
+        assert self._versioned[db]
+        live = ((k, v) for k, v in self._scan_stored(db, prefix, start) if schema.born_of(v) <= gen)
+        old = self._history_at(db, prefix, gen, start)
+        count = 0
+        a, b = next(live, None), next(old, None)
+        while a is not None or b is not None:
+            if b is None or (a is not None and a[0] < b[0]):
+                item, a = a, next(live, None)
+            else:
+                item, b = b, next(old, None)
+            assert item is not None
+            yield item[0], item[1][8:]
+            count += 1
+            if limit is not None and count >= limit:
+                return
+
+    def _scan_stored(self, db: Db, prefix: bytes, start: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        with self._txn.cursor(db=self._dbs[db]) as cursor:
+            if not cursor.set_range(start if start is not None else prefix):
+                return
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    return
+                yield bytes(key), bytes(value)
+
+    def _history_at(self, db: Db, prefix: bytes, gen: int, start: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """History versions under ``prefix`` alive at ``gen`` (born <= gen < died), by key."""
+        if not self.has_history:
+            return
+        head = bytes((db,))
+        with self._txn.cursor(db=self._dbs[Db.HISTORY]) as cursor:
+            if not cursor.set_range(head + (start if start is not None else prefix)):
+                return
+            current: bytes | None = None
+            for hkey, value in cursor:
+                if not hkey.startswith(head + prefix):
+                    return
+                key, died = bytes(hkey[1:-8]), schema.decode_history_key(bytes(hkey))[2]
+                if key == current or died <= gen:
+                    continue               # an older version, or one dead by then
+                current = key              # the first version dying after gen: alive at gen?
+                if schema.born_of(value) <= gen:
+                    yield key, bytes(value)
+
+    @property
+    def has_history(self) -> bool:
+        return self.count(Db.HISTORY) > 0
 
     def _write(self, db: int, key: bytes, value: bytes) -> None:
         try:

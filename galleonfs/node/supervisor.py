@@ -226,7 +226,7 @@ class Supervisor:
         if worker.exit_status not in ("exited with code 0", "exited (adopted worker; status unknown)"):
             raise Unavailable(f"the mount worker of volume {volume_id} {worker.exit_status} on stop")
 
-    async def call(self, volume_id: str, op: str, **args: object) -> dict[str, object]:
+    async def call(self, volume_id: str, op: str, /, **args: object) -> dict[str, object]:
         return await control.call(control.socket_name(volume_id), op, **args)
 
 

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .. import limits
+from ..engine import snapshots
 from ..engine.engine import Engine
 from ..errors import (
     AlreadyExists,
@@ -43,12 +44,16 @@ from ..errors import (
     NotSupported,
     OutOfRange,
     PermissionDenied,
+    ReadOnly,
     TooBig,
     TooManyLinks,
 )
 from ..ids import ROOT_INODE, InodeId
 from ..meta import schema
 from ..meta.schema import Db, Inode
+from ..meta.store import PRESERVED
+from . import views
+from .views import LIVE, SNAPDIR_INO, SNAPDIR_NAME, View
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -130,13 +135,63 @@ class Vfs:
         self._lookups: dict[int, int] = {}        # kernel lookup counts (FUSE forget protocol)
         self._opens: dict[int, int] = {}          # open handles per inode
         self._deferred_purges: list[int] = []     # big unlinked files, deleted after the op
+        self._slot_gens: dict[int, int] = {}      # snapshot slot -> generation (cache)
 
     # --- helpers -------------------------------------------------------------------------------
     def inode(self, ino: int) -> Inode:
-        raw = self.meta.get(Db.INODES, schema.ino_key(ino))
+        """The inode behind a FUSE inode number, in whichever view the number names."""
+        if ino == SNAPDIR_INO:
+            return self._snapdir()
+        view, local = self._view(ino)
+        raw = view.get(self.meta, Db.INODES, schema.ino_key(local))
         if raw is None:
             raise NotFound(f"inode {ino} does not exist")
-        return Inode.decode(ino, raw)
+        inode = Inode.decode(ino, raw)
+        if view.slot and inode.parent:
+            inode.parent = SNAPDIR_INO if local == ROOT_INODE else view.fuse(inode.parent)
+        return inode
+
+    # --- views: the live tree and the snapshots ------------------------------------------------
+    def _view(self, fino: int) -> tuple[View, int]:
+        slot, ino = views.split(fino)
+        if slot == 0:
+            return LIVE, ino
+        gen = self._slot_gens.get(slot)
+        if gen is None:
+            self.snapshots_changed()
+            gen = self._slot_gens.get(slot)
+            if gen is None:
+                raise NotFound("that snapshot was deleted")
+        return View(slot, gen), ino
+
+    def snapshots_changed(self) -> None:
+        """The snapshot list changed: re-read which slot is which generation."""
+        self._slot_gens = {snap.slot: snap.gen for snap in snapshots.snapshots(self.engine)}
+
+    def _live(self, *finos: int) -> None:
+        """Refuse changes anywhere under ``.snapshots``: snapshots are read-only."""
+        for fino in finos:
+            if views.is_snapshot(fino):
+                raise ReadOnly("snapshots are read-only")
+
+    @staticmethod
+    def _not_reserved(parent: int, name: bytes, error: type[Exception]) -> None:
+        if parent == ROOT_INODE and name == SNAPDIR_NAME:
+            raise error(f"{SNAPDIR_NAME.decode()} is reserved for snapshots")
+
+    def _snapdir(self) -> Inode:
+        root = self.inode(ROOT_INODE)
+        count = len(snapshots.snapshots(self.engine))
+        return Inode(ino=SNAPDIR_INO, mode=stat.S_IFDIR | 0o555, uid=root.uid, gid=root.gid,
+                     nlink=2 + count, size=0, alloc=0, atime_ns=root.atime_ns, mtime_ns=root.ctime_ns,
+                     ctime_ns=root.ctime_ns, btime_ns=root.btime_ns, rdev=0, aux=0, parent=ROOT_INODE)
+
+    def _snapshot_root(self, name: bytes) -> Inode:
+        for snap in snapshots.snapshots(self.engine):
+            if snap.name.encode() == name:
+                self._slot_gens[snap.slot] = snap.gen
+                return self.inode(views.join(snap.slot, ROOT_INODE))
+        raise NotFound(f"no snapshot named {name!r}")
 
     def _put(self, inode: Inode) -> None:
         self.meta.put(Db.INODES, schema.ino_key(inode.ino), inode.encode())
@@ -149,8 +204,12 @@ class Vfs:
 
     def _child(self, parent: int, name: bytes) -> tuple[int, int] | None:
         """Return ``(child inode, cookie)`` of ``name`` in ``parent``, or None."""
-        raw = self.meta.get(Db.DIRENTS, schema.dirent_key(parent, name))
-        return None if raw is None else schema.decode_dirent(raw)
+        view, local = self._view(parent)
+        raw = view.get(self.meta, Db.DIRENTS, schema.dirent_key(local, name))
+        if raw is None:
+            return None
+        child, cookie = schema.decode_dirent(raw)
+        return view.fuse(child), cookie
 
     def _existing(self, parent: int, name: bytes) -> tuple[Inode, int]:
         check_name(name)
@@ -166,10 +225,12 @@ class Vfs:
         self.meta.put(Db.DIRENTS, schema.dirent_key(parent.ino, name), schema.encode_dirent(child, cookie))
         self.meta.put(Db.DIRINDEX, schema.dirindex_key(parent.ino, cookie),
                       schema.encode_dirindex(child, name))
+        self.meta.put(Db.LINKS, schema.link_key(child, parent.ino, name), b"")
 
-    def _remove_entry(self, parent: int, name: bytes, cookie: int) -> None:
+    def _remove_entry(self, parent: int, name: bytes, cookie: int, child: int) -> None:
         self.meta.delete(Db.DIRENTS, schema.dirent_key(parent, name))
         self.meta.delete(Db.DIRINDEX, schema.dirindex_key(parent, cookie))
+        self.meta.delete(Db.LINKS, schema.link_key(child, parent, name))
 
     def _touch(self, inode: Inode, now: int, *, mtime: bool = True) -> None:
         inode.ctime_ns = now
@@ -212,7 +273,9 @@ class Vfs:
     def _create_entry(self, parent_ino: int, name: bytes, mode: int, ctx: Ctx, *,
                       rdev: int = 0, target: bytes = b"") -> Inode:
         self.engine.check_writable()
+        self._live(parent_ino)
         check_name(name)
+        self._not_reserved(parent_ino, name, AlreadyExists)
         parent = self._dir(parent_ino)
         if parent.nlink == 0:
             raise NotFound("the directory was removed")
@@ -237,6 +300,10 @@ class Vfs:
 
     # --- names ---------------------------------------------------------------------------------
     def lookup(self, parent: int, name: bytes, ctx: Ctx = ROOT_CTX) -> Inode:
+        if parent == ROOT_INODE and name == SNAPDIR_NAME:
+            return self._remember(self._snapdir())
+        if parent == SNAPDIR_INO and name not in (b".", b".."):
+            return self._remember(self._snapshot_root(name))
         directory = self._dir(parent)
         if name == b".":
             return self._remember(directory)
@@ -287,7 +354,9 @@ class Vfs:
 
     def link(self, ino: int, new_parent: int, new_name: bytes, ctx: Ctx) -> Inode:
         self.engine.check_writable()
+        self._live(ino, new_parent)
         check_name(new_name)
+        self._not_reserved(new_parent, new_name, AlreadyExists)
         inode = self.inode(ino)
         if stat.S_ISDIR(inode.mode):
             raise NotPermitted("hard links to directories are not allowed")
@@ -312,12 +381,14 @@ class Vfs:
 
     def unlink(self, parent: int, name: bytes, ctx: Ctx = ROOT_CTX) -> None:
         self.engine.check_writable()
+        self._live(parent)
+        self._not_reserved(parent, name, ReadOnly)
         directory = self._dir(parent)
         inode, cookie = self._existing(parent, name)
         if stat.S_ISDIR(inode.mode):
             raise IsADirectory(f"{name!r} is a directory; use rmdir")
         now = time.time_ns()
-        self._remove_entry(parent, name, cookie)
+        self._remove_entry(parent, name, cookie, inode.ino)
         self._touch(directory, now)
         self._put(directory)
         self._drop_link(inode, now)
@@ -325,6 +396,8 @@ class Vfs:
 
     def rmdir(self, parent: int, name: bytes, ctx: Ctx = ROOT_CTX) -> None:
         self.engine.check_writable()
+        self._live(parent)
+        self._not_reserved(parent, name, ReadOnly)
         if name == b".":
             raise InvalidArgument("cannot remove '.'")
         if name == b"..":
@@ -336,7 +409,7 @@ class Vfs:
         if self.meta.has_prefix(Db.DIRENTS, schema.ino_key(inode.ino)):
             raise NotEmpty(f"directory {name!r} is not empty")
         now = time.time_ns()
-        self._remove_entry(parent, name, cookie)
+        self._remove_entry(parent, name, cookie, inode.ino)
         directory.nlink -= 1
         self._touch(directory, now)
         self._put(directory)
@@ -378,7 +451,8 @@ class Vfs:
 
     def _maybe_purge(self, ino: int) -> None:
         """Delete an unlinked inode once nobody holds it any more."""
-        if self._lookups.get(ino) or self._opens.get(ino) or not self.engine.writable:
+        if (self._lookups.get(ino) or self._opens.get(ino) or not self.engine.writable
+                or views.is_snapshot(ino)):
             return
         raw = self.meta.get(Db.INODES, schema.ino_key(ino))
         if raw is None:
@@ -414,12 +488,18 @@ class Vfs:
                                     start=schema.extent_key(inode.ino, first_blk),
                                     limit=_PURGE_CHUNK + 1))
         for key, bid in found[:_PURGE_CHUNK]:
-            self.meta.delete(Db.EXTENTS, key)
-            info = self.engine.block_info(bid)
-            assert info is not None
-            inode.alloc -= info.raw_len
-            self.engine.unref_block(bid)
+            kept = self.meta.delete(Db.EXTENTS, key) == PRESERVED
+            self._release_block(inode, bid, kept)
         return len(found) > _PURGE_CHUNK
+
+    def _release_block(self, inode: Inode, bid: bytes, kept: bool) -> None:
+        """The file stopped using block ``bid``; a snapshot that ``kept`` the old extent keeps
+        its reference, else the reference goes."""
+        info = self.engine.block_info(bid)
+        assert info is not None
+        inode.alloc -= info.raw_len
+        if not kept:
+            self.engine.unref_block(bid)
 
     def purge_orphans(self) -> int:
         """At mount: finish deletions and truncations a crash or an unmount left open."""
@@ -452,6 +532,9 @@ class Vfs:
     def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes,
                flags: int, ctx: Ctx = ROOT_CTX) -> None:
         self.engine.check_writable()
+        self._live(old_parent, new_parent)
+        self._not_reserved(old_parent, old_name, ReadOnly)
+        self._not_reserved(new_parent, new_name, ReadOnly)
         if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
             raise InvalidArgument(f"unsupported rename flags {flags:#x}")
         check_name(new_name)
@@ -478,11 +561,12 @@ class Vfs:
                 and dst_dir.nlink >= limits.link_count_max):
             raise TooManyLinks("the target directory has too many subdirectories")
         now = time.time_ns()
-        self._remove_entry(old_parent, old_name, src_cookie)
+        self._remove_entry(old_parent, old_name, src_cookie, src.ino)
         reuse_cookie = None
         if dst is not None and found is not None:
             reuse_cookie = found[1]                 # the name keeps its place in readdir
             self.meta.delete(Db.DIRENTS, schema.dirent_key(new_parent, new_name))
+            self.meta.delete(Db.LINKS, schema.link_key(dst.ino, new_parent, new_name))
             if stat.S_ISDIR(dst.mode):
                 dst_dir.nlink -= 1
                 dst.nlink = 0
@@ -531,6 +615,10 @@ class Vfs:
                       schema.encode_dirent(src.ino, dst_cookie))
         self.meta.put(Db.DIRINDEX, schema.dirindex_key(dst_dir.ino, dst_cookie),
                       schema.encode_dirindex(src.ino, dst_name))
+        self.meta.delete(Db.LINKS, schema.link_key(src.ino, src_dir.ino, src_name))
+        self.meta.delete(Db.LINKS, schema.link_key(dst.ino, dst_dir.ino, dst_name))
+        self.meta.put(Db.LINKS, schema.link_key(dst.ino, src_dir.ino, src_name), b"")
+        self.meta.put(Db.LINKS, schema.link_key(src.ino, dst_dir.ino, dst_name), b"")
         if src_dir.ino != dst_dir.ino:
             src_is_dir, dst_is_dir = stat.S_ISDIR(src.mode), stat.S_ISDIR(dst.mode)
             if src_is_dir:
@@ -554,6 +642,7 @@ class Vfs:
     # --- attributes ----------------------------------------------------------------------------
     def setattr(self, ino: int, changes: SetAttr, ctx: Ctx = ROOT_CTX) -> Inode:
         self.engine.check_writable()
+        self._live(ino)
         inode = self.inode(ino)
         now = time.time_ns()
         if changes.size is not None:
@@ -628,17 +717,15 @@ class Vfs:
 
     def _replace_block(self, inode: Inode, blk: int, old: bytes | None, data: bytes | None) -> None:
         key = schema.extent_key(inode.ino, blk)
+        kept = False
         if data is not None:
             (new,) = self.engine.store_blocks([data])
-            self.meta.put(Db.EXTENTS, key, new)
+            kept = self.meta.put(Db.EXTENTS, key, new)
             inode.alloc += len(data)
         elif old is not None:
-            self.meta.delete(Db.EXTENTS, key)
+            kept = self.meta.delete(Db.EXTENTS, key) == PRESERVED
         if old is not None:
-            info = self.engine.block_info(old)
-            assert info is not None
-            inode.alloc -= info.raw_len
-            self.engine.unref_block(old)
+            self._release_block(inode, old, kept)
 
     def access(self, ino: int, mode: int, ctx: Ctx) -> None:
         inode = self.inode(ino)
@@ -669,6 +756,7 @@ class Vfs:
         truncate = truncate and stat.S_ISREG(inode.mode)
         if writable or truncate:
             self.engine.check_writable()
+            self._live(ino)
         if truncate:
             self._check_truncate(inode, 0)
             self._truncate(inode, 0)
@@ -706,7 +794,7 @@ class Vfs:
             return b""
         bs = self.bs
         first, last = offset // bs, (end - 1) // bs
-        extents = self._extents(ino, first, last)
+        extents = self._extents(ino, first, last, *self._view(ino))
         datas = self.engine.read_blocks(list(extents.values())) if extents else []
         by_blk = dict(zip(extents, datas, strict=True))
         parts: list[bytes | memoryview] = []
@@ -728,7 +816,7 @@ class Vfs:
 
     def _note_access(self, inode: Inode) -> None:
         """relatime: update atime if it is older than mtime/ctime or a day old."""
-        if not self.atime or not self.engine.writable:
+        if not self.atime or not self.engine.writable or views.is_snapshot(inode.ino):
             return
         now = time.time_ns()
         a = inode.atime_ns
@@ -737,16 +825,18 @@ class Vfs:
             self._put(inode)
             self.engine.end_op()
 
-    def _extents(self, ino: int, first: int, last: int) -> dict[int, bytes]:
+    def _extents(self, ino: int, first: int, last: int, view: View = LIVE,
+                 local: int | None = None) -> dict[int, bytes]:
         """Block number -> block id for the file's blocks in ``[first, last]`` (holes absent)."""
+        ino = ino if local is None else local
         out: dict[int, bytes] = {}
         if first == last:
-            bid = self.meta.get(Db.EXTENTS, schema.extent_key(ino, first))
+            bid = view.get(self.meta, Db.EXTENTS, schema.extent_key(ino, first))
             if bid is not None:
                 out[first] = bid
             return out
-        for key, bid in self.meta.scan(Db.EXTENTS, prefix=schema.ino_key(ino),
-                                       start=schema.extent_key(ino, first)):
+        for key, bid in view.scan(self.meta, Db.EXTENTS, schema.ino_key(ino),
+                                  start=schema.extent_key(ino, first)):
             blk = schema.blkno_of_extent_key(key)
             if blk > last:
                 break
@@ -756,6 +846,7 @@ class Vfs:
     def write(self, ino: int, offset: int, data: bytes) -> int:
         """Write ``data`` at ``offset``; whole blocks are stored, edges read-modify-written."""
         self.engine.check_writable()
+        self._live(ino)
         n = len(data)
         if n == 0:
             return 0
@@ -777,16 +868,14 @@ class Vfs:
         it = iter(stored)
         for blk, content in zip(range(first, last + 1), contents, strict=True):
             key = schema.extent_key(ino, blk)
+            old_bid = old.get(blk)
             if content is not None:
-                self.meta.put(Db.EXTENTS, key, next(it))
+                kept = self.meta.put(Db.EXTENTS, key, next(it))
                 inode.alloc += len(content)
-            elif blk in old:
-                self.meta.delete(Db.EXTENTS, key)
-        for bid in old.values():
-            info = self.engine.block_info(bid)
-            assert info is not None
-            inode.alloc -= info.raw_len
-            self.engine.unref_block(bid)
+            elif old_bid is not None:
+                kept = self.meta.delete(Db.EXTENTS, key) == PRESERVED
+            if old_bid is not None:
+                self._release_block(inode, old_bid, kept)
         if end > inode.size:
             inode.size = end
         if not self.kernel_times:
@@ -856,15 +945,27 @@ class Vfs:
             yield DirEntry(b".", directory, 1)
         if offset < 2:
             yield DirEntry(b"..", self.inode(directory.parent), 2)
-        start = schema.dirindex_key(ino, max(offset, 3))
-        entries = list(self.meta.scan(Db.DIRINDEX, prefix=schema.ino_key(ino), start=start, limit=256))
+        if ino == SNAPDIR_INO:
+            yield from self._readdir_snapshots(offset)
+            return
+        view, local = self._view(ino)
+        prefix = schema.ino_key(local)
+        start = schema.dirindex_key(local, max(offset, 3))
+        entries = list(view.scan(self.meta, Db.DIRINDEX, prefix, start=start, limit=256))
         while entries:
             for key, value in entries:
                 child, name = schema.decode_dirindex(value)
                 cookie = schema.cookie_of_dirindex_key(key)
-                yield DirEntry(name, self.inode(child), cookie + 1)
-            start = schema.dirindex_key(ino, cookie + 1)
-            entries = list(self.meta.scan(Db.DIRINDEX, prefix=schema.ino_key(ino), start=start, limit=256))
+                yield DirEntry(name, self.inode(view.fuse(child)), cookie + 1)
+            start = schema.dirindex_key(local, cookie + 1)
+            entries = list(view.scan(self.meta, Db.DIRINDEX, prefix, start=start, limit=256))
+
+    def _readdir_snapshots(self, offset: int) -> Iterator[DirEntry]:
+        """``.snapshots``: one directory per snapshot; the slot is the stable cookie."""
+        for snap in sorted(snapshots.snapshots(self.engine), key=lambda s: s.slot):
+            if snap.slot + 3 >= offset:
+                self._slot_gens[snap.slot] = snap.gen
+                yield DirEntry(snap.name.encode(), self.inode(views.join(snap.slot, ROOT_INODE)), snap.slot + 4)
 
     def note_readdir_entry(self, entry: DirEntry) -> None:
         """The kernel took a reference to an entry returned by readdirplus."""
@@ -883,13 +984,15 @@ class Vfs:
     def getxattr(self, ino: int, name: bytes) -> bytes:
         self._check_xattr_name(name)
         self.inode(ino)
-        value = self.meta.get(Db.XATTRS, schema.xattr_key(ino, name))
+        view, local = self._view(ino)
+        value = view.get(self.meta, Db.XATTRS, schema.xattr_key(local, name))
         if value is None:
             raise NoAttribute(f"no attribute {name!r}")
         return value
 
     def setxattr(self, ino: int, name: bytes, value: bytes, ctx: Ctx = ROOT_CTX) -> None:
         self.engine.check_writable()
+        self._live(ino)
         self._check_xattr_name(name)
         if len(value) > limits.xattr_value_max_bytes:
             raise TooBig("xattr value is larger than 64 KiB")
@@ -912,14 +1015,15 @@ class Vfs:
         in for ``CAP_SYS_ADMIN``.
         """
         self.inode(ino)
-        prefix = schema.ino_key(ino)
-        names = [bytes(key[8:]) for key, _ in self.meta.scan(Db.XATTRS, prefix=prefix)]
+        view, local = self._view(ino)
+        names = [bytes(key[8:]) for key, _ in view.scan(self.meta, Db.XATTRS, schema.ino_key(local))]
         if ctx.uid != 0:
             names = [name for name in names if not name.startswith(b"trusted.")]
         return names
 
     def removexattr(self, ino: int, name: bytes, ctx: Ctx = ROOT_CTX) -> None:
         self.engine.check_writable()
+        self._live(ino)
         self._check_xattr_name(name)
         inode = self.inode(ino)
         if not self.meta.delete(Db.XATTRS, schema.xattr_key(ino, name)):
