@@ -47,6 +47,7 @@ from .storage import File, Storage
 
 log = logging.getLogger(__name__)
 
+EXTERNAL = 0x8000_0000     # BlockLoc.seg flag: the frame is in the origin volume's segment (clones)
 LOCK_FILE = "LOCK"
 NEEDS_CHECK_FILE = "NEEDS_CHECK"
 JOURNAL_DIR = "journal"
@@ -115,7 +116,8 @@ class Engine:
     # --- creation ------------------------------------------------------------------------------
     @classmethod
     def create(cls, volume_dir: str, *, size: int, block_size: int = limits.block_size_default_bytes,
-               name: str = "", uid: int | None = None, gid: int | None = None) -> str:
+               name: str = "", uid: int | None = None, gid: int | None = None,
+               family_key: bytes | None = None) -> str:
         """Make an empty volume in ``volume_dir`` (created if missing, else must be empty).
 
         Returns the new volume's id.
@@ -143,7 +145,8 @@ class Engine:
             meta.put(Db.SUPER, key, schema.encode_super_int(value))
         meta.put(Db.SUPER, b"volume_id", volume_id.encode())
         meta.put(Db.SUPER, b"name", name.encode())
-        meta.put(Db.SUPER, b"family_key", os.urandom(32))
+        # The block-id key of the volume family: a clone shares its origin's.
+        meta.put(Db.SUPER, b"family_key", family_key or os.urandom(32))
         meta.generation = 1
         root = Inode(
             ino=1, mode=stat.S_IFDIR | 0o755, uid=os.getuid() if uid is None else uid,
@@ -217,7 +220,9 @@ class Engine:
         self._dirty_ints: set[bytes] = set()
         self.volume_id = (self.meta.get(Db.SUPER, b"volume_id") or b"").decode()
         self.name = (self.meta.get(Db.SUPER, b"name") or b"").decode()
+        self.family_key = family_key
         self.hash_block = BlockHasher(family_key)
+        self._origin_segments: Segments | None = None
         self.block_size = self._ints[b"block_size"]
         self.meta.generation = self._ints[b"generation"]
         self.meta.snap_gen_max = newest_snapshot_gen(self.meta)
@@ -437,7 +442,7 @@ class Engine:
         first = run[0][2]
         length = run[-1][2].offset + run[-1][2].frame_len - first.offset
         try:
-            buf = memoryview(self.segments.pread(first.seg, first.offset, length))
+            buf = memoryview(self.pread_frames(first.seg, first.offset, length))
         except Corrupt as exc:
             self._corrupt(str(exc))
             raise
@@ -455,6 +460,54 @@ class Engine:
             out[i] = data
             self._cache_put(bid, data)
             self.counters["blocks_read"] += 1
+
+    def pread_frames(self, seg: int, offset: int, length: int) -> bytes:
+        """Bytes of this volume's segment ``seg``, or of its origin's if ``seg`` is EXTERNAL."""
+        if seg & EXTERNAL:
+            return self._origin().pread(seg & ~EXTERNAL, offset, length)
+        return self.segments.pread(seg, offset, length)
+
+    def _origin(self) -> Segments:
+        """The origin volume's data segments (a clone reads shared blocks there)."""
+        if self._origin_segments is None:
+            import json
+
+            raw = self.meta.get(Db.SUPER, b"origin")
+            if not raw:
+                raise Corrupt("a block lives in an origin volume, but this volume has none")
+            origin_dir = json.loads(raw)["volume_dir"]
+            self._origin_segments = Segments(self.storage, os.path.join(origin_dir, DATA_DIR), 0)
+        return self._origin_segments
+
+    def localize_blocks(self, ids: Sequence[bytes], datas: Sequence[bytes]) -> int:
+        """Store already-indexed blocks in this volume's own segments (flatten); bytes written."""
+        bufs: list[bytes | bytearray | memoryview] = []
+        entries = []
+        for bid, data in zip(ids, datas, strict=True):
+            loc = self.block_info(bid)
+            assert loc is not None
+            header, crc = frames.encode(bid, data, len(data))
+            bufs += [header, data]
+            entries.append((bid, loc, len(header) + len(data), crc))
+        total = sum(e[2] for e in entries)
+        seg, offset = self.segments.append(bufs, total)
+        stats = self._segstats.setdefault(seg, [0, 0])
+        stats[0] += total
+        stats[1] += total
+        self._dirty_segs.add(seg)
+        for bid, loc, frame_len, crc in entries:
+            loc.seg, loc.offset, loc.frame_len = seg, offset, frame_len
+            self.meta.put(Db.BLOCKS, bid, loc.encode())
+            self._pending_frames.append(FrameRef(seg, offset, frame_len, crc))
+            offset += frame_len
+        return total
+
+    def _pinned_segment_max(self) -> int:
+        """Segments up to this number hold frames clones read directly: GC leaves them alone."""
+        import json
+
+        pins = [json.loads(v).get("pin_seg", 0) for _, v in self.meta.scan(Db.SNAPSHOTS)]
+        return max(pins, default=0)
 
     def _corrupt(self, reason: str) -> None:
         self.counters["corrupt_blocks"] += 1
@@ -670,8 +723,9 @@ class Engine:
     def gc_candidates(self, live_fraction_min: float = limits.gc_live_fraction_min) -> list[int]:
         """Segments (not the one being written) whose live fraction is below the threshold."""
         out = []
+        pinned = self._pinned_segment_max()
         for seg, (written, live) in self._segstats.items():
-            if seg == self.segments.current or seg in self._dead_segments:
+            if seg == self.segments.current or seg in self._dead_segments or seg <= pinned:
                 continue
             if written == 0 or live / written < live_fraction_min:
                 out.append(seg)
@@ -770,6 +824,8 @@ class Engine:
                         log.exception("volume %s: could not commit the journal at close", self.dir)
         finally:
             self.segments.close()
+            if self._origin_segments is not None:
+                self._origin_segments.close()
             self.journal.close()
             self.meta.close()
             if self._lock_fd is not None:

@@ -33,7 +33,7 @@ from ..errors import Corrupt
 from ..meta import schema
 from ..meta.schema import BlockLoc, Db, Inode
 from . import frames
-from .engine import Engine
+from .engine import EXTERNAL, Engine
 from .segments import list_segments
 
 _TYPES = (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR,
@@ -365,7 +365,8 @@ class _Checker:
                         continue
                     loc.refs = counted
                     self.meta.put(Db.BLOCKS, bid, loc.encode())
-            live[loc.seg] += loc.frame_len
+            if not loc.seg & EXTERNAL:
+                live[loc.seg] += loc.frame_len
             used += loc.raw_len
         if corrupt:
             self._drop_blocks(set(corrupt))
@@ -374,7 +375,7 @@ class _Checker:
     def _verify(self, bid: bytes, loc: BlockLoc) -> str | None:
         where = f"block {bid.hex()[:16]} (segment {loc.seg}@{loc.offset})"
         try:
-            frame = self.e.segments.pread(loc.seg, loc.offset, loc.frame_len)
+            frame = self.e.pread_frames(loc.seg, loc.offset, loc.frame_len)
             header, payload = frames.verify(frame, where)
         except Corrupt as exc:
             return str(exc)
@@ -423,7 +424,8 @@ class _Checker:
             self.live, self.used = defaultdict(int), 0
             for _, value in self.meta.scan(Db.BLOCKS):
                 loc = BlockLoc.decode(value)
-                self.live[loc.seg] += loc.frame_len
+                if not loc.seg & EXTERNAL:
+                    self.live[loc.seg] += loc.frame_len
                 self.used += loc.raw_len
         if e.used_bytes != self.used:
             if self.problem(f"volume counts {e.used_bytes} used bytes, its blocks hold {self.used}",

@@ -54,6 +54,7 @@ class Snapshot:
     slot: int                # its views' FUSE inode numbers: (slot << 40) | inode
     state: str = "ready"     # or "deleting"
     holds: list[str] = field(default_factory=list)   # clones that depend on it
+    pin_seg: int = 0         # while held: the origin's segments up to this one are not compacted
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -96,7 +97,7 @@ def by_slot(engine: Engine, slot: int) -> Snapshot | None:
     return None
 
 
-def _save(engine: Engine, snap: Snapshot) -> None:
+def save(engine: Engine, snap: Snapshot) -> None:
     engine.meta.put(Db.SNAPSHOTS, snap.name.encode(), snap.encode())
 
 
@@ -121,7 +122,7 @@ def create(engine: Engine, name: str) -> Snapshot:
     snap = Snapshot(name=name, id=str(uuid.uuid4()), gen=gen, created_ns=time.time_ns(),
                     used_bytes=engine.used_bytes, inodes=engine.get_int(b"inode_count"),
                     slot=engine.get_int(b"next_slot"))
-    _save(engine, snap)
+    save(engine, snap)
     engine.set_int(b"next_slot", snap.slot + 1)
     engine.set_int(b"generation", gen + 1)
     engine.meta.generation = gen + 1
@@ -181,7 +182,7 @@ def delete(engine: Engine, name: str) -> int:
         raise Busy(f"snapshot {name} has dependent clones ({', '.join(snap.holds)}); "
                    f"flatten or delete them first")
     snap.state = "deleting"
-    _save(engine, snap)
+    save(engine, snap)
     engine.end_op()
     _refresh(engine)
     return _finish_delete(engine, snap)

@@ -280,3 +280,4 @@ class MetaStore:
         info = self._env.info()
         stat = self._env.stat()
         return int(info["last_pgno"] + 1) * int(stat["psize"])
+

@@ -1,0 +1,161 @@
+"""Clones: new writable volumes born from a snapshot, sharing its blocks (DESIGN §3).
+
+A clone is a volume of its own (own directory, metadata, journal, worker), in the same
+volume family as its origin (same block-id key, so equal content has equal ids). At
+creation its metadata is a copy of the snapshot's tree and its block index points into
+the origin's data segments: such entries carry ``EXTERNAL`` in their segment number and
+are read straight from the origin's segment files (never through the origin's metadata,
+which another process may be writing). New writes go to the clone's own segments.
+
+Two rules keep those pointers valid for as long as the clone depends on the origin:
+
+* the snapshot holds the clone (``Snapshot.holds``): it cannot be deleted, so every block
+  of its tree keeps a reference in the origin;
+* the hold pins the origin's segments that existed at clone time (``Snapshot.pin_seg``):
+  the origin's GC leaves them alone, so the frames never move.
+
+``flatten`` copies the shared blocks into the clone's own segments; the origin then
+releases the hold. Creation runs where the origin's engine is open: its mount worker if
+it is mounted, otherwise the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..meta import schema
+from ..meta.schema import BlockLoc, Db, Inode
+from . import snapshots
+from .engine import EXTERNAL, Engine
+
+ORIGIN_FIELD = b"origin"
+_COPY_CHUNK = 8192          # records per journal record while copying a tree
+_FLATTEN_CHUNK = 64         # blocks copied per journal record by flatten
+
+
+@dataclass(frozen=True)
+class Origin:
+    volume_id: str
+    volume_dir: str
+    snapshot: str
+    snapshot_id: str
+
+
+def origin_of(engine: Engine) -> Origin | None:
+    raw = engine.meta.get(Db.SUPER, ORIGIN_FIELD)
+    return Origin(**json.loads(raw)) if raw else None
+
+
+def create(source: Engine, snapshot: str, target_dir: str, *, clone_id: str = "", name: str = "",
+           size: int | None = None) -> str:
+    """Make ``target_dir`` a clone of ``source`` at ``snapshot``; return the clone's volume id.
+
+    ``clone_id`` is what the hold on the snapshot records (the daemon's volume id of the
+    clone); by default the clone's engine-level id.
+    """
+    snap = snapshots.get(source, snapshot)
+    source.check_writable()
+    size = source.size if size is None else size
+    if size < snap.used_bytes:
+        raise InvalidArgument(f"a clone of {snapshot} needs at least {snap.used_bytes} bytes, not {size}")
+    source.checkpoint()                 # the snapshot's frames durable, its block index committed
+    volume_id = Engine.create(target_dir, size=size, block_size=source.block_size, name=name,
+                              family_key=source.family_key)
+    try:
+        target = Engine.open(target_dir)
+        try:
+            _copy_tree(source, snap, target)
+            target.meta.put(Db.SUPER, ORIGIN_FIELD, json.dumps(asdict(Origin(
+                source.volume_id, os.path.abspath(source.dir), snap.name, snap.id))).encode())
+            target.end_op()
+            target.checkpoint()
+        finally:
+            target.close(checkpoint=False)
+    except BaseException:
+        shutil.rmtree(target_dir, ignore_errors=True)
+        raise
+    snap.holds.append(clone_id or volume_id)
+    snap.pin_seg = max(snap.pin_seg, source.segments.next_seg - 1)
+    snapshots.save(source, snap)
+    source.end_op()
+    source.commit()
+    return volume_id
+
+
+def _copy_tree(source: Engine, snap: snapshots.Snapshot, target: Engine) -> None:
+    refs: dict[bytes, int] = defaultdict(int)
+    inodes = 0
+    puts = 0
+    for db in (Db.INODES, Db.DIRENTS, Db.DIRINDEX, Db.XATTRS, Db.LINKS, Db.EXTENTS):
+        for key, payload in source.meta.scan_at(db, b"", snap.gen):
+            target.meta.put(db, key, payload)
+            if db == Db.EXTENTS:
+                refs[payload] += 1
+            elif db == Db.INODES:
+                inodes += 1
+                if Inode.decode(schema.ino_of_key(key), payload).nlink == 0:
+                    target.meta.put(Db.ORPHANS, key, b"")     # open at the snapshot
+            puts += 1
+            if puts % _COPY_CHUNK == 0:
+                target.end_op()
+    used = 0
+    for bid, count in refs.items():
+        loc = source.block_info(bid)
+        if loc is None:
+            raise NotFound(f"block {bid.hex()[:16]} of snapshot {snap.name} is missing from its volume")
+        if loc.seg & EXTERNAL:
+            raise FailedPrecondition("cloning a snapshot of a clone that shares blocks with its own "
+                                     "origin is not supported; flatten the clone first")
+        target.meta.put(Db.BLOCKS, bid, BlockLoc(loc.seg | EXTERNAL, loc.offset, loc.frame_len,
+                                                 loc.raw_len, count).encode())
+        used += loc.raw_len
+    target.set_int(b"used_bytes", used)
+    target.set_int(b"inode_count", inodes)
+    target.set_int(b"next_inode", source.get_int(b"next_inode"))
+
+
+def flatten(engine: Engine, progress: Callable[[int, int], None] | None = None) -> tuple[Origin, int]:
+    """Copy every shared block into the clone's own segments; return (origin, bytes copied).
+
+    The caller then releases the origin's hold (``release``).
+    """
+    origin = origin_of(engine)
+    if origin is None:
+        raise FailedPrecondition("this volume is not a clone, or it was flattened already")
+    engine.check_writable()
+    shared = [bytes(k) for k, v in engine.meta.scan(Db.BLOCKS) if BlockLoc.decode(v).seg & EXTERNAL]
+    copied = 0
+    for start in range(0, len(shared), _FLATTEN_CHUNK):
+        ids = shared[start:start + _FLATTEN_CHUNK]
+        copied += engine.localize_blocks(ids, engine.read_blocks(ids))
+        engine.end_op()
+        if progress is not None:
+            progress(min(start + _FLATTEN_CHUNK, len(shared)), len(shared))
+    engine.meta.delete(Db.SUPER, ORIGIN_FIELD)
+    engine.end_op()
+    engine.checkpoint()
+    return origin, copied
+
+
+def release(source: Engine, snapshot: str, clone_id: str) -> None:
+    """The clone no longer depends on ``snapshot`` (flattened or deleted)."""
+    raw = source.meta.get(Db.SNAPSHOTS, snapshot.encode())
+    if raw is None:
+        return
+    snap = snapshots.Snapshot.decode(raw)
+    if clone_id in snap.holds:
+        snap.holds.remove(clone_id)
+        if not snap.holds:
+            snap.pin_seg = 0
+        snapshots.save(source, snap)
+        source.end_op()
+
+
+def remove_dir(target_dir: str) -> None:
+    shutil.rmtree(target_dir, ignore_errors=True)
