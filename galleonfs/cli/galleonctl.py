@@ -31,6 +31,11 @@ examples:
   galleonctl volume list -o json
   galleonctl volume unmount /mnt/data                           by mount point, or by name
   galleonctl volume delete data                                 refused while mounted (--force)
+  galleonctl snapshot create data@before-upgrade               constant time, mounted or not
+  ls /mnt/data/.snapshots/before-upgrade                        browse it (read-only)
+  galleonctl snapshot diff data@before-upgrade                  what changed since
+  galleonctl volume clone data@before-upgrade data-test         a writable copy sharing blocks
+  galleonctl snapshot-policy create hourly --schedule '0 * * * *' --retention 24 -l backup=yes
   galleonctl storage-class create fast.yaml
   galleonctl node status
 
@@ -145,6 +150,119 @@ def volume_unmount(args: argparse.Namespace) -> int:
     where = os.path.abspath(target) if by_path else "every mount point"
     deleted = "; it was ephemeral and has been deleted" if v.state == types_pb2.DELETING else ""
     print(f"volume {v.name} unmounted from {where}{deleted}")
+    return 0
+
+
+# --- snapshots and clones ------------------------------------------------------------------------
+def split_snapshot(text: str) -> tuple[str, str]:
+    volume, sep, snap = text.partition("@")
+    if not sep or not volume or not snap:
+        raise InvalidArgument(f"name a snapshot as VOLUME@SNAPSHOT, not {text!r}")
+    return volume, snap
+
+
+def snapshot_create(args: argparse.Namespace) -> int:
+    volume, name = split_snapshot(args.snapshot)
+    with _client(args) as c:
+        snap = c.create_snapshot(volume, name)
+    print(f"snapshot {snap.volume}@{snap.name} created (generation {snap.generation})")
+    return 0
+
+
+def snapshot_list(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        snaps = [output.to_dict(s) for s in c.list_snapshots(args.volume or "")]
+    if args.output == "table" and not snaps:
+        print("no snapshots")
+        return 0
+    return _emit(args, snaps, output.snapshot_rows)
+
+
+def snapshot_get(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        return _emit(args, output.to_dict(c.get_snapshot(*split_snapshot(args.snapshot))), output.snapshot_detail)
+
+
+def snapshot_delete(args: argparse.Namespace) -> int:
+    volume, name = split_snapshot(args.snapshot)
+    with _client(args) as c:
+        reply = c.delete_snapshot(volume, name)
+    print(f"snapshot {volume}@{name} deleted; {format_size(reply.freed_bytes)} freed (reclaimed on disk by GC)")
+    return 0
+
+
+def snapshot_restore(args: argparse.Namespace) -> int:
+    volume, name = split_snapshot(args.snapshot)
+    with _client(args) as c:
+        c.restore_snapshot(volume, name, force=args.force)
+    print(f"volume {volume} restored to snapshot {name}")
+    return 0
+
+
+def snapshot_diff(args: argparse.Namespace) -> int:
+    volume, old = split_snapshot(args.old)
+    new = ""
+    if args.new:
+        other, new = split_snapshot(args.new) if "@" in args.new else (volume, args.new)
+        if other != volume:
+            raise InvalidArgument(f"both snapshots must be of the same volume ({volume}, not {other})")
+    with _client(args) as c:
+        entries = [output.to_dict(e) for e in c.diff_snapshots(volume, old, new)]
+    return _emit(args, entries, output.diff_lines)
+
+
+def snapshot_mount(args: argparse.Namespace) -> int:
+    volume, name = split_snapshot(args.snapshot)
+    path = os.path.abspath(args.path)
+    with _client(args) as c:
+        c.mount_snapshot(volume, name, path)
+    print(f"snapshot {volume}@{name} mounted read-only on {path} (unmount: galleonctl volume unmount {path})")
+    return 0
+
+
+def volume_clone(args: argparse.Namespace) -> int:
+    volume, snap = split_snapshot(args.snapshot)
+    size = _size(args.size) if args.size else 0
+    with _client(args) as c:
+        v = c.clone_volume(volume, snap, args.name, size=size, labels=_labels(args.label))
+    print(f"volume {v.name} cloned from {volume}@{snap} ({format_size(v.size_bytes)}, shares its blocks)")
+    return 0
+
+
+def volume_flatten(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        v = c.flatten_volume(args.name)
+    print(f"volume {v.name} flattened: it no longer depends on its origin")
+    return 0
+
+
+def policy_create(args: argparse.Namespace) -> int:
+    from ..v1 import snapshot_pb2
+
+    if args.retention < 1:
+        raise InvalidArgument("--retention must be at least 1")
+    with _client(args) as c:
+        p = c.create_policy(snapshot_pb2.SnapshotPolicy(
+            name=args.name, schedule=args.schedule, retention=args.retention,
+            volume_selector=_labels(args.selector)))
+    print(f"snapshot policy {p.name} created: {p.schedule}, keeping {p.retention} per volume")
+    return 0
+
+
+def policy_list(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        return _emit(args, [output.to_dict(p) for p in c.list_policies()], output.policy_rows)
+
+
+def policy_get(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        return _emit(args, output.to_dict(c.get_policy(args.name)), lambda d: output.policy_rows([d]))
+
+
+def policy_delete(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        c.delete_policy(args.name)
+    print(f"snapshot policy {args.name} deleted (its snapshots are kept)")
     return 0
 
 
@@ -295,6 +413,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="detach even if files are in use there (they get errors from then on)")
     p.set_defaults(func=volume_unmount)
+
+    p = volume.add_parser("clone", help="a new volume from a snapshot, sharing its blocks",
+                          description="Create volume NAME from snapshot VOLUME@SNAPSHOT. It shares the "
+                                      "snapshot's blocks until flattened; writes on either side never "
+                                      "show on the other.")
+    p.add_argument("snapshot", metavar="VOLUME@SNAPSHOT")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--size", help="default: the origin's size")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=volume_clone)
+    p = volume.add_parser("flatten", help="make a clone independent of its origin",
+                          description="Copy the blocks a clone shares with its origin, so that the "
+                                      "origin's snapshot can be deleted.")
+    p.add_argument("name")
+    p.set_defaults(func=volume_flatten)
+
+    snapshot = nouns.add_parser("snapshot", help="point-in-time images of volumes").add_subparsers(
+        dest="verb", required=True, metavar="VERB")
+    p = snapshot.add_parser("create", help="take a snapshot (constant time, any volume size)",
+                            description="Take a snapshot of a volume, mounted or not. It holds every "
+                                        "write that returned before the request. Browse it under "
+                                        "MOUNTPOINT/.snapshots/SNAPSHOT.")
+    p.add_argument("snapshot", metavar="VOLUME@SNAPSHOT")
+    p.set_defaults(func=snapshot_create)
+    _read_command(snapshot, "list", "list snapshots (of one volume, or of all)", snapshot_list).add_argument(
+        "volume", nargs="?", metavar="VOLUME")
+    _read_command(snapshot, "get", "show one snapshot", snapshot_get).add_argument("snapshot", metavar="VOLUME@SNAPSHOT")
+    p = snapshot.add_parser("delete", help="delete a snapshot and free what only it used",
+                            description="Delete a snapshot. Refused while clones depend on it.")
+    p.add_argument("snapshot", metavar="VOLUME@SNAPSHOT")
+    p.set_defaults(func=snapshot_delete)
+    p = snapshot.add_parser("restore", help="roll the volume back to a snapshot",
+                            description="Roll a volume back to a snapshot. Refused while it is mounted "
+                                        "unless --force, which unmounts, restores and mounts it again. "
+                                        "Later snapshots are kept.")
+    p.add_argument("snapshot", metavar="VOLUME@SNAPSHOT")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=snapshot_restore)
+    p = _read_command(snapshot, "diff", "paths created (+), deleted (-), modified (M), renamed (R)",
+                      snapshot_diff)
+    p.add_argument("old", metavar="VOLUME@OLD")
+    p.add_argument("new", nargs="?", metavar="[VOLUME@]NEW", help="default: the live volume")
+    p = snapshot.add_parser("mount", help="mount one snapshot read-only",
+                            description="Mount VOLUME@SNAPSHOT read-only on PATH.")
+    p.add_argument("snapshot", metavar="VOLUME@SNAPSHOT")
+    p.add_argument("path")
+    p.set_defaults(func=snapshot_mount)
+
+    policy = nouns.add_parser("snapshot-policy", help="scheduled snapshots with retention").add_subparsers(
+        dest="verb", required=True, metavar="VERB")
+    p = policy.add_parser("create", help="snapshot matching volumes on a schedule",
+                          description="Take a snapshot of every volume with the selector's labels on a "
+                                      "cron schedule and keep the newest RETENTION of them.")
+    p.add_argument("name")
+    p.add_argument("--schedule", required=True, help="cron: '0 * * * *' hourly; a sixth field is seconds")
+    p.add_argument("--retention", type=int, required=True, help="snapshots kept per volume")
+    p.add_argument("--selector", "-l", action="append", metavar="KEY=VALUE", help="default: every volume")
+    p.set_defaults(func=policy_create)
+    _read_command(policy, "list", "list snapshot policies", policy_list)
+    _read_command(policy, "get", "show one snapshot policy", policy_get).add_argument("name")
+    p = policy.add_parser("delete", help="delete a policy (its snapshots stay)", description="Delete a snapshot policy.")
+    p.add_argument("name")
+    p.set_defaults(func=policy_delete)
 
     classes = nouns.add_parser("storage-class", help="manage storage classes").add_subparsers(
         dest="verb", required=True, metavar="VERB")

@@ -116,3 +116,33 @@ def node_detail(n: dict[str, Any]) -> str:
     for problem in n["problems"]:
         pairs.append(("problem", problem))
     return fields(pairs)
+
+
+def snapshot_rows(snaps: list[dict[str, Any]]) -> str:
+    rows = [[f"{s['volume']}@{s['name']}", s["generation"], format_size(int(s["logical_bytes"])),
+             format_size(int(s["freeable_bytes"])), ",".join(s["clones"]) or "-", age(s.get("created_at", ""))]
+            for s in snaps]
+    return table(rows, ["SNAPSHOT", "GENERATION", "LOGICAL", "FREEABLE", "CLONES", "AGE"])
+
+
+def snapshot_detail(s: dict[str, Any]) -> str:
+    return fields([("snapshot", f"{s['volume']}@{s['name']}"), ("id", s["id"]),
+                   ("generation", s["generation"]), ("created", s.get("created_at", "-")),
+                   ("logical size", format_size(int(s["logical_bytes"]))),
+                   ("deleting frees", format_size(int(s["freeable_bytes"]))), ("inodes", s["inodes"]),
+                   ("clones", ", ".join(s["clones"]) or "-")])
+
+
+def diff_lines(entries: list[dict[str, Any]]) -> str:
+    if not entries:
+        return "no changes"
+    return "\n".join(f"{e['kind']}\t{e['path']}" + (f" -> {e['new_path']}" if e.get("new_path") else "")
+                     for e in entries)
+
+
+def policy_rows(policies: list[dict[str, Any]]) -> str:
+    rows = [[p["name"], p["schedule"], p["retention"],
+             ",".join(f"{k}={v}" for k, v in sorted(p["volume_selector"].items())) or "(all)",
+             p.get("last_run", "-") or "-", p.get("next_run", "-"), p.get("last_error", "") or ""]
+            for p in policies]
+    return table(rows, ["NAME", "SCHEDULE", "KEEP", "SELECTOR", "LAST RUN", "NEXT RUN", "LAST ERROR"])

@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
@@ -120,13 +120,14 @@ def _copy_tree(source: Engine, snap: snapshots.Snapshot, target: Engine) -> None
     target.set_int(b"next_inode", source.get_int(b"next_inode"))
 
 
-def flatten(engine: Engine, progress: Callable[[int, int], None] | None = None) -> tuple[Origin, int]:
-    """Copy every shared block into the clone's own segments; return (origin, bytes copied).
+def flatten_steps(engine: Engine) -> Iterator[tuple[int, int, int]]:
+    """Copy every shared block into the clone's own segments, one journal record at a time.
 
-    The caller then releases the origin's hold (``release``).
+    Yields ``(blocks done, blocks in all, bytes copied so far)`` after each step, so a
+    mount worker can serve requests in between. When it is exhausted the clone no longer
+    depends on its origin; the caller then releases the origin's hold (``release``).
     """
-    origin = origin_of(engine)
-    if origin is None:
+    if origin_of(engine) is None:
         raise FailedPrecondition("this volume is not a clone, or it was flattened already")
     engine.check_writable()
     shared = [bytes(k) for k, v in engine.meta.scan(Db.BLOCKS) if BlockLoc.decode(v).seg & EXTERNAL]
@@ -135,12 +136,23 @@ def flatten(engine: Engine, progress: Callable[[int, int], None] | None = None) 
         ids = shared[start:start + _FLATTEN_CHUNK]
         copied += engine.localize_blocks(ids, engine.read_blocks(ids))
         engine.end_op()
-        if progress is not None:
-            progress(min(start + _FLATTEN_CHUNK, len(shared)), len(shared))
+        yield min(start + _FLATTEN_CHUNK, len(shared)), len(shared), copied
     engine.meta.delete(Db.SUPER, ORIGIN_FIELD)
     engine.end_op()
+    engine.commit()
+
+
+def flatten(engine: Engine, progress: Callable[[int, int], None] | None = None) -> tuple[Origin, int]:
+    """``flatten_steps`` to the end; return (origin, bytes copied)."""
+    origin = origin_of(engine)
+    if origin is None:
+        raise FailedPrecondition("this volume is not a clone, or it was flattened already")
+    step = (0, 0, 0)
+    for step in flatten_steps(engine):
+        if progress is not None:
+            progress(step[0], step[1])
     engine.checkpoint()
-    return origin, copied
+    return origin, step[2]
 
 
 def release(source: Engine, snapshot: str, clone_id: str) -> None:

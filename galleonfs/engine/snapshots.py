@@ -105,6 +105,13 @@ def _refresh(engine: Engine) -> None:
     engine.meta.snap_gen_max = newest_snapshot_gen(engine.meta)
 
 
+def info(engine: Engine, snap: Snapshot) -> dict[str, object]:
+    """What the daemon reports about a snapshot (the freeable bytes are computed now)."""
+    return {"name": snap.name, "id": snap.id, "generation": snap.gen, "created_ns": snap.created_ns,
+            "logical_bytes": snap.used_bytes, "inodes": snap.inodes,
+            "freeable_bytes": freed_by_delete(engine, snap), "holds": list(snap.holds)}
+
+
 # --- create ----------------------------------------------------------------------------------------
 def create(engine: Engine, name: str) -> Snapshot:
     """Take a snapshot of the live tree as it is now: one record, O(1).

@@ -33,11 +33,11 @@ import pyfuse3
 import trio
 
 from .. import limits
-from ..engine import crashpoints, snapshots
+from ..engine import clones, crashpoints, snapshots
 from ..engine.committer import Committer
 from ..engine.engine import Engine, GcReport
 from ..engine.fsck import check_engine
-from ..errors import ExitCode, GalleonError, InvalidArgument, NeedsCheck
+from ..errors import ExitCode, FailedPrecondition, GalleonError, InvalidArgument, NeedsCheck
 from ..vfs.vfs import Vfs
 from .adapter import FuseOps
 from .control import ControlServer
@@ -177,7 +177,36 @@ class Worker:
         return {"ping": self._ctl_ping, "stats": self._ctl_stats, "resize": self._ctl_resize,
                 "commit": self._ctl_commit, "checkpoint": self._ctl_checkpoint,
                 "snapshot_create": self._ctl_snapshot_create, "snapshot_delete": self._ctl_snapshot_delete,
-                "snapshot_list": self._ctl_snapshot_list, "snapshot_diff": self._ctl_snapshot_diff}
+                "snapshot_list": self._ctl_snapshot_list, "snapshot_diff": self._ctl_snapshot_diff,
+                "snapshot_release": self._ctl_snapshot_release, "clone": self._ctl_clone,
+                "flatten": self._ctl_flatten}
+
+    async def _ctl_snapshot_release(self, request: dict[str, Any]) -> dict[str, Any]:
+        clones.release(self.engine, str(request["name"]), str(request["clone_id"]))
+        await self.committer.commit()
+        return {}
+
+    async def _ctl_clone(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Make a clone of one of this volume's snapshots (its tree is read here, where the
+        engine is open). Blocks this loop for the copy of the tree's metadata."""
+        await self.committer.wait_idle()
+        volume_id = clones.create(self.engine, str(request["snapshot"]), str(request["target_dir"]),
+                                  clone_id=str(request["clone_id"]), name=str(request["name"]),
+                                  size=int(request["size"]) or None)
+        self.ops.snapshots_changed(str(request["snapshot"]))
+        return {"volume_id": volume_id}
+
+    async def _ctl_flatten(self, request: dict[str, Any]) -> dict[str, Any]:
+        origin = clones.origin_of(self.engine)
+        if origin is None:
+            raise FailedPrecondition("this volume is not a clone, or it was flattened already")
+        copied = 0
+        for _, _, done_bytes in clones.flatten_steps(self.engine):
+            copied = done_bytes
+            await trio.sleep(0)              # let FUSE requests through between chunks
+        await self.committer.commit()
+        return {"origin_volume": origin.volume_id, "origin_snapshot": origin.snapshot,
+                "copied_bytes": copied}
 
     async def _ctl_snapshot_create(self, request: dict[str, Any]) -> dict[str, Any]:
         """Snapshot what every returned write put in: the kernel's dirty pages first.
@@ -190,7 +219,7 @@ class Worker:
         snap = snapshots.create(self.engine, str(request["name"]))
         await self.committer.commit()
         self.ops.snapshots_changed(snap.name)
-        return {"snapshot": snapshot_info(self.engine, snap)}
+        return {"snapshot": snapshots.info(self.engine, snap)}
 
     async def _ctl_snapshot_delete(self, request: dict[str, Any]) -> dict[str, Any]:
         name = str(request["name"])
@@ -200,7 +229,7 @@ class Worker:
         return {"freed_bytes": freed}
 
     async def _ctl_snapshot_list(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"snapshots": [snapshot_info(self.engine, s) for s in snapshots.snapshots(self.engine)]}
+        return {"snapshots": [snapshots.info(self.engine, s) for s in snapshots.snapshots(self.engine)]}
 
     async def _ctl_snapshot_diff(self, request: dict[str, Any]) -> dict[str, Any]:
         changes = snapshots.diff(self.engine, str(request["old"]), request.get("new"))
@@ -271,13 +300,6 @@ def syncfs(path: str) -> None:
             raise OSError(err, os.strerror(err), path)
     finally:
         os.close(fd)
-
-
-def snapshot_info(engine: Engine, snap: snapshots.Snapshot) -> dict[str, Any]:
-    """What the daemon reports about a snapshot (the freeable bytes are computed now)."""
-    return {"name": snap.name, "id": snap.id, "generation": snap.gen, "created_ns": snap.created_ns,
-            "logical_bytes": snap.used_bytes, "inodes": snap.inodes,
-            "freeable_bytes": snapshots.freed_by_delete(engine, snap), "holds": list(snap.holds)}
 
 
 class ReadyPipe:

@@ -110,6 +110,7 @@ class MountPoint:
     path: str
     read_only: bool = False
     mounted_at_ns: int = 0
+    snapshot: str = ""          # set when the mount point shows one snapshot of the volume
 
 
 @dataclass
@@ -127,6 +128,8 @@ class Volume:
     updated_ns: int = field(default_factory=now_ns)
     mount_points: list[MountPoint] = field(default_factory=list)
     message: str = ""
+    origin_volume: str = ""     # a clone: the volume id and snapshot it shares blocks with
+    origin_snapshot: str = ""
 
     def move_to(self, state: VolumeState, message: str = "") -> None:
         if state != self.state and state not in TRANSITIONS[self.state]:
@@ -158,6 +161,50 @@ class Volume:
         data["state"] = VolumeState(data["state"])
         data["access_modes"] = [AccessMode(m) for m in data["access_modes"]]
         data["mount_points"] = [MountPoint(**m) for m in data["mount_points"]]
+        return cls(**data)
+
+    @property
+    def writers(self) -> list[str]:
+        return [m.path for m in self.mount_points if not m.read_only]
+
+
+@dataclass
+class SnapshotPolicy:
+    """Take a snapshot of every matching volume on a cron schedule; keep the newest N."""
+
+    name: str
+    schedule: str
+    retention: int
+    selector: dict[str, str] = field(default_factory=dict)
+    created_ns: int = field(default_factory=now_ns)
+    last_run_ns: int = 0
+    last_error: str = ""
+
+    def validate(self) -> SnapshotPolicy:
+        check_name(self.name, "snapshot policy")
+        check_labels(self.selector)
+        fields = self.schedule.split()
+        if len(fields) not in (5, 6):
+            raise InvalidArgument(f"invalid schedule {self.schedule!r}: use cron's five fields "
+                                  f"(minute hour day month weekday), or six with seconds last")
+        from croniter import croniter
+
+        if not croniter.is_valid(self.schedule):
+            raise InvalidArgument(f"invalid schedule {self.schedule!r}: not a cron expression")
+        if not 1 <= self.retention <= 10000:
+            raise InvalidArgument(f"retention must be from 1 to 10000, not {self.retention}")
+        return self
+
+    def next_run_ns(self, after_ns: int) -> int:
+        from croniter import croniter
+
+        return int(croniter(self.schedule, after_ns / 1e9).get_next(float) * 1e9)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SnapshotPolicy:
         return cls(**data)
 
 

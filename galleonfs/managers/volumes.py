@@ -21,6 +21,8 @@ import os
 import shutil
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -254,6 +256,10 @@ class VolumeManager:
         volume = self.get(name)
         async with self._locks[volume.name]:
             volume = self.get(volume.id)
+            clones = self.clones_of(volume.id)
+            if clones:
+                raise Busy(f"volume {volume.name} has clones ({', '.join(sorted(c.name for c in clones))}) "
+                           f"that share its blocks; flatten or delete them first")
             if volume.mount_points:
                 if not force:
                     raise Busy(f"volume {volume.name} is mounted on "
@@ -277,7 +283,47 @@ class VolumeManager:
             self.catalog.delete_volume(volume.id)
         self._locks.pop(volume.name, None)
         log.info("deleted volume %s (%s)%s", volume.name, volume.id, f", data kept in {retained}" if retained else "")
+        if volume.origin_volume:
+            await self.release_origin(volume)
         return volume.id, retained
+
+    # --- running engine operations where the engine is -----------------------------------------
+    async def on_volume(self, volume: Volume, op: str, args: dict[str, object],
+                        offline: Callable[[Engine], Any], *, read_only: bool = False) -> Any:
+        """Run an engine operation: in the mount worker if the volume is mounted (it owns
+        the engine), else here on a thread with the volume opened for the occasion."""
+        if volume.id in self.supervisor.workers:
+            return await self.supervisor.call(volume.id, op, **args)
+        return await trio.to_thread.run_sync(self._offline, volume.id, offline, read_only)
+
+    def _offline(self, volume_id: str, fn: Callable[[Engine], Any], read_only: bool) -> Any:
+        engine = Engine.open(self.volume_dir(volume_id), read_only=read_only,
+                             ignore_needs_check=read_only)
+        try:
+            return fn(engine)
+        finally:
+            engine.close(checkpoint=not read_only)
+
+    def clones_of(self, volume_id: str, snapshot: str | None = None) -> list[Volume]:
+        return [v for v in self.list() if v.origin_volume == volume_id
+                and (snapshot is None or v.origin_snapshot == snapshot)]
+
+    async def release_origin(self, clone: Volume) -> None:
+        """The clone no longer needs its origin's snapshot: let the origin release its hold."""
+        from ..engine import clones
+
+        origin = self.catalog.volume(clone.origin_volume)
+        if origin is None:
+            return
+        source = Volume.from_json(origin)
+        try:
+            async with self._locks[source.name]:
+                await self.on_volume(
+                    source, "snapshot_release", {"name": clone.origin_snapshot, "clone_id": clone.id},
+                    lambda e: clones.release(e, clone.origin_snapshot, clone.id))
+        except GalleonError as exc:
+            log.error("volume %s: could not release snapshot %s held for %s: %s", source.name,
+                      clone.origin_snapshot, clone.name, exc)
 
     # --- stats ---------------------------------------------------------------------------------
     async def stats(self, name: str) -> tuple[Volume, dict[str, object]]:
@@ -344,7 +390,9 @@ class VolumeManager:
             if not mounts.is_mounted(point.path):
                 try:
                     os.makedirs(point.path, exist_ok=True)
-                    await mounts.bind(worker.staging, point.path, read_only=point.read_only)
+                    source = (os.path.join(worker.staging, ".snapshots", point.snapshot)
+                              if point.snapshot else worker.staging)
+                    await mounts.bind(source, point.path, read_only=point.read_only)
                 except (GalleonError, OSError) as exc:
                     log.error("volume %s: cannot restore mount point %s: %s", volume.name, point.path, exc)
         if volume.state != VolumeState.MOUNTED:

@@ -40,6 +40,7 @@ class Catalog:
         self._names = self._env.open_db(b"names")
         self._classes = self._env.open_db(b"classes")
         self._node = self._env.open_db(b"node")
+        self._policies = self._env.open_db(b"policies")
         with self._env.begin(write=True) as txn:
             version = txn.get(b"format", db=self._node)
             if version is None:
@@ -106,6 +107,26 @@ class Catalog:
     def delete_storage_class(self, name: str) -> None:
         with self._env.begin(write=True) as txn:
             txn.delete(name.encode(), db=self._classes)
+
+    # --- snapshot policies ---------------------------------------------------------------------------
+    def policy(self, name: str) -> dict[str, Any] | None:
+        if not name:
+            return None
+        with self._env.begin() as txn:
+            raw = txn.get(name.encode(), db=self._policies)
+        return None if raw is None else json.loads(raw)
+
+    def policies(self) -> list[dict[str, Any]]:
+        with self._env.begin() as txn:
+            return [json.loads(v) for _, v in txn.cursor(db=self._policies)]
+
+    def put_policy(self, policy: dict[str, Any]) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.put(policy["name"].encode(), json.dumps(policy, sort_keys=True).encode(), db=self._policies)
+
+    def delete_policy(self, name: str) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.delete(name.encode(), db=self._policies)
 
     def close(self) -> None:
         self._env.close()

@@ -30,6 +30,7 @@ import trio
 
 from .. import __version__
 from ..errors import Busy, ExitCode, GalleonError
+from ..managers.snapshots import PolicyManager, SnapshotManager
 from ..managers.storage_classes import StorageClassManager
 from ..managers.volumes import VolumeManager
 from ..meta.catalog import Catalog
@@ -82,6 +83,8 @@ class Daemon:
         self.catalog = Catalog(config.data_dir)
         self.classes = StorageClassManager(self.catalog)
         self.volumes = VolumeManager(config.data_dir, self.catalog, self.classes)
+        self.snapshots = SnapshotManager(self.volumes, self.catalog)
+        self.policies = PolicyManager(self.catalog, self.volumes, self.snapshots)
         self.info = NodeInfo(self.catalog.node_id, config.data_dir, [], self.volumes)
         self.server: Any = None
         self._restored = trio.Event()
@@ -94,7 +97,7 @@ class Daemon:
                 await nursery.start(self.volumes.supervisor.run)
                 self._start_server()
                 task_status.started(list(self.info.listen))
-                nursery.start_soon(self._restore)
+                nursery.start_soon(self._restore, nursery)
                 async for signum in signals:
                     log.info("received %s: shutting down", signal.Signals(signum).name)
                     self._stopping = True
@@ -107,16 +110,26 @@ class Daemon:
                 nursery.cancel_scope.cancel()
 
     def _start_server(self) -> None:
+        from ..rpc import convert
         from ..rpc.bridge import TrioBridge
         from ..rpc.server import RpcServer, Tls
-        from ..rpc.services import NodeService, StorageClassService, VolumeService
+        from ..rpc.services import (
+            NodeService,
+            SnapshotPolicyService,
+            SnapshotService,
+            StorageClassService,
+            VolumeService,
+        )
 
+        convert.volume_name_of = lambda vid: (self.catalog.volume(vid) or {}).get("name", vid)
         bridge = TrioBridge(trio.lowlevel.current_trio_token())
         tls = Tls(self.config.tls_cert, self.config.tls_key) if self.config.tls_cert else None
         self.server = RpcServer(
-            {"volume": VolumeService(bridge, self.volumes),
+            {"volume": VolumeService(bridge, self.volumes, self.snapshots),
              "storage_class": StorageClassService(bridge, self.classes),
-             "node": NodeService(bridge, self.info)},
+             "node": NodeService(bridge, self.info),
+             "snapshot": SnapshotService(bridge, self.snapshots),
+             "snapshot_policy": SnapshotPolicyService(bridge, self.policies)},
             threads=self.config.rpc_threads, socket_mode=self.config.socket_mode, tls=tls)
         for address in self.config.listen:
             self.info.listen.append(self.server.listen(address))
@@ -124,8 +137,9 @@ class Daemon:
         log.info("galleond %s serving on %s (data dir %s)", __version__,
                  ", ".join(self.info.listen), self.config.data_dir)
 
-    async def _restore(self) -> None:
-        """Bring back the mounts of the last run; health turns SERVING when done."""
+    async def _restore(self, nursery: trio.Nursery) -> None:
+        """Bring back the mounts of the last run; health turns SERVING when done; then the
+        snapshot policies start (not before: a scheduled snapshot would race the restore)."""
         try:
             await self.volumes.reconcile()
         finally:
@@ -135,6 +149,7 @@ class Daemon:
         self.info.reconciled = True
         self.server.set_serving(True)
         log.info("galleond ready")
+        nursery.start_soon(self.policies.run)
 
     async def shutdown(self) -> None:
         if self.server is not None:

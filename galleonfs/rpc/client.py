@@ -16,6 +16,8 @@ from ..errors import GalleonError, Unavailable, error_from_status
 from ..v1 import (
     node_pb2,
     node_pb2_grpc,
+    snapshot_pb2,
+    snapshot_pb2_grpc,
     storage_class_pb2,
     storage_class_pb2_grpc,
     types_pb2,
@@ -42,6 +44,8 @@ class Client:
         self.volumes = volume_pb2_grpc.VolumeServiceStub(self._channel)
         self.classes = storage_class_pb2_grpc.StorageClassServiceStub(self._channel)
         self.node = node_pb2_grpc.NodeServiceStub(self._channel)
+        self.snapshots = snapshot_pb2_grpc.SnapshotServiceStub(self._channel)
+        self.policies = snapshot_pb2_grpc.SnapshotPolicyServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -99,6 +103,50 @@ class Client:
 
     def volume_stats(self, name: str) -> volume_pb2.VolumeStats:
         return self.call(self.volumes.GetStats, volume_pb2.GetVolumeStatsRequest(name=name))
+
+    def clone_volume(self, volume: str, snapshot: str, name: str, *, size: int = 0,
+                     labels: dict[str, str] | None = None) -> types_pb2.Volume:
+        return self.call(self.volumes.Clone, volume_pb2.CloneVolumeRequest(
+            volume=volume, snapshot=snapshot, name=name, size_bytes=size, labels=labels or {}))
+
+    def flatten_volume(self, name: str) -> types_pb2.Volume:
+        return self.call(self.volumes.Flatten, volume_pb2.FlattenVolumeRequest(name=name))
+
+    # --- snapshots ---------------------------------------------------------------------------------
+    def create_snapshot(self, volume: str, name: str) -> snapshot_pb2.Snapshot:
+        return self.call(self.snapshots.Create, snapshot_pb2.CreateSnapshotRequest(volume=volume, name=name))
+
+    def get_snapshot(self, volume: str, name: str) -> snapshot_pb2.Snapshot:
+        return self.call(self.snapshots.Get, snapshot_pb2.GetSnapshotRequest(volume=volume, name=name))
+
+    def list_snapshots(self, volume: str = "") -> list[snapshot_pb2.Snapshot]:
+        return list(self.call(self.snapshots.List, snapshot_pb2.ListSnapshotsRequest(volume=volume)).snapshots)
+
+    def delete_snapshot(self, volume: str, name: str) -> snapshot_pb2.DeleteSnapshotResponse:
+        return self.call(self.snapshots.Delete, snapshot_pb2.DeleteSnapshotRequest(volume=volume, name=name))
+
+    def restore_snapshot(self, volume: str, name: str, *, force: bool = False) -> types_pb2.Volume:
+        return self.call(self.snapshots.Restore, snapshot_pb2.RestoreSnapshotRequest(
+            volume=volume, name=name, force=force))
+
+    def diff_snapshots(self, volume: str, old: str, new: str = "") -> list[snapshot_pb2.DiffEntry]:
+        return list(self.call(self.snapshots.Diff, snapshot_pb2.DiffSnapshotsRequest(
+            volume=volume, from_snapshot=old, to_snapshot=new)).entries)
+
+    def mount_snapshot(self, volume: str, name: str, path: str) -> types_pb2.Volume:
+        return self.call(self.snapshots.Mount, snapshot_pb2.MountSnapshotRequest(volume=volume, name=name, path=path))
+
+    def create_policy(self, policy: snapshot_pb2.SnapshotPolicy) -> snapshot_pb2.SnapshotPolicy:
+        return self.call(self.policies.Create, snapshot_pb2.CreateSnapshotPolicyRequest(policy=policy))
+
+    def get_policy(self, name: str) -> snapshot_pb2.SnapshotPolicy:
+        return self.call(self.policies.Get, snapshot_pb2.GetSnapshotPolicyRequest(name=name))
+
+    def list_policies(self) -> list[snapshot_pb2.SnapshotPolicy]:
+        return list(self.call(self.policies.List, snapshot_pb2.ListSnapshotPoliciesRequest()).policies)
+
+    def delete_policy(self, name: str) -> None:
+        self.call(self.policies.Delete, snapshot_pb2.DeleteSnapshotPolicyRequest(name=name))
 
     # --- storage classes ---------------------------------------------------------------------------
     def create_storage_class(self, cls: types_pb2.StorageClass) -> types_pb2.StorageClass:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -50,10 +51,23 @@ def volume_to_pb(v: Volume) -> pb.Volume:
         id=v.id, name=v.name, type=_TYPES[v.type], state=_STATES[v.state], size_bytes=v.size,
         access_modes=[_MODES[m] for m in v.access_modes], storage_class=v.storage_class,
         labels=v.labels, created_at=timestamp(v.created_ns), updated_at=timestamp(v.updated_ns),
-        mount_points=[pb.MountPoint(path=m.path, read_only=m.read_only,
+        mount_points=[pb.MountPoint(path=m.path, read_only=m.read_only, snapshot=m.snapshot,
                                     mounted_at=timestamp(m.mounted_at_ns)) for m in v.mount_points],
         block_size_bytes=v.block_size, message=v.message,
+        origin_volume=_volume_name(v.origin_volume), origin_snapshot=v.origin_snapshot,
     )
+
+
+def _volume_name(volume_id: str) -> str:
+    """A volume's name from its id (origins are stored by id); set up by the daemon."""
+    return volume_name_of(volume_id) if volume_id else ""
+
+
+def _identity(volume_id: str) -> str:
+    return volume_id
+
+
+volume_name_of: Callable[[str], str] = _identity
 
 
 def volume_from_pb(p: pb.Volume) -> Volume:
@@ -111,3 +125,29 @@ def class_from_pb(p: pb.StorageClass) -> StorageClass:
         builtin=p.builtin, is_default=p.is_default,
         created_ns=p.created_at.ToNanoseconds() if p.HasField("created_at") else 0,
     )
+
+
+def snapshot_to_pb(info: dict[str, Any]) -> Any:
+    from ..v1 import snapshot_pb2
+
+    return snapshot_pb2.Snapshot(
+        id=info["id"], name=info["name"], volume=info["volume"], volume_id=info["volume_id"],
+        generation=int(info["generation"]), created_at=timestamp(int(info["created_ns"])),
+        logical_bytes=int(info["logical_bytes"]), freeable_bytes=int(info["freeable_bytes"]),
+        inodes=int(info["inodes"]), clones=list(info["clones"]))
+
+
+def policy_to_pb(p: Any, next_run_ns: int) -> Any:
+    from ..v1 import snapshot_pb2
+
+    return snapshot_pb2.SnapshotPolicy(
+        name=p.name, schedule=p.schedule, retention=p.retention, volume_selector=p.selector,
+        created_at=timestamp(p.created_ns), last_run=timestamp(p.last_run_ns) if p.last_run_ns else None,
+        next_run=timestamp(next_run_ns), last_error=p.last_error)
+
+
+def policy_from_pb(p: Any) -> Any:
+    from ..managers.model import SnapshotPolicy
+
+    return SnapshotPolicy(name=p.name, schedule=p.schedule, retention=p.retention,
+                          selector=dict(p.volume_selector))

@@ -24,6 +24,8 @@ from ..errors import Busy, InvalidArgument
 from ..v1 import (
     node_pb2,
     node_pb2_grpc,
+    snapshot_pb2,
+    snapshot_pb2_grpc,
     storage_class_pb2,
     storage_class_pb2_grpc,
     volume_pb2,
@@ -38,6 +40,8 @@ SERVICE_NAMES = (
     volume_pb2.DESCRIPTOR.services_by_name["VolumeService"].full_name,
     storage_class_pb2.DESCRIPTOR.services_by_name["StorageClassService"].full_name,
     node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
+    snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotService"].full_name,
+    snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotPolicyService"].full_name,
 )
 MESSAGE_BYTES_MAX = 16 * 1024 * 1024
 
@@ -61,6 +65,8 @@ class RpcServer:
         volume_pb2_grpc.add_VolumeServiceServicer_to_server(servicers["volume"], self._server)
         storage_class_pb2_grpc.add_StorageClassServiceServicer_to_server(servicers["storage_class"], self._server)
         node_pb2_grpc.add_NodeServiceServicer_to_server(servicers["node"], self._server)
+        snapshot_pb2_grpc.add_SnapshotServiceServicer_to_server(servicers["snapshot"], self._server)
+        snapshot_pb2_grpc.add_SnapshotPolicyServiceServicer_to_server(servicers["snapshot_policy"], self._server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..managers.snapshots import PolicyManager, SnapshotManager
 from ..managers.storage_classes import StorageClassManager
 from ..managers.volumes import VolumeManager
 from ..node.status import NodeInfo
 from ..v1 import (
     node_pb2,
     node_pb2_grpc,
+    snapshot_pb2,
+    snapshot_pb2_grpc,
     storage_class_pb2,
     storage_class_pb2_grpc,
     volume_pb2,
@@ -24,9 +27,19 @@ from .bridge import TrioBridge
 
 
 class VolumeService(volume_pb2_grpc.VolumeServiceServicer):  # type: ignore[misc]
-    def __init__(self, bridge: TrioBridge, volumes: VolumeManager) -> None:
+    def __init__(self, bridge: TrioBridge, volumes: VolumeManager, snapshots: SnapshotManager) -> None:
         self.bridge = bridge
         self.volumes = volumes
+        self.snapshots = snapshots
+
+    def Clone(self, request: Any, context: Any) -> Any:
+        volume = self.bridge.run(lambda: self.snapshots.clone(
+            request.volume, request.snapshot, request.name, size=request.size_bytes,
+            labels=dict(request.labels)))
+        return convert.volume_to_pb(volume)
+
+    def Flatten(self, request: Any, context: Any) -> Any:
+        return convert.volume_to_pb(self.bridge.run(self.snapshots.flatten, request.name))
 
     def Create(self, request: Any, context: Any) -> Any:
         volume = self.bridge.run(
@@ -110,3 +123,58 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
             mount_workers_up=s.workers_up, mount_workers_expected=s.workers_expected,
             ready=s.ready, problems=s.problems,
         )
+
+
+class SnapshotService(snapshot_pb2_grpc.SnapshotServiceServicer):  # type: ignore[misc]
+    def __init__(self, bridge: TrioBridge, snapshots: SnapshotManager) -> None:
+        self.bridge = bridge
+        self.snapshots = snapshots
+
+    def Create(self, request: Any, context: Any) -> Any:
+        return convert.snapshot_to_pb(self.bridge.run(self.snapshots.create, request.volume, request.name))
+
+    def Get(self, request: Any, context: Any) -> Any:
+        return convert.snapshot_to_pb(self.bridge.run(self.snapshots.get, request.volume, request.name))
+
+    def List(self, request: Any, context: Any) -> Any:
+        infos = self.bridge.run(self.snapshots.list, request.volume)
+        return snapshot_pb2.ListSnapshotsResponse(snapshots=[convert.snapshot_to_pb(i) for i in infos])
+
+    def Delete(self, request: Any, context: Any) -> Any:
+        freed = self.bridge.run(self.snapshots.delete, request.volume, request.name)
+        return snapshot_pb2.DeleteSnapshotResponse(freed_bytes=freed)
+
+    def Restore(self, request: Any, context: Any) -> Any:
+        volume = self.bridge.run(lambda: self.snapshots.restore(request.volume, request.name, force=request.force))
+        return convert.volume_to_pb(volume)
+
+    def Diff(self, request: Any, context: Any) -> Any:
+        changes = self.bridge.run(self.snapshots.diff, request.volume, request.from_snapshot,
+                                  request.to_snapshot or None)
+        return snapshot_pb2.DiffSnapshotsResponse(entries=[snapshot_pb2.DiffEntry(**c) for c in changes])
+
+    def Mount(self, request: Any, context: Any) -> Any:
+        return convert.volume_to_pb(self.bridge.run(self.snapshots.mount, request.volume, request.name, request.path))
+
+
+class SnapshotPolicyService(snapshot_pb2_grpc.SnapshotPolicyServiceServicer):  # type: ignore[misc]
+    def __init__(self, bridge: TrioBridge, policies: PolicyManager) -> None:
+        self.bridge = bridge
+        self.policies = policies
+
+    def _pb(self, policy: Any) -> Any:
+        return convert.policy_to_pb(policy, self.policies.next_run_ns(policy))
+
+    def Create(self, request: Any, context: Any) -> Any:
+        return self._pb(self.bridge.run_sync(self.policies.create, convert.policy_from_pb(request.policy)))
+
+    def Get(self, request: Any, context: Any) -> Any:
+        return self._pb(self.bridge.run_sync(self.policies.get, request.name))
+
+    def List(self, request: Any, context: Any) -> Any:
+        return snapshot_pb2.ListSnapshotPoliciesResponse(
+            policies=[self._pb(p) for p in self.bridge.run_sync(self.policies.list)])
+
+    def Delete(self, request: Any, context: Any) -> Any:
+        self.bridge.run_sync(self.policies.delete, request.name)
+        return snapshot_pb2.DeleteSnapshotPolicyResponse()

@@ -68,17 +68,19 @@ IMMEDIATE: VolumeBindingMode
 WAIT_FOR_FIRST_CONSUMER: VolumeBindingMode
 
 class MountPoint(_message.Message):
-    __slots__ = ("path", "read_only", "mounted_at")
+    __slots__ = ("path", "read_only", "mounted_at", "snapshot")
     PATH_FIELD_NUMBER: _ClassVar[int]
     READ_ONLY_FIELD_NUMBER: _ClassVar[int]
     MOUNTED_AT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     path: str
     read_only: bool
     mounted_at: _timestamp_pb2.Timestamp
-    def __init__(self, path: _Optional[str] = ..., read_only: _Optional[bool] = ..., mounted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    snapshot: str
+    def __init__(self, path: _Optional[str] = ..., read_only: _Optional[bool] = ..., mounted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[str] = ...) -> None: ...
 
 class Volume(_message.Message):
-    __slots__ = ("id", "name", "type", "state", "size_bytes", "access_modes", "storage_class", "labels", "created_at", "updated_at", "mount_points", "block_size_bytes", "message")
+    __slots__ = ("id", "name", "type", "state", "size_bytes", "access_modes", "storage_class", "labels", "created_at", "updated_at", "mount_points", "block_size_bytes", "message", "origin_volume", "origin_snapshot")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +101,8 @@ class Volume(_message.Message):
     MOUNT_POINTS_FIELD_NUMBER: _ClassVar[int]
     BLOCK_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     type: VolumeType
@@ -112,7 +116,9 @@ class Volume(_message.Message):
     mount_points: _containers.RepeatedCompositeFieldContainer[MountPoint]
     block_size_bytes: int
     message: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[_Union[VolumeType, str]] = ..., state: _Optional[_Union[VolumeState, str]] = ..., size_bytes: _Optional[int] = ..., access_modes: _Optional[_Iterable[_Union[AccessMode, str]]] = ..., storage_class: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mount_points: _Optional[_Iterable[_Union[MountPoint, _Mapping]]] = ..., block_size_bytes: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    origin_volume: str
+    origin_snapshot: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[_Union[VolumeType, str]] = ..., state: _Optional[_Union[VolumeState, str]] = ..., size_bytes: _Optional[int] = ..., access_modes: _Optional[_Iterable[_Union[AccessMode, str]]] = ..., storage_class: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mount_points: _Optional[_Iterable[_Union[MountPoint, _Mapping]]] = ..., block_size_bytes: _Optional[int] = ..., message: _Optional[str] = ..., origin_volume: _Optional[str] = ..., origin_snapshot: _Optional[str] = ...) -> None: ...
 
 class StorageClass(_message.Message):
     __slots__ = ("name", "parameters", "reclaim_policy", "volume_binding_mode", "builtin", "is_default", "created_at")

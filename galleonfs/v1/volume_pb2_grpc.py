@@ -75,6 +75,16 @@ class VolumeServiceStub:
                 request_serializer=galleonfs_dot_v1_dot_volume__pb2.GetVolumeStatsRequest.SerializeToString,
                 response_deserializer=galleonfs_dot_v1_dot_volume__pb2.VolumeStats.FromString,
                 _registered_method=True)
+        self.Clone = channel.unary_unary(
+                '/galleonfs.v1.VolumeService/Clone',
+                request_serializer=galleonfs_dot_v1_dot_volume__pb2.CloneVolumeRequest.SerializeToString,
+                response_deserializer=galleonfs_dot_v1_dot_types__pb2.Volume.FromString,
+                _registered_method=True)
+        self.Flatten = channel.unary_unary(
+                '/galleonfs.v1.VolumeService/Flatten',
+                request_serializer=galleonfs_dot_v1_dot_volume__pb2.FlattenVolumeRequest.SerializeToString,
+                response_deserializer=galleonfs_dot_v1_dot_types__pb2.Volume.FromString,
+                _registered_method=True)
 
 
 class VolumeServiceServicer:
@@ -129,6 +139,20 @@ class VolumeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Clone(self, request, context):
+        """A new writable volume from a snapshot, sharing its blocks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Flatten(self, request, context):
+        """Copy a clone's shared blocks so it no longer depends on its origin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VolumeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +195,16 @@ def add_VolumeServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=galleonfs_dot_v1_dot_volume__pb2.GetVolumeStatsRequest.FromString,
                     response_serializer=galleonfs_dot_v1_dot_volume__pb2.VolumeStats.SerializeToString,
+            ),
+            'Clone': grpc.unary_unary_rpc_method_handler(
+                    servicer.Clone,
+                    request_deserializer=galleonfs_dot_v1_dot_volume__pb2.CloneVolumeRequest.FromString,
+                    response_serializer=galleonfs_dot_v1_dot_types__pb2.Volume.SerializeToString,
+            ),
+            'Flatten': grpc.unary_unary_rpc_method_handler(
+                    servicer.Flatten,
+                    request_deserializer=galleonfs_dot_v1_dot_volume__pb2.FlattenVolumeRequest.FromString,
+                    response_serializer=galleonfs_dot_v1_dot_types__pb2.Volume.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -389,6 +423,60 @@ class VolumeService:
             '/galleonfs.v1.VolumeService/GetStats',
             galleonfs_dot_v1_dot_volume__pb2.GetVolumeStatsRequest.SerializeToString,
             galleonfs_dot_v1_dot_volume__pb2.VolumeStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Clone(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/galleonfs.v1.VolumeService/Clone',
+            galleonfs_dot_v1_dot_volume__pb2.CloneVolumeRequest.SerializeToString,
+            galleonfs_dot_v1_dot_types__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Flatten(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/galleonfs.v1.VolumeService/Flatten',
+            galleonfs_dot_v1_dot_volume__pb2.FlattenVolumeRequest.SerializeToString,
+            galleonfs_dot_v1_dot_types__pb2.Volume.FromString,
             options,
             channel_credentials,
             insecure,
