@@ -288,6 +288,18 @@ class Worker:
             log.warning("gc skipped %s", skipped)
 
 
+def become_io_flusher() -> bool:
+    """PR_SET_IO_FLUSHER (Linux 5.6, CAP_SYS_RESOURCE): tell the kernel this process writes
+    back a file system's pages. It is then throttled on the dirty pages of the devices it
+    writes, not on the global count that our own FUSE mount's dirty pages inflate, and its
+    allocations never recurse into I/O (no deadlock under memory pressure)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_io_flusher = 57
+    return int(libc.prctl(pr_set_io_flusher, 1, 0, 0, 0)) == 0
+
+
 def syncfs(path: str) -> None:
     """Flush the kernel's dirty pages of the file system at ``path`` (and wait for them)."""
     import ctypes
@@ -345,6 +357,8 @@ def open_engine(config: WorkerConfig) -> Engine:
 
 def run(config: WorkerConfig, ready: ReadyPipe) -> int:
     crashpoints.arm_from_environment()
+    if os.environ.get("GALLEONFS_NO_IO_FLUSHER") != "1" and not become_io_flusher():
+        log.info("not an I/O flusher (needs CAP_SYS_RESOURCE): writes may be throttled harder")
     try:
         if not os.path.isdir(config.mountpoint):
             raise InvalidArgument(f"mount point {config.mountpoint} is not a directory")
