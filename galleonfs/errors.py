@@ -153,6 +153,18 @@ class IOFailure(GalleonError):
     exit_code = ExitCode.ERROR
 
 
+class KeyUnavailable(GalleonError):
+    """{detail}"""
+
+    errno = _errno.EACCES
+    grpc_status = "FAILED_PRECONDITION"
+    exit_code = ExitCode.PERMISSION
+
+
+class WrongKey(KeyUnavailable):
+    """{detail}"""
+
+
 class FormatError(Corrupt):
     """{detail}"""
 

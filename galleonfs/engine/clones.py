@@ -65,10 +65,13 @@ def create(source: Engine, snapshot: str, target_dir: str, *, clone_id: str = ""
     if size < snap.used_bytes:
         raise InvalidArgument(f"a clone of {snapshot} needs at least {snap.used_bytes} bytes, not {size}")
     source.checkpoint()                 # the snapshot's frames durable, its block index committed
+    encrypted = source.crypto is not None
     volume_id = Engine.create(target_dir, size=size, block_size=source.block_size, name=name,
-                              family_key=source.family_key)
+                              family_key=None if encrypted else source.family_key,
+                              key_source_dir=source.dir if encrypted else None,
+                              compression=source.codec.compression, dedup=source.dedup)
     try:
-        target = Engine.open(target_dir)
+        target = Engine.open(target_dir, keys=source.key_manager)
         try:
             _copy_tree(source, snap, target)
             target.meta.put(Db.SUPER, ORIGIN_FIELD, json.dumps(asdict(Origin(

@@ -35,6 +35,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .. import limits
+from ..crypto import volume_key
+from ..crypto.codec import COMPRESSIONS, BlockCodec, VolumeCrypto
+from ..crypto.keys import KeyManager
 from ..errors import Busy, Corrupt, FormatError, InvalidArgument, IOFailure, NotFound, ReadOnly
 from ..meta import schema
 from ..meta.schema import BlockLoc, Db, Inode
@@ -117,12 +120,16 @@ class Engine:
     @classmethod
     def create(cls, volume_dir: str, *, size: int, block_size: int = limits.block_size_default_bytes,
                name: str = "", uid: int | None = None, gid: int | None = None,
-               family_key: bytes | None = None) -> str:
+               family_key: bytes | None = None, keys: KeyManager | None = None,
+               compression: str = "none", dedup: bool = True, key_source_dir: str | None = None) -> str:
         """Make an empty volume in ``volume_dir`` (created if missing, else must be empty).
 
-        Returns the new volume's id.
+        ``keys`` makes it encrypted (a new family key, wrapped by that manager), or with
+        ``key_source_dir`` a member of that volume's family (a clone). Returns its id.
         """
         validate_geometry(size, block_size)
+        if compression not in COMPRESSIONS:
+            raise InvalidArgument(f"unknown compression {compression!r}; use none, lz4 or zstd")
         if os.path.exists(volume_dir):
             if not os.path.isdir(volume_dir):
                 raise InvalidArgument(f"{volume_dir} exists and is not a directory")
@@ -139,14 +146,23 @@ class Engine:
             b"format_version": schema.FORMAT_VERSION, b"size": size, b"block_size": block_size,
             b"generation": 1, b"applied_lsn": 0, b"next_inode": 2, b"next_segment": 1,
             b"used_bytes": 0, b"inode_count": 1, b"created_ns": now, b"next_slot": 1,
-            b"restoring_to": 0,
+            b"restoring_to": 0, b"dedup": int(dedup),
         }
         for key, value in ints.items():
             meta.put(Db.SUPER, key, schema.encode_super_int(value))
         meta.put(Db.SUPER, b"volume_id", volume_id.encode())
         meta.put(Db.SUPER, b"name", name.encode())
-        # The block-id key of the volume family: a clone shares its origin's.
-        meta.put(Db.SUPER, b"family_key", family_key or os.urandom(32))
+        meta.put(Db.SUPER, b"compression", compression.encode())
+        # The block-id key of the volume family: a clone shares its origin's. An encrypted
+        # family keeps it wrapped in its KEY file instead.
+        if key_source_dir is not None:
+            volume_key.copy_for_clone(key_source_dir, volume_dir)
+            meta.put(Db.SUPER, b"family_key", b"")
+        elif keys is not None:
+            volume_key.create(volume_dir, keys)
+            meta.put(Db.SUPER, b"family_key", b"")
+        else:
+            meta.put(Db.SUPER, b"family_key", family_key or os.urandom(32))
         meta.generation = 1
         root = Inode(
             ino=1, mode=stat.S_IFDIR | 0o755, uid=os.getuid() if uid is None else uid,
@@ -162,7 +178,7 @@ class Engine:
     # --- opening -------------------------------------------------------------------------------
     @classmethod
     def open(cls, volume_dir: str, *, storage: Storage | None = None, read_only: bool = False,
-             ignore_needs_check: bool = False) -> Engine:
+             ignore_needs_check: bool = False, keys: KeyManager | None = None) -> Engine:
         """Lock, open and recover a volume. ``read_only`` replays without writing anything."""
         storage = storage or Storage()
         if not storage.exists(os.path.join(volume_dir, META_DIR)):
@@ -179,7 +195,7 @@ class Engine:
                 f"unmount it first"
             )
         try:
-            engine = cls(volume_dir, storage, lock_fd, read_only=read_only)
+            engine = cls(volume_dir, storage, lock_fd, read_only=read_only, keys=keys)
         except BaseException:
             storage.unlock(lock_fd)
             raise
@@ -199,18 +215,26 @@ class Engine:
             raise
         return engine
 
-    def __init__(self, volume_dir: str, storage: Storage, lock_fd: int, *, read_only: bool) -> None:
+    def __init__(self, volume_dir: str, storage: Storage, lock_fd: int, *, read_only: bool,
+                 keys: KeyManager | None = None) -> None:
         self.dir = volume_dir
         self.storage = storage
+        self.key_manager = keys
         self._lock_fd: int | None = lock_fd
         self.read_only = read_only
         self.failsafe: str | None = None
         self.meta = MetaStore(volume_dir)
         try:
             self._ints = self._read_super_ints()
+            self.crypto: VolumeCrypto | None = None
             family_key = self.meta.get(Db.SUPER, b"family_key")
+            if volume_key.is_encrypted(volume_dir):
+                vkeys = volume_key.load(volume_dir, keys)
+                self.crypto, family_key = vkeys.crypto(), vkeys.ids
             if family_key is None or len(family_key) != 32:
                 raise FormatError(f"{volume_dir}: metadata lacks the block id key")
+            compression = (self.meta.get(Db.SUPER, b"compression") or b"none").decode()
+            self.codec = BlockCodec(compression, self.crypto)
         except BaseException:
             # No caller will ever close this half-made engine. LMDB allows one environment
             # per file per process, so a leaked one would make every later open of this
@@ -221,7 +245,8 @@ class Engine:
         self.volume_id = (self.meta.get(Db.SUPER, b"volume_id") or b"").decode()
         self.name = (self.meta.get(Db.SUPER, b"name") or b"").decode()
         self.family_key = family_key
-        self.hash_block = BlockHasher(family_key)
+        self.dedup = bool(self._ints[b"dedup"])
+        self.hash_block = BlockHasher(family_key, salted=not self.dedup)
         self._origin_segments: Segments | None = None
         self.block_size = self._ints[b"block_size"]
         self.meta.generation = self._ints[b"generation"]
@@ -238,7 +263,8 @@ class Engine:
         self.journal_dir = os.path.join(volume_dir, JOURNAL_DIR)
         self.data_dir = os.path.join(volume_dir, DATA_DIR)
         self.segments = Segments(storage, self.data_dir, self._ints[b"next_segment"])
-        self.journal = JournalWriter(storage, self.journal_dir, self._ints[b"applied_lsn"] + 1)
+        self.journal = JournalWriter(storage, self.journal_dir, self._ints[b"applied_lsn"] + 1,
+                                     crypto=self.crypto)
         self.durable_lsn = self._ints[b"applied_lsn"]
         self.replay = ReplayReport()
         self.counters = {"blocks_written": 0, "blocks_deduped": 0, "blocks_read": 0,
@@ -350,10 +376,10 @@ class Engine:
                 seen[bid] = loc
                 self.counters["blocks_deduped"] += 1
                 continue
-            header, crc = frames.encode(bid, data, len(data))
+            header, payload, crc = self._frame(bid, data)
             new_frames.append(header)
-            new_frames.append(data)
-            frame_len = len(header) + len(data)
+            new_frames.append(payload)
+            frame_len = len(header) + len(payload)
             new.append((bid, len(data), frame_len, crc))
             seen[bid] = BlockLoc(0, 0, frame_len, len(data), 1)   # placed below
             self._cache_put(bid, bytes(data))
@@ -453,13 +479,31 @@ class Engine:
                 header, payload = frames.verify(buf[start:start + loc.frame_len], where)
                 if header.block_id != bid or header.raw_len != loc.raw_len:
                     raise Corrupt(f"{where}: frame holds another block")
+                data = self.decode_frame(header, payload, where)
             except Corrupt as exc:
                 self._corrupt(str(exc))
                 raise
-            data = bytes(payload)
             out[i] = data
             self._cache_put(bid, data)
             self.counters["blocks_read"] += 1
+
+    def _frame(self, bid: bytes, data: bytes | bytearray | memoryview) -> tuple[bytes, bytes | bytearray | memoryview, int]:
+        """A block's frame: ``(header, payload, crc)``, compressed and sealed as configured."""
+        if self.codec.plain and self.dedup:
+            header, crc = frames.encode(bid, data, len(data))
+            return header, data, crc
+        salted = 0 if self.dedup else frames.FLAG_SALTED_ID
+        flags, payload, nonce, epoch = self.codec.pack(bid, data, extra_flags=salted)
+        header, crc = frames.encode(bid, payload, len(data), flags, nonce, epoch)
+        return header, payload, crc
+
+    def decode_frame(self, header: frames.FrameHeader, payload: memoryview, where: str) -> bytes:
+        """A verified frame's plaintext (decrypted, decompressed, length checked)."""
+        if header.flags & ~frames.FLAG_SALTED_ID == 0:
+            if header.raw_len != len(payload):
+                raise Corrupt(f"{where}: holds {len(payload)} bytes, header says {header.raw_len}")
+            return bytes(payload)
+        return self.codec.unpack(header, payload, where)
 
     def pread_frames(self, seg: int, offset: int, length: int) -> bytes:
         """Bytes of this volume's segment ``seg``, or of its origin's if ``seg`` is EXTERNAL."""
@@ -486,9 +530,9 @@ class Engine:
         for bid, data in zip(ids, datas, strict=True):
             loc = self.block_info(bid)
             assert loc is not None
-            header, crc = frames.encode(bid, data, len(data))
-            bufs += [header, data]
-            entries.append((bid, loc, len(header) + len(data), crc))
+            header, payload, crc = self._frame(bid, data)
+            bufs += [header, payload]
+            entries.append((bid, loc, len(header) + len(payload), crc))
         total = sum(e[2] for e in entries)
         seg, offset = self.segments.append(bufs, total)
         stats = self._segstats.setdefault(seg, [0, 0])
@@ -623,7 +667,7 @@ class Engine:
             f = self.storage.open_file(path, writable=False)
             try:
                 valid_end, bad = 0, None
-                for _offset, end, record in journal.read_records(f, first):
+                for _offset, end, record in journal.read_records(f, first, self.crypto):
                     if record.lsn >= expect:
                         bad = self._check_frames(record.frames)
                         if bad is not None:

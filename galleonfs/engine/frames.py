@@ -6,8 +6,9 @@ A frame is a 64-byte header followed by the payload. All integers little-endian:
     ------  ----  ---------------------------------------------------------------
          0     4  magic            b"GBF1"
          4     1  format version   1
-         5     1  flags            bit 0 zstd, bit 1 lz4, bit 2 AES-256-GCM; others 0
-         6     2  reserved         0
+         5     1  flags            bit 0 zstd, bit 1 lz4, bit 2 AES-256-GCM, bit 3 salted id
+                                   (dedup off: the id is not the content's hash); others 0
+         6     2  key epoch        which of the family's data keys sealed it (0: none)
          8     4  payload length   bytes stored after the header (n)
         12     4  raw length       bytes of plaintext the payload decodes to
         16    32  block id         keyed BLAKE3-256 of the plaintext (see ``BlockHasher``)
@@ -24,6 +25,7 @@ What this module must not do: any I/O. It encodes and verifies bytes.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -38,7 +40,8 @@ HEADER_SIZE = 64
 FLAG_ZSTD = 0x01
 FLAG_LZ4 = 0x02
 FLAG_AES_GCM = 0x04
-KNOWN_FLAGS = FLAG_ZSTD | FLAG_LZ4 | FLAG_AES_GCM
+FLAG_SALTED_ID = 0x08
+KNOWN_FLAGS = FLAG_ZSTD | FLAG_LZ4 | FLAG_AES_GCM | FLAG_SALTED_ID
 
 _HEAD = struct.Struct("<4sBBHII32s12s")      # bytes 0..59
 _CRC = struct.Struct("<I")
@@ -53,17 +56,25 @@ class BlockHasher:
     ``hashlib.blake2b`` keyed (docs/benchmarks.md).
     """
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, *, salted: bool = False) -> None:
         assert len(key) == 32
         self._key = key
+        self.salted = salted
 
     def __call__(self, data: bytes | bytearray | memoryview) -> bytes:
-        return blake3.blake3(data, key=self._key).digest()
+        """The block id. Salted (dedup off), every call gives a fresh id, so equal content
+        is stored once per write; frames then carry FLAG_SALTED_ID and fsck does not expect
+        the id to be the content's hash."""
+        hasher = blake3.blake3(data, key=self._key)
+        if self.salted:
+            hasher.update(os.urandom(16))
+        return hasher.digest()
 
 
 @dataclass(slots=True, frozen=True)
 class FrameHeader:
     flags: int
+    key_epoch: int
     payload_len: int
     raw_len: int
     block_id: bytes
@@ -76,9 +87,9 @@ class FrameHeader:
 
 
 def encode(block_id: bytes, payload: bytes | bytearray | memoryview, raw_len: int, flags: int = 0,
-           nonce: bytes = ZERO_NONCE) -> tuple[bytes, int]:
+           nonce: bytes = ZERO_NONCE, key_epoch: int = 0) -> tuple[bytes, int]:
     """Return ``(header, crc)`` for a frame carrying ``payload``; write header then payload."""
-    head = _HEAD.pack(MAGIC, VERSION, flags, 0, len(payload), raw_len, block_id, nonce)
+    head = _HEAD.pack(MAGIC, VERSION, flags, key_epoch, len(payload), raw_len, block_id, nonce)
     crc = _crc32c.crc32c(payload, _crc32c.crc32c(head))
     return head + _CRC.pack(crc), crc
 
@@ -87,7 +98,7 @@ def parse_header(buf: bytes | memoryview, where: str) -> FrameHeader:
     """Decode and sanity-check a header (not the CRC: that needs the payload)."""
     if len(buf) < HEADER_SIZE:
         raise Corrupt(f"{where}: frame header truncated ({len(buf)} of {HEADER_SIZE} bytes)")
-    magic, version, flags, _, payload_len, raw_len, block_id, nonce = _HEAD.unpack_from(buf)
+    magic, version, flags, key_epoch, payload_len, raw_len, block_id, nonce = _HEAD.unpack_from(buf)
     if magic != MAGIC:
         raise Corrupt(f"{where}: bad frame magic {bytes(magic)!r}")
     if version != VERSION:
@@ -95,7 +106,7 @@ def parse_header(buf: bytes | memoryview, where: str) -> FrameHeader:
     if flags & ~KNOWN_FLAGS:
         raise Corrupt(f"{where}: unknown frame flags {flags:#x}")
     (crc,) = _CRC.unpack_from(buf, _HEAD.size)
-    return FrameHeader(flags, payload_len, raw_len, bytes(block_id), bytes(nonce), crc)
+    return FrameHeader(flags, key_epoch, payload_len, raw_len, bytes(block_id), bytes(nonce), crc)
 
 
 def verify(frame: bytes | memoryview, where: str) -> tuple[FrameHeader, memoryview]:

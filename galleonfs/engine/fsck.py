@@ -29,6 +29,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
+from ..crypto.keys import KeyManager
 from ..errors import Corrupt
 from ..meta import schema
 from ..meta.schema import BlockLoc, Db, Inode
@@ -381,9 +382,13 @@ class _Checker:
             return str(exc)
         if header.block_id != bid:
             return f"{where}: the frame there holds block {header.block_id.hex()[:16]}"
-        if header.raw_len != loc.raw_len or len(payload) != loc.raw_len:
-            return f"{where}: length {len(payload)} differs from the index ({loc.raw_len})"
-        if self.e.hash_block(payload) != bid:
+        if header.raw_len != loc.raw_len:
+            return f"{where}: length {header.raw_len} differs from the index ({loc.raw_len})"
+        try:
+            data = self.e.decode_frame(header, payload, where)    # authenticates an encrypted one
+        except Corrupt as exc:
+            return str(exc)
+        if not header.flags & frames.FLAG_SALTED_ID and blake3_id(self.e, data) != bid:
             return f"{where}: content does not hash to the block id"
         self.r.bytes_verified += loc.raw_len
         return None
@@ -455,9 +460,14 @@ class _Checker:
                     e._dirty_segs.add(seg)
 
 
-def fsck(volume_dir: str, *, repair: bool = False) -> FsckReport:
+def blake3_id(engine: Engine, data: bytes) -> bytes:
+    """The content id of ``data`` (unsalted, whatever the volume's dedup setting)."""
+    return frames.BlockHasher(engine.family_key)(data)
+
+
+def fsck(volume_dir: str, *, repair: bool = False, keys: KeyManager | None = None) -> FsckReport:
     """Check (and with ``repair``, fix) the volume at ``volume_dir``; it must not be in use."""
-    engine = Engine.open(volume_dir, read_only=not repair, ignore_needs_check=True)
+    engine = Engine.open(volume_dir, read_only=not repair, ignore_needs_check=True, keys=keys)
     try:
         report = _Checker(engine, repair).run()
         if repair:

@@ -24,7 +24,9 @@ Record layout, little-endian::
                                      | (put only) value length u32 | value
 
 Replay (``read_records``) stops at the first record that is short, has a bad magic, a bad
-CRC or a gap in the LSNs: that is the torn tail of a crash. The caller also checks each
+CRC or a gap in the LSNs: that is the torn tail of a crash. In an encrypted volume the body
+is sealed (``VolumeCrypto.seal_record``: epoch | nonce | AES-GCM, bound to the LSN) and
+the CRC covers the sealed bytes. The caller also checks each
 referenced frame before applying a record, because frames and journal are synced apart.
 
 What this module must not do: apply records (the engine does), or buffer writes.
@@ -36,6 +38,7 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import limits
 from ..errors import Corrupt
@@ -43,6 +46,9 @@ from ..meta.store import Change
 from . import crashpoints
 from .frames import crc32c
 from .storage import File, Storage
+
+if TYPE_CHECKING:
+    from ..crypto.codec import VolumeCrypto
 
 MAGIC = b"GJR1"
 _HEAD = struct.Struct("<4sIQII")
@@ -137,10 +143,11 @@ def list_files(storage: Storage, journal_dir: str) -> list[tuple[int, str]]:
     return files
 
 
-def read_records(f: File, expect_lsn: int) -> Iterator[tuple[int, int, Record]]:
+def read_records(f: File, expect_lsn: int, crypto: VolumeCrypto | None = None) -> Iterator[tuple[int, int, Record]]:
     """Yield ``(offset, end offset, record)`` from ``f`` while records are whole and in sequence.
 
     Stops silently at the torn tail: the last end offset yielded is where valid data ends.
+    An encrypted volume's record that does not authenticate counts as torn.
     """
     offset = 0
     while offset + HEADER_SIZE <= f.size:
@@ -151,6 +158,11 @@ def read_records(f: File, expect_lsn: int) -> Iterator[tuple[int, int, Record]]:
         body = f.pread(offset + HEADER_SIZE, length)
         if len(body) != length or crc32c(body, crc32c(head[8:16])) != crc:
             return
+        if crypto is not None:
+            opened = crypto.open_record(lsn, body)
+            if opened is None:
+                return
+            body = opened
         try:
             frames, changes = decode_body(body, f"{f.path}@{offset}")
         except Corrupt:
@@ -164,8 +176,10 @@ def read_records(f: File, expect_lsn: int) -> Iterator[tuple[int, int, Record]]:
 class JournalWriter:
     """Appends records to the current journal file; knows which files still need a sync."""
 
-    def __init__(self, storage: Storage, journal_dir: str, next_lsn: int) -> None:
+    def __init__(self, storage: Storage, journal_dir: str, next_lsn: int, *,
+                 crypto: VolumeCrypto | None = None) -> None:
         self._storage = storage
+        self._crypto = crypto
         self._dir = journal_dir
         self.next_lsn = next_lsn
         self.bytes_since_checkpoint = 0
@@ -180,7 +194,10 @@ class JournalWriter:
     def append(self, frames: list[FrameRef], changes: list[Change]) -> int:
         """Append one record; return its LSN. A plain write, no sync (DESIGN §3)."""
         lsn = self.next_lsn
-        record = encode_record(lsn, encode_body(frames, changes))
+        body = encode_body(frames, changes)
+        if self._crypto is not None:
+            body = self._crypto.seal_record(lsn, body)
+        record = encode_record(lsn, body)
         f = self._file
         if f is None or f.size + len(record) > limits.journal_file_size_max_bytes:
             f = self._roll(lsn)

@@ -37,7 +37,7 @@ import enum
 import struct
 from dataclasses import dataclass
 
-FORMAT_VERSION = 2        # 2: links, snapshots, history and generation indexes
+FORMAT_VERSION = 3        # 2: links, snapshots, history, generation indexes; 3: codec fields
 
 
 class Db(enum.IntEnum):
@@ -249,8 +249,11 @@ SUPER_INT_FIELDS = (
     b"next_segment", b"used_bytes", b"inode_count", b"created_ns",
     b"next_slot",        # snapshot slots (FUSE inode numbers of snapshot views), never reused
     b"restoring_to",     # generation a restore is rolling back to (0: none); resumed at open
+    b"dedup",            # 1: equal blocks are stored once; 0: every write gets its own frames
 )
-SUPER_BYTES_FIELDS = (b"volume_id", b"name", b"family_key")
+# family_key: the block-id key of an unencrypted volume (an encrypted one keeps it wrapped
+# in its KEY file); compression: none, lz4 or zstd.
+SUPER_BYTES_FIELDS = (b"volume_id", b"name", b"family_key", b"compression")
 
 
 def encode_super_int(value: int) -> bytes:
