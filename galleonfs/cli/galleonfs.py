@@ -21,8 +21,9 @@ import sys
 import time
 
 from .. import limits
+from ..crypto.keys import add_key_arguments, key_spec
 from ..engine.engine import LOCK_FILE, NEEDS_CHECK_FILE, Engine
-from ..errors import Busy, ExitCode, GalleonError, NotFound, Unavailable
+from ..errors import Busy, ExitCode, GalleonError, InvalidArgument, NotFound, Unavailable
 from ..units import format_size, parse_size
 from .common import run
 
@@ -34,6 +35,8 @@ examples:
   galleonfs umount /mnt/vol1                          flush, unmount, wait for the worker
   galleonfs fsck /srv/vol1                            check an unmounted volume
   galleonfs fsck /srv/vol1 --repair                   ... and repair what it finds
+  galleonfs mkfs /srv/sec --size 1G --encrypt --key-file /etc/galleonfs/kek --compression lz4
+  galleonfs mount /srv/sec /mnt/sec --key-file /etc/galleonfs/kek
 
 exit codes: 0 ok, 1 error (fsck: problems found and repaired), 2 usage, 3 not found,
             4 exists, 5 busy, 6 no space, 7 corrupt (fsck: problems remain), 9 unavailable
@@ -43,9 +46,19 @@ exit codes: 0 ok, 1 error (fsck: problems found and repaired), 2 usage, 3 not fo
 def cmd_mkfs(args: argparse.Namespace) -> int:
     size = parse_size(args.size, what="volume size")
     block_size = parse_size(args.block_size, what="block size")
-    volume_id = Engine.create(args.volume_dir, size=size, block_size=block_size, name=args.name or "")
+    spec = key_spec(args)
+    if args.encrypt and not spec.configured:
+        raise InvalidArgument("--encrypt needs a key source: --key-file, --key-passphrase-env or --key-command")
+    if spec.configured and not args.encrypt:
+        raise InvalidArgument("a key source was given without --encrypt; add --encrypt to encrypt the volume")
+    volume_id = Engine.create(args.volume_dir, size=size, block_size=block_size, name=args.name or "",
+                              keys=spec.manager() if args.encrypt else None,
+                              compression=args.compression, dedup=not args.no_dedup)
+    extras = [x for x in ("encrypted (aes-256-gcm)" if args.encrypt else "",
+                          f"compression {args.compression}" if args.compression != "none" else "",
+                          "no dedup" if args.no_dedup else "") if x]
     print(f"created volume {volume_id} in {args.volume_dir}: size {format_size(size)}, "
-          f"block size {format_size(block_size)}")
+          f"block size {format_size(block_size)}" + "".join(f", {x}" for x in extras))
     return 0
 
 
@@ -56,7 +69,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.mountpoint):
         raise NotFound(f"mount point {args.mountpoint} does not exist or is not a directory")
     command = [sys.executable, "-m", "galleonfs.fuse.worker", os.path.abspath(args.volume_dir),
-               os.path.abspath(args.mountpoint)]
+               os.path.abspath(args.mountpoint), *key_spec(args).arguments()]
     if args.options:
         command += ["-o", args.options]
     if args.foreground:
@@ -150,7 +163,8 @@ def _wait_unlocked(lock_path: str, timeout_s: float) -> bool:
 def cmd_fsck(args: argparse.Namespace) -> int:
     from ..engine.fsck import fsck
 
-    report = fsck(args.volume_dir, repair=args.repair)
+    spec = key_spec(args)
+    report = fsck(args.volume_dir, repair=args.repair, keys=spec.manager() if spec.configured else None)
     print(report.render())
     if report.clean:
         return ExitCode.OK
@@ -173,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", required=True, help="capacity, a hard quota: e.g. 512M, 10G")
     p.add_argument("--block-size", default="64K", help="4K to 1M, a power of two (default 64K)")
     p.add_argument("--name", help="a name to remember the volume by")
+    p.add_argument("--encrypt", action="store_true", help="encrypt everything with AES-256-GCM")
+    p.add_argument("--compression", choices=["none", "lz4", "zstd"], default="none",
+                   help="compress each block (kept only when it shrinks); default none")
+    p.add_argument("--no-dedup", action="store_true", help="store equal blocks once per write")
+    add_key_arguments(p)
     p.set_defaults(func=cmd_mkfs)
 
     p = sub.add_parser("mount", help="mount a volume",
@@ -183,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--foreground", "-f", action="store_true", help="serve in this process, logs to stderr")
     p.add_argument("-o", dest="options", default="", metavar="OPTS",
                    help="comma-separated: ro, noatime, allow_other, nosuid, nodev, noexec")
+    add_key_arguments(p)
     p.set_defaults(func=cmd_mount)
 
     p = sub.add_parser("umount", aliases=["unmount"], help="flush and unmount",
@@ -195,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "checksums, journal. Exit 0 when clean.")
     p.add_argument("volume_dir", metavar="VOLUME_DIR")
     p.add_argument("--repair", action="store_true", help="fix what can be fixed")
+    add_key_arguments(p)
     p.set_defaults(func=cmd_fsck)
     return parser
 

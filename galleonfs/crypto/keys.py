@@ -28,6 +28,7 @@ import os
 import secrets
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -176,6 +177,10 @@ class KeySpec:
     passphrase_env: str = ""
     command: str = ""
 
+    @property
+    def configured(self) -> bool:
+        return bool(self.key_file or self.passphrase_env or self.command)
+
     def manager(self) -> KeyManager:
         chosen = [x for x in (self.key_file, self.passphrase_env, self.command) if x]
         if len(chosen) != 1:
@@ -202,3 +207,19 @@ class KeySpec:
 
 def new_data_key() -> bytes:
     return secrets.token_bytes(32)
+
+
+def add_key_arguments(parser: Any) -> None:
+    """The key-source options every tool shares (argparse)."""
+    group = parser.add_argument_group("encryption key source (for encrypted volumes; pick one)")
+    group.add_argument("--key-file", metavar="PATH",
+                       help="a 32-byte key-encryption key file, created (mode 0600) if missing")
+    group.add_argument("--key-passphrase-env", metavar="VAR",
+                       help="take the passphrase from this environment variable")
+    group.add_argument("--key-command", metavar="CMD",
+                       help="'CMD wrap' / 'CMD unwrap' wrap and unwrap keys (KMS/HSM hook)")
+
+
+def key_spec(args: Any) -> KeySpec:
+    return KeySpec(key_file=os.path.abspath(args.key_file) if args.key_file else "",
+                   passphrase_env=args.key_passphrase_env or "", command=args.key_command or "")

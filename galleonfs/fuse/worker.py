@@ -33,6 +33,7 @@ import pyfuse3
 import trio
 
 from .. import limits
+from ..crypto.keys import KeySpec, add_key_arguments, key_spec
 from ..engine import clones, crashpoints, snapshots
 from ..engine.committer import Committer
 from ..engine.engine import Engine, GcReport
@@ -61,6 +62,7 @@ class WorkerConfig:
     commit_interval_s: float = limits.commit_interval_s
     checkpoint_interval_s: float = limits.checkpoint_interval_s
     control: str | None = None
+    keys: KeySpec = field(default_factory=KeySpec)
 
     @property
     def read_only(self) -> bool:
@@ -335,10 +337,11 @@ class ReadyPipe:
 
 def open_engine(config: WorkerConfig) -> Engine:
     """Open the volume; a volume marked for check is checked, and mounted only if clean."""
+    keys = config.keys.manager() if config.keys.configured else None
     try:
-        return Engine.open(config.volume_dir, read_only=config.read_only)
+        return Engine.open(config.volume_dir, read_only=config.read_only, keys=keys)
     except NeedsCheck as exc:
-        engine = Engine.open(config.volume_dir, read_only=True, ignore_needs_check=True)
+        engine = Engine.open(config.volume_dir, read_only=True, ignore_needs_check=True, keys=keys)
         try:
             report = check_engine(engine)
         finally:
@@ -349,7 +352,8 @@ def open_engine(config: WorkerConfig) -> Engine:
                                     f"{len(report.problems)} problems") from None
         log.warning("volume %s was marked for check (%s); the check found it clean",
                     config.volume_dir, exc.fields["reason"])
-        engine = Engine.open(config.volume_dir, read_only=config.read_only, ignore_needs_check=True)
+        engine = Engine.open(config.volume_dir, read_only=config.read_only, ignore_needs_check=True,
+                             keys=keys)
         if not config.read_only:
             engine.clear_needs_check()
         return engine
@@ -404,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", dest="options", default="")
     parser.add_argument("--ready-fd", type=int, default=None)
     parser.add_argument("--control", default=None, help="abstract unix socket name to serve")
+    add_key_arguments(parser)
     parser.add_argument("--log-level", default=os.environ.get("GALLEONFS_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -416,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         ready.send(f"error {exc.exit_code} {exc}")
         return exc.exit_code
     config = WorkerConfig(os.path.abspath(args.volume_dir), os.path.abspath(args.mountpoint), options,
+                          keys=key_spec(args),
                           control=args.control)
     return run(config, ready)
 
