@@ -28,7 +28,13 @@ from galleonfs.v1 import (
 
 REPO = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
-SERVICES = ["galleonfs.v1.NodeService", "galleonfs.v1.StorageClassService", "galleonfs.v1.VolumeService"]
+SERVICES = [
+    "galleonfs.v1.NodeService",
+    "galleonfs.v1.SnapshotPolicyService",
+    "galleonfs.v1.SnapshotService",
+    "galleonfs.v1.StorageClassService",
+    "galleonfs.v1.VolumeService",
+]
 
 
 @pytest.fixture
@@ -61,7 +67,8 @@ def test_reflection_lists_and_describes_the_api(channel: grpc.Channel) -> None:
     described = {f.name: f for f in files}
     volume_file = described["galleonfs/v1/volume.proto"]
     methods = [m.name for m in volume_file.service[0].method]
-    assert methods == ["Create", "Get", "List", "Delete", "Expand", "Mount", "Unmount", "GetStats"]
+    assert methods == ["Create", "Get", "List", "Delete", "Expand", "Mount", "Unmount", "GetStats",
+                       "Clone", "Flatten"]
 
 
 def rpc_error(call: object, request: object) -> grpc.RpcError:
