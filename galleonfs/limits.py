@@ -71,6 +71,24 @@ fuse_tasks_max = 32                  # pyfuse3 reader tasks; most handlers never
 control_request_bytes_max = 64 * KiB
 control_timeout_s = 10.0             # a worker that takes longer to answer is stuck
 
+# --- quality of service ----------------------------------------------------------------------
+# A token bucket holds this many seconds of its rate: at 500 IOPS, 50 requests may go at
+# once after a pause; a longer window lets a volume exceed its limit for longer after idling.
+qos_bucket_window_s = 0.1
+# The daemon re-splits the node's budget this often (and sends new rates to the workers):
+# one control call per mounted volume per tick costs ~1 ms, so 1 s is cheap and still
+# follows a workload that changes within seconds.
+qos_tick_s = 1.0
+# Bounds on what a policy may say: above these, a limit would never bind on one node.
+qos_iops_max = 10_000_000
+qos_throughput_mbps_max = 1_000_000.0
+qos_burst_duration_max_s = 86_400.0
+qos_burst_multiplier_max = 100.0
+# An allocation never gives a volume less than this, so a volume without a guarantee on an
+# oversubscribed node is slowed down, never stopped.
+qos_iops_min = 1.0
+qos_bytes_per_s_min = 64 * KiB
+
 # --- metrics -------------------------------------------------------------------------------
 # The mount worker counts in plain ints and adds them to the shared Prometheus files this
 # often: a scrape sees values at most 1 s old, and the flush (~50 µs) costs < 0.01 % of a core.

@@ -1,0 +1,69 @@
+"""The mount worker's side of QoS: charge a FUSE read or write before doing it.
+
+``FuseOps.qos`` is a ``Throttle`` while the volume has rates to enforce and ``None``
+otherwise, so an unthrottled request costs one attribute check. A charged request books
+its tokens (``bucket.Limiter.reserve``) and, if they are not there yet, waits with
+``trio.sleep`` on the worker's loop: other FUSE requests and the control socket keep being
+served meanwhile, and nothing ever fails for being throttled.
+
+The counters (requests and bytes admitted, requests that waited, seconds waited) survive
+rate changes; the daemon reads them to see each volume's demand, and ``volume stats``
+shows them.
+
+What it must not do: block the loop, or raise for a throttled request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import trio
+
+from .bucket import Limiter
+from .policy import WorkerRates
+
+
+def _metric() -> Callable[[float], None] | None:
+    """The Prometheus counter ``galleonfs_qos_throttled_seconds_total``, if metrics exist."""
+    try:
+        from ..metrics import add_qos_throttled
+    except ImportError:
+        return None
+    return add_qos_throttled
+
+
+class Throttle:
+    def __init__(self, rates: WorkerRates, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.limiter = Limiter(rates, clock())
+        self.requests = 0
+        self.bytes = 0
+        self.waits = 0
+        self.throttled_s = 0.0
+        self._metric = _metric()
+
+    @property
+    def rates(self) -> WorkerRates:
+        return self.limiter.rates
+
+    def update(self, rates: WorkerRates) -> None:
+        self.limiter.update(rates, self._clock())
+
+    async def admit(self, nbytes: int) -> None:
+        """Wait until one request of ``nbytes`` may go (at once if tokens are there)."""
+        now = self._clock()
+        delay = self.limiter.reserve(nbytes, now) - now
+        self.requests += 1
+        self.bytes += nbytes
+        if delay > 0:
+            self.waits += 1
+            self.throttled_s += delay
+            if self._metric is not None:
+                self._metric(delay)
+            await trio.sleep(delay)
+
+    def counters(self) -> dict[str, int]:
+        """For ``volume stats``: whole numbers (the stats map holds integers)."""
+        return {"qos_requests": self.requests, "qos_bytes": self.bytes, "qos_waits": self.waits,
+                "qos_throttled_us": round(self.throttled_s * 1e6)}
