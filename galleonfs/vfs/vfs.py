@@ -660,7 +660,9 @@ class Vfs:
             inode.uid, inode.gid = new_uid, new_gid
         if changes.size is not None:
             self._truncate(inode, changes.size)
-            if changes.mtime_ns is None:
+            # Under the writeback cache the kernel owns mtime: a truncate that changes the size
+            # comes with one; a same-size truncate does not, and the kernel keeps its old mtime.
+            if changes.mtime_ns is None and not self.kernel_times:
                 inode.mtime_ns = now
         if changes.atime_ns is not None:
             inode.atime_ns = changes.atime_ns
