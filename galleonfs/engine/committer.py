@@ -12,6 +12,9 @@ the trio thread); the thread only syncs file descriptors.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import trio
 
 from ..errors import IOFailure
@@ -23,6 +26,7 @@ class Committer:
         self._engine = engine
         self._running: trio.Event | None = None
         self.syncs = 0
+        self.on_sync: Callable[[float], None] | None = None   # metrics: each sync's duration
 
     async def commit(self) -> None:
         engine = self._engine
@@ -33,6 +37,7 @@ class Committer:
                 continue
             done = self._running = trio.Event()
             batch = engine.begin_commit()
+            started = time.perf_counter()
             try:
                 await trio.to_thread.run_sync(batch.run)
             except OSError as exc:
@@ -43,6 +48,8 @@ class Committer:
                 done.set()
             engine.end_commit(batch)
             self.syncs += 1
+            if self.on_sync is not None:
+                self.on_sync(time.perf_counter() - started)
 
     async def wait_idle(self) -> None:
         """Wait until no sync is running (before a checkpoint or close)."""

@@ -183,6 +183,7 @@ class JournalWriter:
         self._dir = journal_dir
         self.next_lsn = next_lsn
         self.bytes_since_checkpoint = 0
+        self.bytes_appended = 0              # since open: galleonfs_journal_bytes_total
         self._file: File | None = None
         self._unsynced: list[File] = []      # files with appends not yet covered by a sync
         self._retired: list[File] = []       # rolled files, closed once synced
@@ -206,6 +207,7 @@ class JournalWriter:
             self._unsynced.append(f)
         self.next_lsn = lsn + 1
         self.bytes_since_checkpoint += len(record)
+        self.bytes_appended += len(record)
         crashpoints.hit("journal.after_append_before_sync")
         return lsn
 

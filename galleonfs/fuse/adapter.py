@@ -20,8 +20,10 @@ What it must not do: hold file system rules (the VFS does) or know about the eng
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -30,6 +32,7 @@ import pyfuse3
 from ..engine.committer import Committer
 from ..errors import GalleonError, NotFound
 from ..meta.schema import Inode
+from ..metrics.volume import VolumeStats
 from ..vfs.vfs import Ctx, SetAttr, Vfs
 from .tuning import Tuning
 
@@ -41,17 +44,34 @@ def _ctx(ctx: Any) -> Ctx:
 
 
 def _op(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
-    """Make a synchronous handler a pyfuse3 handler; translate errors at this one place."""
+    """Make a synchronous handler a pyfuse3 handler; translate errors at this one place.
+
+    With metrics on, also count the request and its latency (``metrics/volume.py``: plain
+    ints, ~0.5 µs against the ~76 µs floor of a request).
+    """
+    name = fn.__name__
 
     @functools.wraps(fn)
     async def handler(self: FuseOps, *args: Any) -> T:
+        stats = self.stats
+        start = time.perf_counter() if stats is not None else 0.0
         try:
             return fn(self, *args)
         except GalleonError as exc:
             self.failed(exc)
             raise pyfuse3.FUSEError(exc.errno) from None
+        finally:
+            if stats is not None:
+                stats.ops[name].observe(time.perf_counter() - start)
 
     return handler
+
+
+# Operations counted by name in metrics: every handler (FSYNCDIR counts as fsync).
+OPS = ("lookup", "forget", "getattr", "setattr", "readlink", "mknod", "mkdir", "unlink", "rmdir",
+       "symlink", "rename", "link", "access", "open", "create", "read", "write", "release",
+       "fsync", "opendir", "readdir", "releasedir", "getxattr", "setxattr",
+       "listxattr", "removexattr", "statfs")
 
 
 class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
@@ -74,6 +94,7 @@ class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
             self.flush = self._flush_noop          # measured: one round trip per close
         self._blksize = vfs.bs
         self.errors: dict[int, int] = {}
+        self.stats: VolumeStats | None = None     # set by the worker when metrics are on
 
     async def _flush_noop(self, fh: int) -> None:
         pass
@@ -116,9 +137,13 @@ class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
 
     # --- names ---------------------------------------------------------------------------------
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        stats = self.stats
+        start = time.perf_counter() if stats is not None else 0.0
         try:
             return self.entry(self.vfs.lookup(parent_inode, name, _ctx(ctx)))
         except NotFound:
+            # The application sees ENOENT, so metrics count it as one.
+            self.errors[errno.ENOENT] = self.errors.get(errno.ENOENT, 0) + 1
             negative = pyfuse3.EntryAttributes()      # cached "does not exist"
             negative.st_ino = 0
             negative.entry_timeout = self._negative_timeout
@@ -126,6 +151,9 @@ class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
         except GalleonError as exc:
             self.failed(exc)
             raise pyfuse3.FUSEError(exc.errno) from None
+        finally:
+            if stats is not None:
+                stats.ops["lookup"].observe(time.perf_counter() - start)
 
     @_op
     def forget(self, inode_list: list[tuple[int, int]]) -> None:
@@ -199,22 +227,36 @@ class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
 
     @_op
     def read(self, fh: int, off: int, size: int) -> bytes:
-        return self.vfs.read(fh, off, size)
+        data = self.vfs.read(fh, off, size)
+        if self.stats is not None:
+            self.stats.read_bytes += len(data)
+        return data
 
     @_op
     def write(self, fh: int, off: int, buf: bytes) -> int:
-        return self.vfs.write(fh, off, buf)
+        written = self.vfs.write(fh, off, buf)
+        if self.stats is not None:
+            self.stats.written_bytes += written
+        return written
 
     @_op
     def release(self, fh: int) -> None:
         self.vfs.release(fh)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
+        stats = self.stats
+        if stats is not None:
+            start = time.perf_counter()
+            stats.in_flight += 1
         try:
             await self.committer.commit()
         except GalleonError as exc:
             self.failed(exc)
             raise pyfuse3.FUSEError(exc.errno) from None
+        finally:
+            if stats is not None:
+                stats.in_flight -= 1
+                stats.ops["fsync"].observe(time.perf_counter() - start)
 
     # --- directories ---------------------------------------------------------------------------
     @_op

@@ -40,6 +40,7 @@ from ..engine.engine import Engine, GcReport
 from ..engine.fsck import check_engine
 from ..errors import ExitCode, FailedPrecondition, GalleonError, InvalidArgument, NeedsCheck
 from ..vfs.vfs import Vfs
+from . import metering
 from .adapter import FuseOps
 from .control import ControlServer
 from .kernel import tune_mount
@@ -128,6 +129,7 @@ class Worker:
         self.committer = Committer(engine)
         self.initialized = trio.Event()
         self.ops = FuseOps(self.vfs, self.committer, on_init=self._on_init, tuning=self.tuning)
+        self.metering = metering.Metering(engine, self.ops, self.committer) if metering.enabled() else None
         self._token: trio.lowlevel.TrioToken | None = None
         self._last_checkpoint = time.monotonic()
 
@@ -139,6 +141,8 @@ class Worker:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals, nursery.cancel_scope)
             nursery.start_soon(self._housekeeping)
+            if self.metering is not None:
+                nursery.start_soon(self.metering.run)
             if self.config.control:
                 await nursery.start(ControlServer(self.config.control, self._control_handlers()).serve)
             nursery.start_soon(self._report_ready, ready)
@@ -251,6 +255,7 @@ class Worker:
             "read_only": engine.read_only, "counters": dict(engine.counters),
             "fuse_errors": {str(k): v for k, v in self.ops.errors.items()},
             "commits": self.committer.syncs,
+            "rates": self.metering.rates() if self.metering is not None else {},
         }
 
     async def _ctl_resize(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -273,8 +278,11 @@ class Worker:
 
     async def checkpoint(self) -> None:
         await self.committer.wait_idle()
+        started = time.perf_counter()
         self.engine.checkpoint()
         self._last_checkpoint = time.monotonic()
+        if self.metering is not None:
+            self.metering.checkpoint_done(time.perf_counter() - started)
 
     async def _gc_step(self) -> None:
         report = GcReport()
@@ -283,6 +291,8 @@ class Worker:
                 break
             self.engine.gc_segment(seg, report)
             await trio.sleep(0)            # let FUSE requests through between segments
+        if self.metering is not None:
+            self.metering.gc_reclaimed(report.bytes_reclaimed)
         if report.segments_compacted or report.segments_deleted:
             log.info("gc: compacted %d and deleted %d segments, copied %d bytes",
                      report.segments_compacted, report.segments_deleted, report.bytes_copied)
