@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17galleonfs/v1/node.proto\x12\x0cgalleonfs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetNodeStatusRequest\"\xb8\x03\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08\x64\x61ta_dir\x18\x04 \x01(\t\x12\x0e\n\x06listen\x18\x05 \x03(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x07 \x01(\x04\x12\x17\n\x0f\x61vailable_bytes\x18\x08 \x01(\x04\x12\x19\n\x11provisioned_bytes\x18\t \x01(\x04\x12\x46\n\x10volumes_by_state\x18\n \x03(\x0b\x32,.galleonfs.v1.NodeStatus.VolumesByStateEntry\x12\x18\n\x10mount_workers_up\x18\x0b \x01(\r\x12\x1e\n\x16mount_workers_expected\x18\x0c \x01(\r\x12\r\n\x05ready\x18\r \x01(\x08\x12\x10\n\x08problems\x18\x0e \x03(\t\x1a\x35\n\x13VolumesByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x32X\n\x0bNodeService\x12I\n\tGetStatus\x12\".galleonfs.v1.GetNodeStatusRequest\x1a\x18.galleonfs.v1.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17galleonfs/v1/node.proto\x12\x0cgalleonfs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetNodeStatusRequest\"\xcd\x03\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08\x64\x61ta_dir\x18\x04 \x01(\t\x12\x0e\n\x06listen\x18\x05 \x03(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x07 \x01(\x04\x12\x17\n\x0f\x61vailable_bytes\x18\x08 \x01(\x04\x12\x19\n\x11provisioned_bytes\x18\t \x01(\x04\x12\x46\n\x10volumes_by_state\x18\n \x03(\x0b\x32,.galleonfs.v1.NodeStatus.VolumesByStateEntry\x12\x18\n\x10mount_workers_up\x18\x0b \x01(\r\x12\x1e\n\x16mount_workers_expected\x18\x0c \x01(\r\x12\r\n\x05ready\x18\r \x01(\x08\x12\x10\n\x08problems\x18\x0e \x03(\t\x12\x13\n\x0bmetrics_url\x18\x0f \x01(\t\x1a\x35\n\x13VolumesByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x32X\n\x0bNodeService\x12I\n\tGetStatus\x12\".galleonfs.v1.GetNodeStatusRequest\x1a\x18.galleonfs.v1.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,9 +37,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETNODESTATUSREQUEST']._serialized_start=74
   _globals['_GETNODESTATUSREQUEST']._serialized_end=96
   _globals['_NODESTATUS']._serialized_start=99
-  _globals['_NODESTATUS']._serialized_end=539
-  _globals['_NODESTATUS_VOLUMESBYSTATEENTRY']._serialized_start=486
-  _globals['_NODESTATUS_VOLUMESBYSTATEENTRY']._serialized_end=539
-  _globals['_NODESERVICE']._serialized_start=541
-  _globals['_NODESERVICE']._serialized_end=629
+  _globals['_NODESTATUS']._serialized_end=560
+  _globals['_NODESTATUS_VOLUMESBYSTATEENTRY']._serialized_start=507
+  _globals['_NODESTATUS_VOLUMESBYSTATEENTRY']._serialized_end=560
+  _globals['_NODESERVICE']._serialized_start=562
+  _globals['_NODESERVICE']._serialized_end=650
 # @@protoc_insertion_point(module_scope)

@@ -14,7 +14,7 @@ class GetNodeStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "hostname", "version", "data_dir", "listen", "started_at", "capacity_bytes", "available_bytes", "provisioned_bytes", "volumes_by_state", "mount_workers_up", "mount_workers_expected", "ready", "problems")
+    __slots__ = ("node_id", "hostname", "version", "data_dir", "listen", "started_at", "capacity_bytes", "available_bytes", "provisioned_bytes", "volumes_by_state", "mount_workers_up", "mount_workers_expected", "ready", "problems", "metrics_url")
     class VolumesByStateEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class NodeStatus(_message.Message):
     MOUNT_WORKERS_EXPECTED_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_URL_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     hostname: str
     version: str
@@ -50,4 +51,5 @@ class NodeStatus(_message.Message):
     mount_workers_expected: int
     ready: bool
     problems: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., data_dir: _Optional[str] = ..., listen: _Optional[_Iterable[str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., capacity_bytes: _Optional[int] = ..., available_bytes: _Optional[int] = ..., provisioned_bytes: _Optional[int] = ..., volumes_by_state: _Optional[_Mapping[str, int]] = ..., mount_workers_up: _Optional[int] = ..., mount_workers_expected: _Optional[int] = ..., ready: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+    metrics_url: str
+    def __init__(self, node_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., data_dir: _Optional[str] = ..., listen: _Optional[_Iterable[str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., capacity_bytes: _Optional[int] = ..., available_bytes: _Optional[int] = ..., provisioned_bytes: _Optional[int] = ..., volumes_by_state: _Optional[_Mapping[str, int]] = ..., mount_workers_up: _Optional[int] = ..., mount_workers_expected: _Optional[int] = ..., ready: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., metrics_url: _Optional[str] = ...) -> None: ...

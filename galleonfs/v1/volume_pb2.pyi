@@ -135,7 +135,7 @@ class GetVolumeStatsRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class VolumeStats(_message.Message):
-    __slots__ = ("id", "name", "size_bytes", "used_bytes", "free_bytes", "inodes_used", "inodes_total", "disk_bytes", "mounted", "worker_pid", "counters", "failsafe", "failsafe_reason")
+    __slots__ = ("id", "name", "size_bytes", "used_bytes", "free_bytes", "inodes_used", "inodes_total", "disk_bytes", "mounted", "worker_pid", "counters", "failsafe", "failsafe_reason", "rates")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class VolumeStats(_message.Message):
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     FAILSAFE_FIELD_NUMBER: _ClassVar[int]
     FAILSAFE_REASON_FIELD_NUMBER: _ClassVar[int]
+    RATES_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     size_bytes: int
@@ -169,4 +170,31 @@ class VolumeStats(_message.Message):
     counters: _containers.ScalarMap[str, int]
     failsafe: bool
     failsafe_reason: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., inodes_used: _Optional[int] = ..., inodes_total: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., mounted: _Optional[bool] = ..., worker_pid: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., failsafe: _Optional[bool] = ..., failsafe_reason: _Optional[str] = ...) -> None: ...
+    rates: VolumeRates
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., inodes_used: _Optional[int] = ..., inodes_total: _Optional[int] = ..., disk_bytes: _Optional[int] = ..., mounted: _Optional[bool] = ..., worker_pid: _Optional[int] = ..., counters: _Optional[_Mapping[str, int]] = ..., failsafe: _Optional[bool] = ..., failsafe_reason: _Optional[str] = ..., rates: _Optional[_Union[VolumeRates, _Mapping]] = ...) -> None: ...
+
+class VolumeRates(_message.Message):
+    __slots__ = ("window_seconds", "requests_per_second", "read_ops_per_second", "write_ops_per_second", "read_bytes_per_second", "write_bytes_per_second", "latency_p50_seconds", "latency_p99_seconds", "requests_total", "read_bytes_total", "written_bytes_total")
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    READ_OPS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    WRITE_OPS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    READ_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    WRITE_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P99_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    READ_BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    window_seconds: float
+    requests_per_second: float
+    read_ops_per_second: float
+    write_ops_per_second: float
+    read_bytes_per_second: float
+    write_bytes_per_second: float
+    latency_p50_seconds: float
+    latency_p99_seconds: float
+    requests_total: int
+    read_bytes_total: int
+    written_bytes_total: int
+    def __init__(self, window_seconds: _Optional[float] = ..., requests_per_second: _Optional[float] = ..., read_ops_per_second: _Optional[float] = ..., write_ops_per_second: _Optional[float] = ..., read_bytes_per_second: _Optional[float] = ..., write_bytes_per_second: _Optional[float] = ..., latency_p50_seconds: _Optional[float] = ..., latency_p99_seconds: _Optional[float] = ..., requests_total: _Optional[int] = ..., read_bytes_total: _Optional[int] = ..., written_bytes_total: _Optional[int] = ...) -> None: ...
