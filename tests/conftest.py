@@ -80,5 +80,5 @@ def volume(tmp_path: Path, fuse_ok: None, request: pytest.FixtureRequest) -> Ite
             code = vol.unmount()
             assert code == 0, f"worker exited with {code}:\n{vol.log()}"
     check_worker_log(vol, request)
-    report = fsck(str(vol.volume_dir))
+    report = fsck(str(vol.volume_dir), keys=vol.keys.manager() if vol.keys.configured else None)
     assert report.clean, report.render()

@@ -68,7 +68,7 @@ def create(source: Engine, snapshot: str, target_dir: str, *, clone_id: str = ""
     encrypted = source.crypto is not None
     volume_id = Engine.create(target_dir, size=size, block_size=source.block_size, name=name,
                               family_key=None if encrypted else source.family_key,
-                              key_source_dir=source.dir if encrypted else None,
+                              key_source_dir=source.dir if encrypted else None, keys=source.key_manager,
                               compression=source.codec.compression, dedup=source.dedup)
     try:
         target = Engine.open(target_dir, keys=source.key_manager)

@@ -41,6 +41,7 @@ from ..crypto.keys import KeyManager
 from ..errors import Busy, Corrupt, FormatError, InvalidArgument, IOFailure, NotFound, ReadOnly
 from ..meta import schema
 from ..meta.schema import BlockLoc, Db, Inode
+from ..meta.sealing import MetaSealing
 from ..meta.store import MetaStore
 from . import crashpoints, frames, journal
 from .frames import BlockHasher
@@ -157,9 +158,10 @@ class Engine:
         # family keeps it wrapped in its KEY file instead.
         if key_source_dir is not None:
             volume_key.copy_for_clone(key_source_dir, volume_dir)
+            meta.set_sealing(MetaSealing(volume_key.load(volume_dir, keys).crypto()))
             meta.put(Db.SUPER, b"family_key", b"")
         elif keys is not None:
-            volume_key.create(volume_dir, keys)
+            meta.set_sealing(MetaSealing(volume_key.create(volume_dir, keys).crypto()))
             meta.put(Db.SUPER, b"family_key", b"")
         else:
             meta.put(Db.SUPER, b"family_key", family_key or os.urandom(32))
@@ -231,6 +233,7 @@ class Engine:
             if volume_key.is_encrypted(volume_dir):
                 vkeys = volume_key.load(volume_dir, keys)
                 self.crypto, family_key = vkeys.crypto(), vkeys.ids
+                self.meta.set_sealing(MetaSealing(self.crypto))
             if family_key is None or len(family_key) != 32:
                 raise FormatError(f"{volume_dir}: metadata lacks the block id key")
             compression = (self.meta.get(Db.SUPER, b"compression") or b"none").decode()

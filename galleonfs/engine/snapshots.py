@@ -276,8 +276,9 @@ def _finish_restore(engine: Engine, gen: int) -> int:
     meta = engine.meta
     keys = sorted(changed_keys(meta, gen, engine.generation, set(schema.VERSIONED)))
     changed = 0
-    for i, (db, key) in enumerate(keys):
-        if _restore_key(engine, Db(db), key, gen):
+    for i, (db, skey) in enumerate(keys):
+        key = meta.original_key(Db(db), skey)     # indexes hold stored keys (sealed volumes)
+        if key is not None and _restore_key(engine, Db(db), key, gen):
             changed += 1
         if i % CHUNK == CHUNK - 1:
             engine.end_op()
@@ -289,9 +290,9 @@ def _finish_restore(engine: Engine, gen: int) -> int:
 def _restore_key(engine: Engine, db: Db, key: bytes, gen: int) -> bool:
     meta = engine.meta
     want = meta.get_at(db, key, gen)
-    raw = meta.get_stored(db, key)
-    live = None if raw is None else raw[8:]
-    if live == want and (raw is None or schema.born_of(raw) <= gen):
+    current = meta.get_versioned(db, key)
+    live = None if current is None else current[1]
+    if live == want and (current is None or current[0] <= gen):
         return False
     if want is None:
         result = meta.delete(db, key)

@@ -12,6 +12,11 @@ belong to their thread).
 
 Versioned databases (see ``schema``) store ``born generation (u64 LE) | payload``: ``put``
 adds the prefix, ``get`` strips it, ``get_born`` returns it.
+
+On an encrypted volume (``set_sealing``) names inside keys become tokens and values are
+sealed (``sealing``); the public methods take and return the original keys and payloads,
+while the history and generation indexes, the journal's change records and ``apply`` work
+on stored keys and values. ``original_key`` maps a stored key from an index back.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from .. import limits
 from ..errors import FormatError, NoSpace
 from . import schema
 from .schema import VERSIONED, Db
+from .sealing import NAMED, SEALED, MetaSealing
 
 DELETED = 1
 PRESERVED = 2
@@ -51,6 +57,8 @@ class MetaStore:
             raise FormatError(f"cannot open the metadata store at {path}: {exc}") from exc
         self._dbs = [self._env.open_db(db.name.lower().encode()) for db in Db]
         self._versioned = [db in VERSIONED for db in Db]
+        self._sealing: MetaSealing | None = None
+        self._sealed = [False] * len(Db)
         self._txn = self._env.begin(write=True)
         self._changes: list[Change] = []
         self._born = _BORN.pack(0)
@@ -58,6 +66,36 @@ class MetaStore:
         # The newest snapshot's generation (0: no snapshots, so nothing is ever versioned and
         # no index is kept). The engine sets it from the snapshots database.
         self.snap_gen_max = 0
+
+    def set_sealing(self, sealing: MetaSealing | None) -> None:
+        """Seal from now on (an encrypted volume, right after its keys are unwrapped)."""
+        self._sealing = sealing
+        self._sealed = [sealing is not None and db in SEALED for db in Db]
+
+    def _skey(self, db: int, key: bytes) -> bytes:
+        return self._sealing.stored_key(db, key) if self._sealed[db] and self._sealing else key
+
+    def _open(self, db: int, skey: bytes, stored: bytes) -> tuple[bytes, bytes]:
+        """``(key, payload)`` of a stored record (born prefix stripped)."""
+        strip = 8 if self._versioned[db] else 0
+        if not self._sealed[db]:
+            return skey, bytes(stored[strip:])
+        assert self._sealing is not None
+        return self._sealing.open(db, skey, stored[strip:], bytes(stored[:strip]))
+
+    def original_key(self, db: Db, skey: bytes) -> bytes | None:
+        """The key whose stored form is ``skey`` (from a history or generation index), read
+        from its live or any kept version; None if neither exists."""
+        if not self._sealed[db] or db not in NAMED:
+            return skey
+        stored = self._txn.get(skey, db=self._dbs[db])
+        if stored is None:
+            head = schema.history_key(db, skey, 0)[:-8]
+            with self._txn.cursor(db=self._dbs[Db.HISTORY]) as cursor:
+                if not cursor.set_range(head) or not bytes(cursor.key()).startswith(head):
+                    return None
+                stored = cursor.value()
+        return self._open(db, skey, stored)[0]
 
     # --- generation ----------------------------------------------------------------------------
     @property
@@ -71,22 +109,31 @@ class MetaStore:
 
     # --- reads ---------------------------------------------------------------------------------
     def get(self, db: Db, key: bytes) -> bytes | None:
+        if self._sealed[db]:
+            skey = self._skey(db, key)
+            stored = self._txn.get(skey, db=self._dbs[db])
+            return None if stored is None else self._open(db, skey, stored)[1]
         value: bytes | None = self._txn.get(key, db=self._dbs[db])
         if value is not None and self._versioned[db]:
             return value[8:]
         return value
 
-    def get_stored(self, db: Db, key: bytes) -> bytes | None:
-        """The stored value, with a versioned record's born prefix."""
-        value = self._txn.get(key, db=self._dbs[db])
-        return None if value is None else bytes(value)
+    def get_versioned(self, db: Db, key: bytes) -> tuple[int, bytes] | None:
+        """``(born generation, payload)`` of a versioned record."""
+        assert self._versioned[db]
+        skey = self._skey(db, key)
+        stored = self._txn.get(skey, db=self._dbs[db])
+        if stored is None:
+            return None
+        return schema.born_of(stored), self._open(db, skey, stored)[1]
 
     def get_born(self, db: Db, key: bytes) -> int | None:
         assert self._versioned[db]
-        value = self._txn.get(key, db=self._dbs[db])
+        value = self._txn.get(self._skey(db, key), db=self._dbs[db])
         return None if value is None else int(_BORN.unpack_from(value)[0])
 
     def has_prefix(self, db: Db, prefix: bytes) -> bool:
+        assert not self._sealed[db] or len(prefix) <= NAMED.get(db, 8), "a prefix inside a token"
         with self._txn.cursor(db=self._dbs[db]) as cursor:
             return bool(cursor.set_range(prefix)) and bytes(cursor.key()).startswith(prefix)
 
@@ -94,9 +141,14 @@ class MetaStore:
              limit: int | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Yield ``(key, payload)`` for keys with ``prefix``, from ``start`` on, in order.
 
-        Do not put or delete in ``db`` while the iterator is live; collect keys first.
+        Do not put or delete in ``db`` while the iterator is live; collect keys first. On a
+        sealed database with names in its keys, records come in token order, and neither
+        ``prefix`` nor ``start`` may reach into the name.
         """
         strip = 8 if self._versioned[db] else 0
+        sealed = self._sealed[db]
+        if sealed and db in NAMED:
+            assert start is None and len(prefix) <= NAMED[db], "a scan bound inside a token"
         count = 0
         with self._txn.cursor(db=self._dbs[db]) as cursor:
             if not cursor.set_range(start if start is not None else prefix):
@@ -104,7 +156,10 @@ class MetaStore:
             for key, value in cursor:
                 if not key.startswith(prefix):
                     return
-                yield key, value[strip:]
+                if sealed:
+                    yield self._open(db, bytes(key), value)
+                else:
+                    yield key, value[strip:]
                 count += 1
                 if limit is not None and count >= limit:
                     return
@@ -116,6 +171,12 @@ class MetaStore:
     def put(self, db: Db, key: bytes, payload: bytes) -> bool:
         """Store a record. For a versioned one, return True if the old version was moved to
         history (a snapshot still needs it: its references stay with it)."""
+        if self._sealed[db]:
+            assert self._sealing is not None
+            skey = self._sealing.stored_key(db, key)
+            born = self._born if self._versioned[db] else b""
+            payload = self._sealing.seal(db, skey, key, payload, born)
+            key = skey
         if not self._versioned[db]:
             self._write(db, key, payload)
             return False
@@ -128,6 +189,7 @@ class MetaStore:
     def delete(self, db: Db, key: bytes) -> int:
         """Remove a record: 0 if there was none, ``DELETED``, or ``PRESERVED`` if the old
         version was moved to history (truthy either way)."""
+        key = self._skey(db, key)
         preserved = self._retire(db, key) if self.snap_gen_max and self._versioned[db] else False
         found: bool = self._txn.delete(key, db=self._dbs[db])
         if not found:
@@ -157,9 +219,10 @@ class MetaStore:
     def get_at(self, db: Db, key: bytes, gen: int) -> bytes | None:
         """The payload of ``key`` as it was at generation ``gen``, or None."""
         assert self._versioned[db]
+        key = self._skey(db, key)
         live = self._txn.get(key, db=self._dbs[db])
         if live is not None and schema.born_of(live) <= gen:
-            return bytes(live[8:])
+            return self._open(db, key, live)[1]
         if not self.has_history:
             return None
         start = schema.history_key(db, key, gen + 1)
@@ -169,13 +232,15 @@ class MetaStore:
             hkey, value = cursor.item()
             if bytes(hkey[:-8]) != start[:-8] or schema.born_of(value) > gen:
                 return None                # the oldest later version was born after gen
-            return bytes(value[8:])
+            return self._open(db, key, value)[1]
 
     def scan_at(self, db: Db, prefix: bytes, gen: int, start: bytes | None = None,
                 limit: int | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Like ``scan``, as the database was at generation ``gen``: live records born by
         then, merged in key order with the history versions alive then."""
         assert self._versioned[db]
+        if self._sealed[db] and db in NAMED:
+            assert start is None and len(prefix) <= NAMED[db], "a scan bound inside a token"
         live = ((k, v) for k, v in self._scan_stored(db, prefix, start) if schema.born_of(v) <= gen)
         old = self._history_at(db, prefix, gen, start)
         count = 0
@@ -186,7 +251,7 @@ class MetaStore:
             else:
                 item, b = b, next(old, None)
             assert item is not None
-            yield item[0], item[1][8:]
+            yield self._open(db, item[0], item[1])
             count += 1
             if limit is not None and count >= limit:
                 return

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..crypto.keys import KeySpec
 from ..engine.engine import Engine
 
 READY_TIMEOUT_S = 30.0
@@ -31,21 +32,26 @@ class MountError(Exception):
 
 class MountedVolume:
     def __init__(self, volume_dir: str | Path, mountpoint: str | Path, *, options: str = "",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, keys: KeySpec | None = None) -> None:
         self.volume_dir = Path(volume_dir)
         self.mountpoint = Path(mountpoint)
         self.options = options
         self.env = env
+        self.keys = keys or KeySpec()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.volume_dir.parent / f"{self.volume_dir.name}.worker.log"
 
     @classmethod
     def create(cls, base: str | Path, *, size: int = 1 << 30, block_size: int = 64 * 1024,
-               options: str = "", env: dict[str, str] | None = None) -> MountedVolume:
+               options: str = "", env: dict[str, str] | None = None, encrypt: bool = False,
+               compression: str = "none", dedup: bool = True) -> MountedVolume:
+        """mkfs and mount under ``base``; ``encrypt`` makes a key file ``base/kek``."""
         base = Path(base)
         (base / "mnt").mkdir(parents=True, exist_ok=True)
-        Engine.create(str(base / "vol"), size=size, block_size=block_size)
-        return cls(base / "vol", base / "mnt", options=options, env=env).mount()
+        keys = KeySpec(key_file=str(base / "kek")) if encrypt else KeySpec()
+        Engine.create(str(base / "vol"), size=size, block_size=block_size,
+                      keys=keys.manager() if encrypt else None, compression=compression, dedup=dedup)
+        return cls(base / "vol", base / "mnt", options=options, env=env, keys=keys).mount()
 
     def path(self, *parts: str) -> Path:
         return self.mountpoint.joinpath(*parts)
@@ -62,7 +68,7 @@ class MountedVolume:
         assert self.proc is None, "already mounted"
         read_fd, write_fd = os.pipe()
         command = [sys.executable, "-m", "galleonfs.fuse.worker", str(self.volume_dir),
-                   str(self.mountpoint), "--ready-fd", str(write_fd)]
+                   str(self.mountpoint), "--ready-fd", str(write_fd), *self.keys.arguments()]
         if self.options:
             command += ["-o", self.options]
         env = dict(os.environ, **(self.env or {}))
