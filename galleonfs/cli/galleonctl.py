@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import InvalidArgument
 from ..managers.model import AccessMode, VolumeType
 from ..units import format_size, parse_size
-from . import output
+from . import output, qos
 from .common import run
 
 DEFAULT_ADDRESS = "unix:/run/galleonfs/galleond.sock"
@@ -36,6 +36,7 @@ examples:
   galleonctl snapshot diff data@before-upgrade                  what changed since
   galleonctl volume clone data@before-upgrade data-test         a writable copy sharing blocks
   galleonctl snapshot-policy create hourly --schedule '0 * * * *' --retention 24 -l backup=yes
+  galleonctl qos create gold --iops-limit 500 --throughput-limit-mbps 20 && galleonctl qos assign gold data
   galleonctl storage-class create fast.yaml
   galleonctl node status
 
@@ -476,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = policy.add_parser("delete", help="delete a policy (its snapshots stay)", description="Delete a snapshot policy.")
     p.add_argument("name")
     p.set_defaults(func=policy_delete)
+
+    qos.add_commands(nouns, _read_command)
 
     classes = nouns.add_parser("storage-class", help="manage storage classes").add_subparsers(
         dest="verb", required=True, metavar="VERB")

@@ -33,6 +33,7 @@ from ..engine.committer import Committer
 from ..errors import GalleonError, NotFound
 from ..meta.schema import Inode
 from ..metrics.volume import VolumeStats
+from ..qos.throttle import Throttle
 from ..vfs.vfs import Ctx, SetAttr, Vfs
 from .tuning import Tuning
 
@@ -74,6 +75,22 @@ OPS = ("lookup", "forget", "getattr", "setattr", "readlink", "mknod", "mkdir", "
        "listxattr", "removexattr", "statfs")
 
 
+def _charged(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Charge a READ (its size) or WRITE (its length) to the volume's QoS throttle first.
+
+    One attribute check when the volume has no rates; otherwise the request may wait
+    (``qos/throttle.py``), never fail.
+    """
+
+    @functools.wraps(handler)
+    async def charged(self: FuseOps, fh: int, off: int, arg: Any) -> T:
+        if self.qos is not None:
+            await self.qos.admit(arg if isinstance(arg, int) else len(arg))
+        return await handler(self, fh, off, arg)
+
+    return charged
+
+
 class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
     enable_writeback_cache = True
     supports_dot_lookup = True
@@ -94,6 +111,7 @@ class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
             self.flush = self._flush_noop          # measured: one round trip per close
         self._blksize = vfs.bs
         self.errors: dict[int, int] = {}
+        self.qos: Throttle | None = None          # set by the worker while QoS rates apply
         self.stats: VolumeStats | None = None     # set by the worker when metrics are on
 
     async def _flush_noop(self, fh: int) -> None:
@@ -225,6 +243,7 @@ class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
         inode = self.vfs.create(parent_inode, name, mode, _ctx(ctx))
         return pyfuse3.FileInfo(fh=inode.ino, keep_cache=self._keep_cache), self.entry(inode)
 
+    @_charged
     @_op
     def read(self, fh: int, off: int, size: int) -> bytes:
         data = self.vfs.read(fh, off, size)
@@ -232,6 +251,7 @@ class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
             self.stats.read_bytes += len(data)
         return data
 
+    @_charged
     @_op
     def write(self, fh: int, off: int, buf: bytes) -> int:
         written = self.vfs.write(fh, off, buf)

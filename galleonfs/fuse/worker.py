@@ -39,6 +39,8 @@ from ..engine.committer import Committer
 from ..engine.engine import Engine, GcReport
 from ..engine.fsck import check_engine
 from ..errors import ExitCode, FailedPrecondition, GalleonError, InvalidArgument, NeedsCheck
+from ..qos.policy import WorkerRates
+from ..qos.throttle import Throttle
 from ..vfs.vfs import Vfs
 from . import metering
 from .adapter import FuseOps
@@ -132,6 +134,7 @@ class Worker:
         self.metering = metering.Metering(engine, self.ops, self.committer) if metering.enabled() else None
         self._token: trio.lowlevel.TrioToken | None = None
         self._last_checkpoint = time.monotonic()
+        self.throttle = Throttle(WorkerRates())   # enforced once the daemon sends rates
 
     def _on_init(self) -> None:
         # Called by pyfuse3 inside the trio loop, while it handles the kernel's INIT.
@@ -185,7 +188,17 @@ class Worker:
                 "snapshot_create": self._ctl_snapshot_create, "snapshot_delete": self._ctl_snapshot_delete,
                 "snapshot_list": self._ctl_snapshot_list, "snapshot_diff": self._ctl_snapshot_diff,
                 "snapshot_release": self._ctl_snapshot_release, "clone": self._ctl_clone,
-                "flatten": self._ctl_flatten}
+                "flatten": self._ctl_flatten, "qos": self._ctl_qos}
+
+    async def _ctl_qos(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Set (``rates``) or clear (``rates`` null) the rates to enforce, at once, mounted;
+        answer the QoS counters, from which the daemon sees this volume's demand."""
+        if "rates" in request:
+            rates = WorkerRates.from_json(request["rates"]) if request["rates"] else WorkerRates()
+            self.throttle.update(rates)
+            self.ops.qos = None if rates.unlimited else self.throttle
+        return {"rates": self.throttle.rates.to_json(), **self.throttle.counters(),
+                "throttled_s": self.throttle.throttled_s}
 
     async def _ctl_snapshot_release(self, request: dict[str, Any]) -> dict[str, Any]:
         clones.release(self.engine, str(request["name"]), str(request["clone_id"]))
@@ -252,7 +265,7 @@ class Worker:
             "pid": os.getpid(), "size": engine.size, "used_bytes": engine.used_bytes,
             "inodes_used": engine.get_int(b"inode_count"), "inodes_total": fs.files,
             "generation": engine.generation, "failsafe": engine.failsafe or "",
-            "read_only": engine.read_only, "counters": dict(engine.counters),
+            "read_only": engine.read_only, "counters": {**engine.counters, **self.throttle.counters()},
             "fuse_errors": {str(k): v for k, v in self.ops.errors.items()},
             "commits": self.committer.syncs,
             "rates": self.metering.rates() if self.metering is not None else {},

@@ -5,7 +5,8 @@ full sync before the call returns: once a request has been answered, a crash of 
 cannot take its effect back. Values are JSON (readable with ``mdb_dump``, easy to migrate).
 
 Databases: ``volumes`` (id -> volume), ``names`` (name -> id), ``classes`` (name -> storage
-class), ``node`` (key -> value: format version, node id).
+class), ``node`` (key -> value: format version, node id), ``qos_policies`` (name -> QoS
+policy), ``qos_assignments`` (volume id -> QoS policy name).
 
 What it must not do: validate (the managers do) or hold state outside LMDB.
 """
@@ -32,7 +33,7 @@ class Catalog:
     def __init__(self, data_dir: str) -> None:
         path = os.path.join(data_dir, "node.lmdb")
         try:
-            self._env = lmdb.open(path, subdir=True, create=True, max_dbs=8, map_size=_MAP_SIZE,
+            self._env = lmdb.open(path, subdir=True, create=True, max_dbs=16, map_size=_MAP_SIZE,
                                   sync=True, metasync=True)
         except lmdb.Error as exc:
             raise FormatError(f"cannot open the node catalog at {path}: {exc}") from exc
@@ -41,6 +42,8 @@ class Catalog:
         self._classes = self._env.open_db(b"classes")
         self._node = self._env.open_db(b"node")
         self._policies = self._env.open_db(b"policies")
+        self._qos = self._env.open_db(b"qos_policies")
+        self._qos_volumes = self._env.open_db(b"qos_assignments")
         with self._env.begin(write=True) as txn:
             version = txn.get(b"format", db=self._node)
             if version is None:
@@ -127,6 +130,39 @@ class Catalog:
     def delete_policy(self, name: str) -> None:
         with self._env.begin(write=True) as txn:
             txn.delete(name.encode(), db=self._policies)
+
+    # --- QoS policies and which volume has which ----------------------------------------------------
+    def qos_policy(self, name: str) -> dict[str, Any] | None:
+        if not _storable(name):
+            return None
+        with self._env.begin() as txn:
+            raw = txn.get(name.encode(), db=self._qos)
+        return None if raw is None else json.loads(raw)
+
+    def qos_policies(self) -> list[dict[str, Any]]:
+        with self._env.begin() as txn:
+            return [json.loads(v) for _, v in txn.cursor(db=self._qos)]
+
+    def put_qos_policy(self, policy: dict[str, Any]) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.put(policy["name"].encode(), json.dumps(policy, sort_keys=True).encode(), db=self._qos)
+
+    def delete_qos_policy(self, name: str) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.delete(name.encode(), db=self._qos)
+
+    def qos_assignments(self) -> dict[str, str]:
+        """Volume id -> QoS policy name."""
+        with self._env.begin() as txn:
+            return {bytes(k).decode(): bytes(v).decode() for k, v in txn.cursor(db=self._qos_volumes)}
+
+    def assign_qos(self, volume_id: str, policy: str) -> None:
+        """Give the volume ``policy``; an empty name takes its policy away."""
+        with self._env.begin(write=True) as txn:
+            if policy:
+                txn.put(volume_id.encode(), policy.encode(), db=self._qos_volumes)
+            else:
+                txn.delete(volume_id.encode(), db=self._qos_volumes)
 
     def close(self) -> None:
         self._env.close()

@@ -43,6 +43,19 @@ def _positive_int(value: Any) -> int:
     return number
 
 
+def _non_negative(value: Any) -> float:
+    """A rate where 0 means "not set" (the QoS budget)."""
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{value!r} is not a number") from None
+    if not number >= 0 or number == float("inf"):
+        raise InvalidArgument(f"{value!r} must be a number of at least 0")
+    return number
+
+
 def _mode(value: Any) -> int:
     if not isinstance(value, str):
         # TOML has already turned 0o640 into 416 and 640 into 640: which one the user
@@ -91,6 +104,8 @@ class NodeConfig:
     rpc_threads: int = 16
     tls_cert: str = ""
     tls_key: str = ""
+    qos_node_iops: float = 0.0               # 0: unknown, guarantees are not enforced
+    qos_node_throughput_mbps: float = 0.0
     sources: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
@@ -114,6 +129,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "data_dir": _data_dir, "listen": _listen, "socket_mode": _mode,
     "log_level": _choice("debug", "info", "warning", "error"), "log_format": _choice("json", "text"),
     "rpc_threads": _positive_int, "tls_cert": _path, "tls_key": _path,
+    "qos_node_iops": _non_negative, "qos_node_throughput_mbps": _non_negative,
 }
 
 

@@ -30,6 +30,7 @@ import trio
 
 from .. import __version__
 from ..errors import Busy, ExitCode, GalleonError
+from ..managers.qos import QosManager
 from ..managers.snapshots import PolicyManager, SnapshotManager
 from ..managers.storage_classes import StorageClassManager
 from ..managers.volumes import VolumeManager
@@ -85,6 +86,8 @@ class Daemon:
         self.volumes = VolumeManager(config.data_dir, self.catalog, self.classes)
         self.snapshots = SnapshotManager(self.volumes, self.catalog)
         self.policies = PolicyManager(self.catalog, self.volumes, self.snapshots)
+        self.qos = QosManager(self.catalog, self.volumes, node_iops=config.qos_node_iops,
+                              node_throughput_mbps=config.qos_node_throughput_mbps)
         self.info = NodeInfo(self.catalog.node_id, config.data_dir, [], self.volumes)
         self.server: Any = None
         self._restored = trio.Event()
@@ -115,6 +118,7 @@ class Daemon:
         from ..rpc.server import RpcServer, Tls
         from ..rpc.services import (
             NodeService,
+            QosService,
             SnapshotPolicyService,
             SnapshotService,
             StorageClassService,
@@ -129,7 +133,8 @@ class Daemon:
              "storage_class": StorageClassService(bridge, self.classes),
              "node": NodeService(bridge, self.info),
              "snapshot": SnapshotService(bridge, self.snapshots),
-             "snapshot_policy": SnapshotPolicyService(bridge, self.policies)},
+             "snapshot_policy": SnapshotPolicyService(bridge, self.policies),
+             "qos": QosService(bridge, self.qos)},
             threads=self.config.rpc_threads, socket_mode=self.config.socket_mode, tls=tls)
         for address in self.config.listen:
             self.info.listen.append(self.server.listen(address))
@@ -150,6 +155,7 @@ class Daemon:
         self.server.set_serving(True)
         log.info("galleond ready")
         nursery.start_soon(self.policies.run)
+        nursery.start_soon(self.qos.run)
 
     async def shutdown(self) -> None:
         if self.server is not None:

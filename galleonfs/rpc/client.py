@@ -16,6 +16,8 @@ from ..errors import GalleonError, Unavailable, error_from_status
 from ..v1 import (
     node_pb2,
     node_pb2_grpc,
+    qos_pb2,
+    qos_pb2_grpc,
     snapshot_pb2,
     snapshot_pb2_grpc,
     storage_class_pb2,
@@ -46,6 +48,7 @@ class Client:
         self.node = node_pb2_grpc.NodeServiceStub(self._channel)
         self.snapshots = snapshot_pb2_grpc.SnapshotServiceStub(self._channel)
         self.policies = snapshot_pb2_grpc.SnapshotPolicyServiceStub(self._channel)
+        self.qos = qos_pb2_grpc.QosServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -147,6 +150,23 @@ class Client:
 
     def delete_policy(self, name: str) -> None:
         self.call(self.policies.Delete, snapshot_pb2.DeleteSnapshotPolicyRequest(name=name))
+
+    # --- QoS policies ------------------------------------------------------------------------------
+    def create_qos_policy(self, policy: qos_pb2.QosPolicy) -> qos_pb2.QosPolicy:
+        return self.call(self.qos.Create, qos_pb2.CreateQosPolicyRequest(policy=policy))
+
+    def get_qos_policy(self, name: str) -> qos_pb2.QosPolicy:
+        return self.call(self.qos.Get, qos_pb2.GetQosPolicyRequest(name=name))
+
+    def list_qos_policies(self) -> list[qos_pb2.QosPolicy]:
+        return list(self.call(self.qos.List, qos_pb2.ListQosPoliciesRequest()).policies)
+
+    def delete_qos_policy(self, name: str) -> None:
+        self.call(self.qos.Delete, qos_pb2.DeleteQosPolicyRequest(name=name))
+
+    def assign_qos_policy(self, policy: str, volume: str) -> qos_pb2.AssignQosPolicyResponse:
+        """``policy`` "" takes the volume's policy away."""
+        return self.call(self.qos.Assign, qos_pb2.AssignQosPolicyRequest(policy=policy, volume=volume))
 
     # --- storage classes ---------------------------------------------------------------------------
     def create_storage_class(self, cls: types_pb2.StorageClass) -> types_pb2.StorageClass:

@@ -151,3 +151,25 @@ def policy_from_pb(p: Any) -> Any:
 
     return SnapshotPolicy(name=p.name, schedule=p.schedule, retention=p.retention,
                           selector=dict(p.volume_selector))
+
+
+def qos_policy_to_pb(p: Any, volumes: list[str]) -> Any:
+    from ..v1 import qos_pb2
+
+    return qos_pb2.QosPolicy(
+        name=p.name, volumes=volumes, created_at=timestamp(p.created_ns),
+        limits=qos_pb2.QosRates(iops=p.limits.iops, throughput_mbps=p.limits.throughput_mbps),
+        guarantees=qos_pb2.QosRates(iops=p.guarantees.iops, throughput_mbps=p.guarantees.throughput_mbps),
+        burstable=qos_pb2.QosBurst(enabled=p.burst.enabled, duration_seconds=p.burst.duration_s,
+                                   iops_multiplier=p.burst.iops_multiplier,
+                                   throughput_multiplier=p.burst.throughput_multiplier))
+
+
+def qos_policy_from_pb(p: Any) -> Any:
+    from ..qos.policy import Burst, QosPolicy, QosRates
+
+    b = p.burstable
+    return QosPolicy(name=p.name, limits=QosRates(p.limits.iops, p.limits.throughput_mbps),
+                     guarantees=QosRates(p.guarantees.iops, p.guarantees.throughput_mbps),
+                     burst=Burst(b.enabled, b.duration_seconds, b.iops_multiplier or 1.0,
+                                 b.throughput_multiplier or 1.0))

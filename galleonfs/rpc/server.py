@@ -24,6 +24,8 @@ from ..errors import Busy, InvalidArgument
 from ..v1 import (
     node_pb2,
     node_pb2_grpc,
+    qos_pb2,
+    qos_pb2_grpc,
     snapshot_pb2,
     snapshot_pb2_grpc,
     storage_class_pb2,
@@ -42,6 +44,7 @@ SERVICE_NAMES = (
     node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
     snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotService"].full_name,
     snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotPolicyService"].full_name,
+    qos_pb2.DESCRIPTOR.services_by_name["QosService"].full_name,
 )
 MESSAGE_BYTES_MAX = 16 * 1024 * 1024
 
@@ -67,6 +70,7 @@ class RpcServer:
         node_pb2_grpc.add_NodeServiceServicer_to_server(servicers["node"], self._server)
         snapshot_pb2_grpc.add_SnapshotServiceServicer_to_server(servicers["snapshot"], self._server)
         snapshot_pb2_grpc.add_SnapshotPolicyServiceServicer_to_server(servicers["snapshot_policy"], self._server)
+        qos_pb2_grpc.add_QosServiceServicer_to_server(servicers["qos"], self._server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(

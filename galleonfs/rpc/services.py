@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..managers.qos import QosManager
 from ..managers.snapshots import PolicyManager, SnapshotManager
 from ..managers.storage_classes import StorageClassManager
 from ..managers.volumes import VolumeManager
@@ -15,6 +16,8 @@ from ..node.status import NodeInfo
 from ..v1 import (
     node_pb2,
     node_pb2_grpc,
+    qos_pb2,
+    qos_pb2_grpc,
     snapshot_pb2,
     snapshot_pb2_grpc,
     storage_class_pb2,
@@ -178,3 +181,29 @@ class SnapshotPolicyService(snapshot_pb2_grpc.SnapshotPolicyServiceServicer):  #
     def Delete(self, request: Any, context: Any) -> Any:
         self.bridge.run_sync(self.policies.delete, request.name)
         return snapshot_pb2.DeleteSnapshotPolicyResponse()
+
+
+class QosService(qos_pb2_grpc.QosServiceServicer):  # type: ignore[misc]
+    def __init__(self, bridge: TrioBridge, qos: QosManager) -> None:
+        self.bridge = bridge
+        self.qos = qos
+
+    def _pb(self, policy: Any) -> Any:
+        return convert.qos_policy_to_pb(policy, self.qos.volumes_of(policy.name))
+
+    def Create(self, request: Any, context: Any) -> Any:
+        return self._pb(self.bridge.run_sync(self.qos.create, convert.qos_policy_from_pb(request.policy)))
+
+    def Get(self, request: Any, context: Any) -> Any:
+        return self._pb(self.bridge.run_sync(self.qos.get, request.name))
+
+    def List(self, request: Any, context: Any) -> Any:
+        return qos_pb2.ListQosPoliciesResponse(policies=[self._pb(p) for p in self.bridge.run_sync(self.qos.list)])
+
+    def Delete(self, request: Any, context: Any) -> Any:
+        self.bridge.run_sync(self.qos.delete, request.name)
+        return qos_pb2.DeleteQosPolicyResponse()
+
+    def Assign(self, request: Any, context: Any) -> Any:
+        volume, previous = self.bridge.run(self.qos.assign, request.policy, request.volume)
+        return qos_pb2.AssignQosPolicyResponse(volume=volume, policy=request.policy, previous_policy=previous)
