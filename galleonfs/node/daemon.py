@@ -29,6 +29,7 @@ from typing import Any
 import trio
 
 from .. import __version__
+from ..audit.log import AuditLog
 from ..errors import Busy, ExitCode, GalleonError
 from ..managers.qos import QosManager
 from ..managers.snapshots import PolicyManager, SnapshotManager
@@ -89,6 +90,7 @@ class Daemon:
         self.qos = QosManager(self.catalog, self.volumes, node_iops=config.qos_node_iops,
                               node_throughput_mbps=config.qos_node_throughput_mbps)
         self.info = NodeInfo(self.catalog.node_id, config.data_dir, [], self.volumes)
+        self.audit = AuditLog.open(config.data_dir)
         self.server: Any = None
         self._restored = trio.Event()
         self._stopping = False
@@ -114,6 +116,8 @@ class Daemon:
 
     def _start_server(self) -> None:
         from ..rpc import convert
+        from ..rpc.address import parse_address
+        from ..rpc.audit import AuditInterceptor, AuditService
         from ..rpc.bridge import TrioBridge
         from ..rpc.server import RpcServer, Tls
         from ..rpc.services import (
@@ -128,14 +132,17 @@ class Daemon:
         convert.volume_name_of = lambda vid: (self.catalog.volume(vid) or {}).get("name", vid)
         bridge = TrioBridge(trio.lowlevel.current_trio_token())
         tls = Tls(self.config.tls_cert, self.config.tls_key) if self.config.tls_cert else None
+        unix_paths = [p for p in (parse_address(a).unix_path for a in self.config.listen) if p]
         self.server = RpcServer(
             {"volume": VolumeService(bridge, self.volumes, self.snapshots),
              "storage_class": StorageClassService(bridge, self.classes),
              "node": NodeService(bridge, self.info),
              "snapshot": SnapshotService(bridge, self.snapshots),
              "snapshot_policy": SnapshotPolicyService(bridge, self.policies),
-             "qos": QosService(bridge, self.qos)},
-            threads=self.config.rpc_threads, socket_mode=self.config.socket_mode, tls=tls)
+             "qos": QosService(bridge, self.qos),
+             "audit": AuditService(self.audit)},
+            threads=self.config.rpc_threads, socket_mode=self.config.socket_mode, tls=tls,
+            interceptors=(AuditInterceptor(self.audit, unix_paths),))
         for address in self.config.listen:
             self.info.listen.append(self.server.listen(address))
         self.server.start()
@@ -162,6 +169,7 @@ class Daemon:
             await trio.to_thread.run_sync(self.server.stop, STOP_GRACE_S)
         await self.volumes.shutdown()
         self.catalog.close()
+        self.audit.close()
         log.info("galleond stopped cleanly")
 
 

@@ -14,6 +14,8 @@ import grpc
 
 from ..errors import GalleonError, Unavailable, error_from_status
 from ..v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     node_pb2,
     node_pb2_grpc,
     qos_pb2,
@@ -48,6 +50,7 @@ class Client:
         self.node = node_pb2_grpc.NodeServiceStub(self._channel)
         self.snapshots = snapshot_pb2_grpc.SnapshotServiceStub(self._channel)
         self.policies = snapshot_pb2_grpc.SnapshotPolicyServiceStub(self._channel)
+        self.audit = audit_pb2_grpc.AuditServiceStub(self._channel)
         self.qos = qos_pb2_grpc.QosServiceStub(self._channel)
 
     def close(self) -> None:
@@ -180,6 +183,16 @@ class Client:
 
     def delete_storage_class(self, name: str) -> None:
         self.call(self.classes.Delete, storage_class_pb2.DeleteStorageClassRequest(name=name))
+
+    # --- audit ---------------------------------------------------------------------------------------
+    def list_audit(self, *, since_ns: int = 0, volume: str = "") -> audit_pb2.ListAuditRecordsResponse:
+        request = audit_pb2.ListAuditRecordsRequest(volume=volume)
+        if since_ns:
+            request.since.FromNanoseconds(since_ns)
+        return self.call(self.audit.List, request)
+
+    def verify_audit(self) -> audit_pb2.VerifyAuditResponse:
+        return self.call(self.audit.Verify, audit_pb2.VerifyAuditRequest())
 
     # --- node ----------------------------------------------------------------------------------------
     def node_status(self) -> node_pb2.NodeStatus:

@@ -22,6 +22,8 @@ from grpc_reflection.v1alpha import reflection
 
 from ..errors import Busy, InvalidArgument
 from ..v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     node_pb2,
     node_pb2_grpc,
     qos_pb2,
@@ -44,6 +46,7 @@ SERVICE_NAMES = (
     node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
     snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotService"].full_name,
     snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotPolicyService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     qos_pb2.DESCRIPTOR.services_by_name["QosService"].full_name,
 )
 MESSAGE_BYTES_MAX = 16 * 1024 * 1024
@@ -57,10 +60,11 @@ class Tls:
 
 class RpcServer:
     def __init__(self, servicers: dict[str, object], *, threads: int, socket_mode: int = 0o660,
-                 tls: Tls | None = None) -> None:
+                 tls: Tls | None = None, interceptors: tuple[grpc.ServerInterceptor, ...] = ()) -> None:
+        # ``interceptors`` run outside the error interceptor: they see the status it set.
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
-            interceptors=[ErrorInterceptor()],
+            interceptors=[*interceptors, ErrorInterceptor()],
             options=[("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
                      ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
                      ("grpc.so_reuseport", 0)],
@@ -70,6 +74,7 @@ class RpcServer:
         node_pb2_grpc.add_NodeServiceServicer_to_server(servicers["node"], self._server)
         snapshot_pb2_grpc.add_SnapshotServiceServicer_to_server(servicers["snapshot"], self._server)
         snapshot_pb2_grpc.add_SnapshotPolicyServiceServicer_to_server(servicers["snapshot_policy"], self._server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(servicers["audit"], self._server)
         qos_pb2_grpc.add_QosServiceServicer_to_server(servicers["qos"], self._server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)

@@ -29,6 +29,7 @@ from galleonfs.v1 import (
 REPO = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
 SERVICES = [
+    "galleonfs.v1.AuditService",
     "galleonfs.v1.NodeService",
     "galleonfs.v1.QosService",
     "galleonfs.v1.SnapshotPolicyService",

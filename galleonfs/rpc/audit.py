@@ -1,0 +1,162 @@
+"""The gRPC side of the audit log: the interceptor that appends, and the AuditService.
+
+``AuditInterceptor`` wraps every unary call of a ``galleonfs.v1`` service that is not a
+read (``READ_VERBS``; so a method added later is audited unless it is declared a read). It
+sits outside ``status.ErrorInterceptor`` and records what the client was answered: the
+status code and sentence that interceptor set, or OK. It appends on the pool thread that
+served the call, after the call and before the answer leaves, so an answered call is in the
+log. An audit log that cannot be written is logged as an ERROR and the answer still goes
+out: the change has been made by then, and denying it would mislead the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from ..audit import peer as peers
+from ..audit.log import AuditLog, audit_string_bytes_max, list_records_max
+from ..errors import GalleonError
+from ..v1 import audit_pb2, audit_pb2_grpc
+from .convert import timestamp
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/galleonfs.v1."
+# A method whose name starts with one of these only reads; every other one is audited.
+READ_VERBS = ("Get", "List", "Diff", "Verify", "Watch", "Check")
+# Request fields whose values are never written to the log (matched on the field name).
+SECRET_WORDS = ("secret", "passphrase", "password", "token", "credential", "private", "key")
+
+
+def audited(method: str) -> bool:
+    """Whether a full gRPC method name (``/galleonfs.v1.VolumeService/Create``) changes state."""
+    if not method.startswith(API_PREFIX) or method.startswith("/galleonfs.v1.AuditService/"):
+        return False
+    return not method.rsplit("/", 1)[-1].startswith(READ_VERBS)
+
+
+def redact(value: Any) -> Any:
+    """A request as a JSON-able value, with secret fields and overlong strings replaced."""
+    if isinstance(value, dict):
+        return {k: "<redacted>" if any(w in k.lower() for w in SECRET_WORDS) else redact(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if isinstance(value, str) and len(value.encode()) > audit_string_bytes_max:
+        return value.encode()[:audit_string_bytes_max].decode(errors="ignore") + "…"
+    return value
+
+
+class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, audit: AuditLog, unix_paths: list[str]) -> None:
+        self.audit = audit
+        self.unix_paths = unix_paths
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None or not audited(details.method):
+            return handler
+        inner = handler.unary_unary
+        method = details.method.lstrip("/")
+
+        def recorded(request: Any, context: grpc.ServicerContext) -> Any:
+            reply = None
+            try:
+                reply = inner(request, context)
+                return reply
+            finally:
+                self._append(method, request, reply, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            recorded, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+    def _append(self, method: str, request: Any, reply: Any, context: grpc.ServicerContext) -> None:
+        code = context.code() or grpc.StatusCode.OK
+        details = context.details() or b""          # grpcio keeps what abort() got, as bytes
+        message = details.decode(errors="replace") if isinstance(details, bytes) else str(details)
+        fields = {
+            "time_ns": time.time_ns(), "method": method,
+            "peer": self._peer(context.peer()),
+            "request": redact(MessageToDict(request, preserving_proto_field_name=True)),
+            "volume": _volume_of(method, request, reply),
+            "code": code.name, "message": message if code != grpc.StatusCode.OK else "",
+        }
+        fields["time"] = _rfc3339(fields["time_ns"])
+        try:
+            self.audit.append(fields)
+        except GalleonError as exc:
+            log.error("%s was served but not audited: %s", method, exc)
+
+    def _peer(self, address: str) -> dict[str, Any]:
+        if not address.startswith("unix:"):
+            return {"transport": "tcp", "address": address}
+        entry: dict[str, Any] = {"transport": "unix", "address": ",".join(self.unix_paths)}
+        clients = peers.unix_peers(self.unix_paths)
+        ids = {(c.uid, c.gid) for c in clients}
+        if len(ids) == 1:
+            (entry["uid"], entry["gid"]), = ids
+            if len(clients) == 1:
+                entry["pid"] = clients[0].pid
+        else:
+            seen = ", ".join(f"uid {c.uid} gid {c.gid} pid {c.pid}" for c in clients) or "none"
+            entry["note"] = f"{len(clients)} clients with different credentials were connected: {seen}"
+        return entry
+
+
+def _volume_of(method: str, request: Any, reply: Any) -> str:
+    """The volume a call was about: its ``volume`` field, or a VolumeService call's name."""
+    fields = request.DESCRIPTOR.fields_by_name
+    if "volume" in fields and isinstance(request.volume, str) and request.volume:
+        return str(request.volume)
+    if method.startswith("galleonfs.v1.VolumeService/"):
+        if "name" in fields and request.name:
+            return str(request.name)
+        if reply is not None and reply.DESCRIPTOR.full_name == "galleonfs.v1.Volume":
+            return str(reply.name)                # unmount by path names the volume only here
+    return ""
+
+
+def _rfc3339(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9 // 1000:06d}Z"
+
+
+def record_to_pb(line: int, r: dict[str, Any]) -> audit_pb2.AuditRecord:
+    p = r.get("peer") or {}
+    return audit_pb2.AuditRecord(
+        seq=int(r["seq"]), line=line, time=timestamp(int(r.get("time_ns", 0))),
+        peer=audit_pb2.AuditPeer(
+            transport=str(p.get("transport", "")), address=str(p.get("address", "")),
+            credentials_known="uid" in p, uid=int(p.get("uid", 0)), gid=int(p.get("gid", 0)),
+            pid=int(p.get("pid", 0)), note=str(p.get("note", ""))),
+        method=str(r.get("method", "")), volume=str(r.get("volume", "")),
+        request_json=json.dumps(r.get("request", {}), sort_keys=True),
+        code=str(r.get("code", "")), message=str(r.get("message", "")),
+        hash=str(r["hash"]), prev_hash=str(r["prev"]))
+
+
+class AuditService(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc]
+    """Reads the file on the pool thread (no trio state is involved; see ``AuditLog``)."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+
+    def List(self, request: Any, context: Any) -> Any:
+        since_ns = request.since.ToNanoseconds() if request.HasField("since") else 0
+        matching = list(self.audit.records(since_ns=since_ns, volume=request.volume))
+        kept = matching[-list_records_max:]
+        return audit_pb2.ListAuditRecordsResponse(
+            records=[record_to_pb(n, r) for n, r in kept], truncated=len(kept) < len(matching))
+
+    def Verify(self, request: Any, context: Any) -> Any:
+        verdict = self.audit.verify()
+        return audit_pb2.VerifyAuditResponse(intact=verdict.intact, records=verdict.records,
+                                             bad_line=verdict.bad_line, problem=verdict.problem,
+                                             path=self.audit.path)
