@@ -39,6 +39,7 @@ examples:
   galleonctl qos create gold --iops-limit 500 --throughput-limit-mbps 20 && galleonctl qos assign gold data
   galleonctl storage-class create fast.yaml
   galleonctl node status
+  galleonctl top                                                all volumes' IOPS, MB/s, latency, live
 
   The daemon's address comes from --address or GALLEONFS_ADDRESS
   (default unix:/run/galleonfs/galleond.sock).
@@ -355,33 +356,27 @@ def node_status(args: argparse.Namespace) -> int:
         return _emit(args, output.to_dict(c.node_status()), output.node_detail)
 
 
-# --- audit ---------------------------------------------------------------------------------------
-def audit_list(args: argparse.Namespace) -> int:
-    from .since import parse_since
-
-    since_ns = parse_since(args.since) if args.since else 0
-    with _client(args) as c:
-        reply = c.list_audit(since_ns=since_ns, volume=args.volume or "")
-    records = [output.to_dict(r) for r in reply.records]
-    if args.output == "table" and not records:
-        print("no audit records")
-        return 0
-    _emit(args, records, output.audit_rows)
-    if reply.truncated:
-        print(f"galleonctl: only the newest {len(records)} records are shown; narrow with --since",
-              file=sys.stderr)
-    return 0
-
-
-def audit_verify(args: argparse.Namespace) -> int:
-    from ..errors import Corrupt
+def top(args: argparse.Namespace) -> int:
+    from . import top as top_view
 
     with _client(args) as c:
-        reply = c.verify_audit()
-    if not reply.intact:
-        raise Corrupt(f"audit log {reply.path} is broken at line {reply.bad_line}: {reply.problem}")
-    print(f"audit log intact: {reply.records} records")
-    return 0
+        return top_view.run(args, c)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 0")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0.1 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0.1 to 3600")
+    return value
 
 
 def completion(args: argparse.Namespace) -> int:
@@ -526,16 +521,11 @@ def build_parser() -> argparse.ArgumentParser:
     node = nouns.add_parser("node", help="this node").add_subparsers(dest="verb", required=True, metavar="VERB")
     _read_command(node, "status", "show the node's status", node_status)
 
-    audit = nouns.add_parser("audit", help="the log of API calls that changed state").add_subparsers(
-        dest="verb", required=True, metavar="VERB")
-    p = _read_command(audit, "list", "list audit records: who changed what, when, with what result",
-                      audit_list)
-    p.add_argument("--since", metavar="TIME|DURATION", help="e.g. 15m, 2h, 7d or 2026-11-30T20:00:00Z")
-    p.add_argument("--volume", metavar="NAME", help="only calls about this volume")
-    p = audit.add_parser("verify", help="check the audit log's hash chain",
-                         description="Check that no line of the audit log was edited, removed, "
-                                     "reordered or inserted. Exit 0 when intact, 7 when not.")
-    p.set_defaults(func=audit_verify)
+    p = _read_command(nouns, "top", "show every volume's IOPS, MB/s, latency and usage, refreshed",
+                      top)
+    p.add_argument("--interval", type=_seconds, default=2.0, help="seconds between refreshes (default 2)")
+    p.add_argument("--iterations", type=_count, default=0, metavar="N", help="stop after N refreshes (default: never)")
+    p.add_argument("--once", action="store_true", help="print one frame and exit (= --iterations 1)")
 
     p = nouns.add_parser("completion", help="print a shell completion script")
     p.add_argument("shell", choices=["bash", "zsh", "tcsh"])

@@ -91,11 +91,26 @@ def stats_detail(s: dict[str, Any]) -> str:
              ("inodes", f"{s['inodes_used']} of {s['inodes_total']}"),
              ("on disk", format_size(int(s["disk_bytes"]))),
              ("mounted", f"yes (worker pid {s['worker_pid']})" if s["mounted"] else "no")]
+    r = s.get("rates") or {}
+    if s["mounted"] and float(r.get("window_seconds", 0)):
+        pairs += [(f"last {float(r['window_seconds']):.0f} s",
+                   f"{float(r['requests_per_second']):.1f} requests/s"),
+                  ("read", f"{float(r['read_ops_per_second']):.1f} IOPS, {mb_per_s(r['read_bytes_per_second'])}"),
+                  ("write", f"{float(r['write_ops_per_second']):.1f} IOPS, {mb_per_s(r['write_bytes_per_second'])}"),
+                  ("latency", f"p50 {ms(r['latency_p50_seconds'])}, p99 {ms(r['latency_p99_seconds'])}")]
     if s.get("failsafe"):
         pairs.append(("failsafe", s.get("failsafe_reason") or "yes"))
     for key, value in sorted(s.get("counters", {}).items()):
         pairs.append((key.replace("_", " "), value))
     return fields(pairs)
+
+
+def mb_per_s(bytes_per_s: Any) -> str:
+    return f"{float(bytes_per_s) / 1e6:.1f} MB/s"
+
+
+def ms(seconds: Any) -> str:
+    return f"{float(seconds) * 1e3:.2f} ms"
 
 
 def class_rows(classes: list[dict[str, Any]]) -> str:
@@ -112,7 +127,8 @@ def node_detail(n: dict[str, Any]) -> str:
              ("listening on", ", ".join(n["listen"])), ("started", n.get("started_at", "-")),
              ("disk", f"{format_size(int(n['available_bytes']))} free of {format_size(int(n['capacity_bytes']))}"),
              ("provisioned", format_size(int(n["provisioned_bytes"]))), ("volumes", states),
-             ("mount workers", f"{n['mount_workers_up']} up of {n['mount_workers_expected']}")]
+             ("mount workers", f"{n['mount_workers_up']} up of {n['mount_workers_expected']}"),
+             ("metrics", n.get("metrics_url") or "off")]
     for problem in n["problems"]:
         pairs.append(("problem", problem))
     return fields(pairs)
@@ -146,20 +162,3 @@ def policy_rows(policies: list[dict[str, Any]]) -> str:
              p.get("last_run", "-") or "-", p.get("next_run", "-"), p.get("last_error", "") or ""]
             for p in policies]
     return table(rows, ["NAME", "SCHEDULE", "KEEP", "SELECTOR", "LAST RUN", "NEXT RUN", "LAST ERROR"])
-
-
-def audit_peer(p: dict[str, Any]) -> str:
-    """'uid 0 gid 0 pid 4242', 'ipv4:10.0.0.5:51234', or '?' when it could not be told."""
-    if p.get("transport") == "tcp":
-        return str(p.get("address", "?"))
-    if not p.get("credentials_known"):
-        return "?"
-    who = f"uid {p['uid']} gid {p['gid']}"
-    return who + (f" pid {p['pid']}" if int(p.get("pid", 0)) else "")
-
-
-def audit_rows(records: list[dict[str, Any]]) -> str:
-    rows = [[r["seq"], r.get("time", "-"), audit_peer(r.get("peer", {})), r["method"].removeprefix("galleonfs.v1."),
-             r["volume"] or "-", r["code"] + (f": {r['message']}" if r["message"] else "")]
-            for r in records]
-    return table(rows, ["SEQ", "TIME", "WHO", "METHOD", "VOLUME", "RESULT"])

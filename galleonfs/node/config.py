@@ -56,6 +56,16 @@ def _non_negative(value: Any) -> float:
     return number
 
 
+def _metrics_listen(value: Any) -> str:
+    """host:port of /metrics, /healthz and /readyz; port 0 picks a free port; "" is off."""
+    from ..metrics.http import parse_listen
+
+    text = str(value).strip()
+    if text:
+        parse_listen(text)
+    return text
+
+
 def _mode(value: Any) -> int:
     if not isinstance(value, str):
         # TOML has already turned 0o640 into 416 and 640 into 640: which one the user
@@ -104,6 +114,7 @@ class NodeConfig:
     rpc_threads: int = 16
     tls_cert: str = ""
     tls_key: str = ""
+    metrics_listen: str = "127.0.0.1:9464"   # the usual node-exporter-style port; "" is off
     qos_node_iops: float = 0.0               # 0: unknown, guarantees are not enforced
     qos_node_throughput_mbps: float = 0.0
     sources: dict[str, str] = field(default_factory=dict)
@@ -129,6 +140,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "data_dir": _data_dir, "listen": _listen, "socket_mode": _mode,
     "log_level": _choice("debug", "info", "warning", "error"), "log_format": _choice("json", "text"),
     "rpc_threads": _positive_int, "tls_cert": _path, "tls_key": _path,
+    "metrics_listen": _metrics_listen,
     "qos_node_iops": _non_negative, "qos_node_throughput_mbps": _non_negative,
 }
 

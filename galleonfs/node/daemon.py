@@ -29,7 +29,6 @@ from typing import Any
 import trio
 
 from .. import __version__
-from ..audit.log import AuditLog
 from ..errors import Busy, ExitCode, GalleonError
 from ..managers.qos import QosManager
 from ..managers.snapshots import PolicyManager, SnapshotManager
@@ -90,8 +89,8 @@ class Daemon:
         self.qos = QosManager(self.catalog, self.volumes, node_iops=config.qos_node_iops,
                               node_throughput_mbps=config.qos_node_throughput_mbps)
         self.info = NodeInfo(self.catalog.node_id, config.data_dir, [], self.volumes)
-        self.audit = AuditLog.open(config.data_dir)
         self.server: Any = None
+        self.metrics: Any = None
         self._restored = trio.Event()
         self._stopping = False
 
@@ -100,6 +99,7 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.volumes.supervisor.run)
+                self._start_metrics()
                 self._start_server()
                 task_status.started(list(self.info.listen))
                 nursery.start_soon(self._restore, nursery)
@@ -116,8 +116,6 @@ class Daemon:
 
     def _start_server(self) -> None:
         from ..rpc import convert
-        from ..rpc.address import parse_address
-        from ..rpc.audit import AuditInterceptor, AuditService
         from ..rpc.bridge import TrioBridge
         from ..rpc.server import RpcServer, Tls
         from ..rpc.services import (
@@ -132,22 +130,45 @@ class Daemon:
         convert.volume_name_of = lambda vid: (self.catalog.volume(vid) or {}).get("name", vid)
         bridge = TrioBridge(trio.lowlevel.current_trio_token())
         tls = Tls(self.config.tls_cert, self.config.tls_key) if self.config.tls_cert else None
-        unix_paths = [p for p in (parse_address(a).unix_path for a in self.config.listen) if p]
         self.server = RpcServer(
             {"volume": VolumeService(bridge, self.volumes, self.snapshots),
              "storage_class": StorageClassService(bridge, self.classes),
              "node": NodeService(bridge, self.info),
              "snapshot": SnapshotService(bridge, self.snapshots),
              "snapshot_policy": SnapshotPolicyService(bridge, self.policies),
-             "qos": QosService(bridge, self.qos),
-             "audit": AuditService(self.audit)},
-            threads=self.config.rpc_threads, socket_mode=self.config.socket_mode, tls=tls,
-            interceptors=(AuditInterceptor(self.audit, unix_paths),))
+             "qos": QosService(bridge, self.qos)},
+            threads=self.config.rpc_threads, socket_mode=self.config.socket_mode, tls=tls)
         for address in self.config.listen:
             self.info.listen.append(self.server.listen(address))
         self.server.start()
         log.info("galleond %s serving on %s (data dir %s)", __version__,
                  ", ".join(self.info.listen), self.config.data_dir)
+
+    def _start_metrics(self) -> None:
+        """/metrics, /healthz and /readyz on ``metrics_listen``, before any worker starts
+        (workers inherit the metrics directory from this process's environment)."""
+        if not self.config.metrics_listen:
+            return
+        from ..metrics import multiproc
+        from ..metrics.http import MetricsServer, Readiness
+
+        token = trio.lowlevel.current_trio_token()
+
+        def status() -> Any:
+            return trio.from_thread.run_sync(self.info.status, trio_token=token)
+
+        def readiness() -> Readiness:
+            try:
+                s = status()
+            except trio.RunFinishedError:
+                return Readiness(False, ["galleond is shutting down"])
+            return Readiness(s.ready, s.problems)
+
+        path = multiproc.prepare(self.config.data_dir)
+        self.metrics = MetricsServer(self.config.metrics_listen, path, status, readiness)
+        self.metrics.start()
+        self.info.metrics_url = self.metrics.url
+        log.info("metrics on %s (also /healthz, /readyz)", self.metrics.url)
 
     async def _restore(self, nursery: trio.Nursery) -> None:
         """Bring back the mounts of the last run; health turns SERVING when done; then the
@@ -168,8 +189,9 @@ class Daemon:
         if self.server is not None:
             await trio.to_thread.run_sync(self.server.stop, STOP_GRACE_S)
         await self.volumes.shutdown()
+        if self.metrics is not None:
+            await trio.to_thread.run_sync(self.metrics.stop)
         self.catalog.close()
-        self.audit.close()
         log.info("galleond stopped cleanly")
 
 

@@ -29,6 +29,7 @@ class NodeStatus:
     workers_expected: int
     ready: bool
     problems: list[str] = field(default_factory=list)
+    metrics_url: str = ""
 
 
 class NodeInfo:
@@ -39,6 +40,7 @@ class NodeInfo:
         self.volumes = volumes
         self.started_ns = time.time_ns()
         self.reconciled = False
+        self.metrics_url = ""
 
     def status(self) -> NodeStatus:
         fs = os.statvfs(self.data_dir)
@@ -61,5 +63,5 @@ class NodeInfo:
             provisioned_bytes=sum(v.size for v in volumes),
             volumes_by_state={s.value: by_state.get(s.value, 0) for s in VolumeState},
             workers_up=up, workers_expected=expected, ready=self.reconciled and up >= expected,
-            problems=problems,
+            problems=problems, metrics_url=self.metrics_url,
         )

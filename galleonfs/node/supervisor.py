@@ -32,6 +32,7 @@ from .. import limits
 from ..engine.engine import LOCK_FILE, NEEDS_CHECK_FILE
 from ..errors import GalleonError, Unavailable
 from ..fuse import control
+from ..metrics import multiproc
 from . import mounts
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,7 @@ class Supervisor:
                     os.close(pidfd)
             worker.exit_status = "exited (adopted worker; status unknown)"
         worker.exited.set()
+        multiproc.forget(worker.pid)
         if self.workers.get(worker.volume_id) is worker:
             del self.workers[worker.volume_id]
         if worker.stopping:

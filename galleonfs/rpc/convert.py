@@ -19,6 +19,7 @@ from ..managers.model import (
     VolumeType,
 )
 from ..v1 import types_pb2 as pb
+from ..v1 import volume_pb2
 
 _TYPES = {VolumeType.EPHEMERAL: pb.EPHEMERAL, VolumeType.PERSISTENT: pb.PERSISTENT,
           VolumeType.SHARED: pb.SHARED}
@@ -44,6 +45,20 @@ def timestamp(ns: int) -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(ns)
     return ts
+
+
+def rates_to_pb(r: dict[str, Any]) -> volume_pb2.VolumeRates:
+    """The worker's ``stats`` reply ``rates`` (empty when unmounted or metrics are off)."""
+    return volume_pb2.VolumeRates(
+        window_seconds=float(r.get("window_s", 0)), requests_per_second=float(r.get("requests_per_s", 0)),
+        read_ops_per_second=float(r.get("read_ops_per_s", 0)),
+        write_ops_per_second=float(r.get("write_ops_per_s", 0)),
+        read_bytes_per_second=float(r.get("read_bytes_per_s", 0)),
+        write_bytes_per_second=float(r.get("write_bytes_per_s", 0)),
+        latency_p50_seconds=float(r.get("latency_p50_s", 0)),
+        latency_p99_seconds=float(r.get("latency_p99_s", 0)),
+        requests_total=int(r.get("requests_total", 0)), read_bytes_total=int(r.get("read_bytes_total", 0)),
+        written_bytes_total=int(r.get("written_bytes_total", 0)))
 
 
 def volume_to_pb(v: Volume) -> pb.Volume:

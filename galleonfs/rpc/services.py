@@ -86,6 +86,7 @@ class VolumeService(volume_pb2_grpc.VolumeServiceServicer):  # type: ignore[misc
             mounted=bool(stats["mounted"]), worker_pid=int(stats.get("pid") or 0),
             counters={k: int(v) for k, v in dict(stats.get("counters") or {}).items()},
             failsafe=bool(stats.get("failsafe")), failsafe_reason=str(stats.get("failsafe") or ""),
+            rates=convert.rates_to_pb(dict(stats.get("rates") or {})),
         )
 
 
@@ -124,7 +125,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
             capacity_bytes=s.capacity_bytes, available_bytes=s.available_bytes,
             provisioned_bytes=s.provisioned_bytes, volumes_by_state=s.volumes_by_state,
             mount_workers_up=s.workers_up, mount_workers_expected=s.workers_expected,
-            ready=s.ready, problems=s.problems,
+            ready=s.ready, problems=s.problems, metrics_url=s.metrics_url,
         )
 
 

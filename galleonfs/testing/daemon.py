@@ -31,6 +31,8 @@ class RunningDaemon:
         self.log_path = self.base / "galleond.log"
         self.env = dict(os.environ, **(env or {}))
         self.env.pop("GALLEONFS_CONFIG", None)
+        # Port 0: a free port each, so that daemons of parallel tests never clash.
+        self.env.setdefault("GALLEONFS_METRICS_LISTEN", "127.0.0.1:0")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, wait: bool = True) -> RunningDaemon:
@@ -70,6 +72,15 @@ class RunningDaemon:
         if check and done.returncode != 0:
             raise AssertionError(f"galleonctl {' '.join(args)} failed ({done.returncode}): {done.stderr}")
         return done
+
+    def metrics_url(self, path: str = "/metrics") -> str:
+        """Where this daemon serves ``path`` (/metrics, /healthz, /readyz), from node status."""
+        from galleonfs.rpc.client import Client
+
+        with Client(self.address, timeout_s=30) as client:
+            url: str = client.node_status().metrics_url
+        assert url, "metrics are off (metrics_listen is empty)"
+        return url.removesuffix("/metrics") + path
 
     def log(self) -> str:
         try:

@@ -1,0 +1,1 @@
+"""Metrics, health endpoints, ``volume stats`` and ``top`` against a real galleond."""
