@@ -22,6 +22,7 @@ from interleaving their control calls.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import math
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ class QosManager:
     def list(self) -> list[QosPolicy]:
         return sorted((QosPolicy.from_json(p) for p in self.catalog.qos_policies()), key=lambda p: p.name)
 
-    def volumes_of(self, name: str) -> list[str]:
+    def volumes_of(self, name: str) -> builtins.list[str]:
         """Names of the volumes that have policy ``name``."""
         out = []
         for volume_id, policy in self.catalog.qos_assignments().items():
@@ -161,12 +162,12 @@ class QosManager:
                 burst_bytes_multiplier=burst.throughput_multiplier if burst and eff_bps == own_bps else 1.0)
         return out
 
-    def _split(self, budget: float, ids: list[str], policies: dict[str, QosPolicy | None],
+    def _split(self, budget: float, ids: builtins.list[str], policies: dict[str, QosPolicy | None],
                what: str) -> dict[str, float]:
         """The budget's split for one resource; empty without a budget."""
         if not budget or not ids:
             return {}
-        shares = []
+        shares: builtins.list[Share] = []
         for vid in ids:
             policy, seen = policies[vid], self._seen.get(vid)
             own = (policy.limits.iops if what == "iops" else policy.limits.bytes_per_s) if policy else 0.0
