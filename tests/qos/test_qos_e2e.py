@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from metrics.util import scrape, value
 from node.util import api, ctl_json, ctl_ok, user_error, wait_until
 
 from galleonfs.testing.daemon import RunningDaemon
@@ -64,6 +65,10 @@ def test_a_limit_throttles_a_mounted_volume_and_changes_apply_without_remount(
     assert moved["qos_bytes"] == 100 * BLOCK
     assert moved["qos_waits"] > 0 and moved["qos_throttled_us"] > 0
     assert elapsed >= (100 - 5) / 50 - 0.01, f"100 writes at 50 IOPS took only {elapsed:.2f} s"
+    # Prometheus has the same waits (the worker flushes its counters once a second).
+    waited_s = qos_counters(d, "qos-a")["qos_throttled_us"] / 1e6
+    wait_until(lambda: value(scrape(d), "galleonfs_qos_throttled_seconds_total", volume="qos-a")
+               == pytest.approx(waited_s, abs=1e-6), "the throttled time is exported")
 
     # Another policy, same mount: a 100k IOPS bucket holds 10,000 tokens, so nothing waits.
     ctl_ok(d, "qos", "create", "fast", "--iops-limit", "100000")
