@@ -240,8 +240,7 @@ PARAMETERS: dict[str, Any] = {
     "dedup": _choice("on", "off"),
     "write_concern": _choice("acknowledged", "durable", "replicated", "distributed"),
 }
-SUPPORTED_NOW = {"replication_factor": {"1"}, "encryption": {"none"}, "compression": {"none"},
-                 "dedup": {"on"}, "write_concern": {"acknowledged", "durable"}}
+SUPPORTED_NOW = {"replication_factor": {"1"}, "write_concern": {"acknowledged", "durable"}}
 
 
 @dataclass

@@ -27,6 +27,8 @@ from typing import Any
 import trio
 
 from .. import limits
+from ..crypto import volume_key
+from ..crypto.keys import KeyManager, KeySpec
 from ..engine.engine import Engine
 from ..errors import (
     AlreadyExists,
@@ -63,11 +65,13 @@ RESTART_WINDOW_S = 60.0
 
 
 class VolumeManager:
-    def __init__(self, data_dir: str, catalog: Catalog, classes: StorageClassManager) -> None:
+    def __init__(self, data_dir: str, catalog: Catalog, classes: StorageClassManager,
+                 keys: KeySpec | None = None) -> None:
         self.data_dir = data_dir
         self.catalog = catalog
         self.classes = classes
-        self.supervisor = Supervisor(data_dir, self._worker_died)
+        self.keys = keys or KeySpec()
+        self.supervisor = Supervisor(data_dir, self._worker_died, self.keys)
         self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
         self._restarts: dict[str, tuple[int, float]] = {}   # volume id -> (deaths in a row, last)
         os.makedirs(os.path.join(data_dir, "volumes"), mode=0o700, exist_ok=True)
@@ -75,6 +79,23 @@ class VolumeManager:
     # --- lookups -------------------------------------------------------------------------------
     def volume_dir(self, volume_id: str) -> str:
         return os.path.join(self.data_dir, "volumes", volume_id)
+
+    def key_manager(self, *, needed_for: str = "") -> KeyManager | None:
+        """The node's key manager, or None when no key source is configured. With
+        ``needed_for``, its absence is an error that says how to configure one."""
+        if not self.keys.configured:
+            if needed_for:
+                raise FailedPrecondition(
+                    f"{needed_for} needs an encryption key and this node has no key source; set "
+                    f"key_file (or key_passphrase_env, or key_command) in galleond's configuration")
+            return None
+        return self.keys.manager()
+
+    def open_engine(self, volume_id: str, **kwargs: Any) -> Engine:
+        """Open a volume here (not mounted), with the node's keys if it is encrypted."""
+        path = self.volume_dir(volume_id)
+        keys = self.key_manager(needed_for=f"volume {volume_id}") if volume_key.is_encrypted(path) else None
+        return Engine.open(path, keys=keys, **kwargs)
 
     def get(self, name: str) -> Volume:
         """A volume by name or id."""
@@ -124,8 +145,13 @@ class VolumeManager:
                             type=type, access_modes=modes, labels=labels, block_size=cls.block_size)
             self._save(volume)
             try:
+                params = cls.parameters
+                keys = (self.key_manager(needed_for=f"storage class {cls.name}")
+                        if params.get("encryption", "none") != "none" else None)
                 await trio.to_thread.run_sync(lambda: Engine.create(
-                    self.volume_dir(volume.id), size=size, block_size=volume.block_size, name=name))
+                    self.volume_dir(volume.id), size=size, block_size=volume.block_size, name=name,
+                    keys=keys, compression=params.get("compression", "none"),
+                    dedup=params.get("dedup", "on") == "on"))
             except BaseException as exc:
                 shutil.rmtree(self.volume_dir(volume.id), ignore_errors=True)
                 self.catalog.delete_volume(volume.id)
@@ -149,8 +175,11 @@ class VolumeManager:
             mounts.prepare_mount_point(path)
             worker = self.supervisor.workers.get(volume.id)
             if worker is None:
-                worker = await self.supervisor.start(volume.id, self.volume_dir(volume.id),
-                                                     read_only=self._worker_read_only(volume))
+                try:
+                    worker = await self.supervisor.start(volume.id, self.volume_dir(volume.id),
+                                                         read_only=self._worker_read_only(volume))
+                except GalleonError as exc:
+                    raise type(exc)(f"cannot mount volume {volume.name}: {exc}") from None
                 self._restarts.pop(volume.id, None)     # a mount asked for: a fresh start
             try:
                 await mounts.bind(worker.staging, path, read_only=read_only)
@@ -242,7 +271,7 @@ class VolumeManager:
         return volume
 
     def _resize_offline(self, volume_id: str, size: int) -> None:
-        engine = Engine.open(self.volume_dir(volume_id))
+        engine = self.open_engine(volume_id)
         try:
             engine.check_writable()
             engine.set_int(b"size", size)
@@ -297,8 +326,7 @@ class VolumeManager:
         return await trio.to_thread.run_sync(self._offline, volume.id, offline, read_only)
 
     def _offline(self, volume_id: str, fn: Callable[[Engine], Any], read_only: bool) -> Any:
-        engine = Engine.open(self.volume_dir(volume_id), read_only=read_only,
-                             ignore_needs_check=read_only)
+        engine = self.open_engine(volume_id, read_only=read_only, ignore_needs_check=read_only)
         try:
             return fn(engine)
         finally:
@@ -340,7 +368,7 @@ class VolumeManager:
     def _stats_offline(self, volume_id: str) -> dict[str, object]:
         from ..vfs.vfs import Vfs
 
-        engine = Engine.open(self.volume_dir(volume_id), read_only=True, ignore_needs_check=True)
+        engine = self.open_engine(volume_id, read_only=True, ignore_needs_check=True)
         try:
             fs = Vfs(engine).statfs()
             return {"pid": 0, "size": engine.size, "used_bytes": engine.used_bytes,

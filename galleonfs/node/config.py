@@ -117,6 +117,11 @@ class NodeConfig:
     metrics_listen: str = "127.0.0.1:9464"   # the usual node-exporter-style port; "" is off
     qos_node_iops: float = 0.0               # 0: unknown, guarantees are not enforced
     qos_node_throughput_mbps: float = 0.0
+    # The node's key manager for encrypted volumes: exactly one of these (none: this node
+    # cannot create or mount encrypted volumes).
+    key_file: str = ""                       # a 32-byte key-encryption key, created 0600
+    key_passphrase_env: str = ""             # the variable holding the passphrase
+    key_command: str = ""                    # "CMD wrap" / "CMD unwrap" (a KMS/HSM hook)
     sources: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
@@ -142,6 +147,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "rpc_threads": _positive_int, "tls_cert": _path, "tls_key": _path,
     "metrics_listen": _metrics_listen,
     "qos_node_iops": _non_negative, "qos_node_throughput_mbps": _non_negative,
+    "key_file": _path, "key_passphrase_env": str, "key_command": str,
 }
 
 

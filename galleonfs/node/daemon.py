@@ -29,6 +29,7 @@ from typing import Any
 import trio
 
 from .. import __version__
+from ..crypto.keys import KeySpec
 from ..errors import Busy, ExitCode, GalleonError
 from ..managers.qos import QosManager
 from ..managers.snapshots import PolicyManager, SnapshotManager
@@ -83,7 +84,8 @@ class Daemon:
         self.config = config
         self.catalog = Catalog(config.data_dir)
         self.classes = StorageClassManager(self.catalog)
-        self.volumes = VolumeManager(config.data_dir, self.catalog, self.classes)
+        self.volumes = VolumeManager(config.data_dir, self.catalog, self.classes,
+                                     keys=KeySpec(config.key_file, config.key_passphrase_env, config.key_command))
         self.snapshots = SnapshotManager(self.volumes, self.catalog)
         self.policies = PolicyManager(self.catalog, self.volumes, self.snapshots)
         self.qos = QosManager(self.catalog, self.volumes, node_iops=config.qos_node_iops,

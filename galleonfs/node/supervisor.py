@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from .. import limits
+from .. import errors, limits
+from ..crypto.keys import KeySpec
 from ..engine.engine import LOCK_FILE, NEEDS_CHECK_FILE
-from ..errors import GalleonError, Unavailable
+from ..errors import ExitCode, GalleonError, Unavailable
 from ..fuse import control
 from ..metrics import multiproc
 from . import mounts
@@ -38,6 +39,16 @@ from . import mounts
 log = logging.getLogger(__name__)
 
 DeathHandler = Callable[[str, str], Awaitable[None]]
+
+
+# A worker that cannot start says why as "error <exit code> <message>": the code brings
+# back the kind of error, so the API answers with the right status (not INTERNAL).
+_WORKER_ERRORS: dict[int, type[GalleonError]] = {
+    ExitCode.USAGE: errors.InvalidArgument, ExitCode.NOT_FOUND: errors.NotFound,
+    ExitCode.EXISTS: errors.AlreadyExists, ExitCode.BUSY: errors.Busy, ExitCode.NO_SPACE: errors.NoSpace,
+    ExitCode.CORRUPT: errors.Corrupt, ExitCode.PERMISSION: errors.PermissionDenied,
+    ExitCode.UNAVAILABLE: errors.Unavailable,
+}
 
 
 @dataclass
@@ -87,8 +98,9 @@ def describe_exit(code: int | None) -> str:
 
 
 class Supervisor:
-    def __init__(self, data_dir: str, on_death: DeathHandler) -> None:
+    def __init__(self, data_dir: str, on_death: DeathHandler, keys: KeySpec | None = None) -> None:
         self.data_dir = data_dir
+        self.keys = keys or KeySpec()           # passed on to every worker (encrypted volumes)
         self.workers: dict[str, MountWorker] = {}
         self._on_death = on_death
         self._nursery: trio.Nursery | None = None
@@ -123,6 +135,7 @@ class Supervisor:
                    "--ready-fd", str(write_fd), "--control", control.socket_name(volume_id)]
         if read_only:
             command += ["-o", "ro"]
+        command += self.keys.arguments()
         with open(os.path.join(self.log_dir, f"{volume_id}.log"), "ab") as log_file:
             try:
                 process = await trio.lowlevel.open_process(
@@ -139,9 +152,10 @@ class Supervisor:
                 process.kill()
                 await process.wait()
             await mounts.clear_dead(staging)
-            message = line.split(" ", 2)[2] if line.startswith("error ") and line.count(" ") >= 2 else (
-                f"the mount worker {describe_exit(process.returncode)} before it was ready")
-            raise GalleonError(message)
+            if line.startswith("error ") and line.count(" ") >= 2:
+                _, code, message = line.split(" ", 2)
+                raise _WORKER_ERRORS.get(int(code) if code.isdigit() else -1, GalleonError)(message)
+            raise GalleonError(f"the mount worker {describe_exit(process.returncode)} before it was ready")
         worker = MountWorker(volume_id, volume_dir, staging, read_only, process.pid, process)
         self.workers[volume_id] = worker
         self._nursery.start_soon(self._watch, worker)

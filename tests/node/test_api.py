@@ -112,7 +112,7 @@ def test_errors_map_to_status_codes(shared_daemon: RunningDaemon, channel: grpc.
     check(volumes.Create, V.CreateVolumeRequest(name="odd", size_bytes=8 * MiB, type=7),
           grpc.StatusCode.INVALID_ARGUMENT, "InvalidArgument", "unknown volume type 7")
     check(volumes.Create, V.CreateVolumeRequest(name="enc", size_bytes=8 * MiB, storage_class="encrypted"),
-          grpc.StatusCode.UNIMPLEMENTED, "Unimplemented", "cannot provide yet")
+          grpc.StatusCode.FAILED_PRECONDITION, "FailedPrecondition", "no key source")
     check(volumes.Mount, V.MountVolumeRequest(name="api", path="relative/path"),
           grpc.StatusCode.INVALID_ARGUMENT, "InvalidArgument", "must be an absolute path")
     check(volumes.Unmount, V.UnmountVolumeRequest(name="api", path="/x"),
@@ -192,7 +192,7 @@ def test_codegen_check_detects_stale_code(tmp_path: Path) -> None:
     proto = tmp_path / "proto" / "galleonfs" / "v1" / "node.proto"
     original = proto.read_text()
     proto.write_text(original.replace("repeated string problems = 14;",
-                                      "repeated string problems = 14;\n  string zone = 15;"))
+                                      "repeated string problems = 14;\n  string zone = 999;"))
     done = check()
     assert done.returncode == 1
     assert "node_pb2.py" in done.stderr and "node_pb2.pyi" in done.stderr

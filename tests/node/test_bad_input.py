@@ -43,7 +43,7 @@ CASES = [
     ("volume create '' --size 1M", 2, ["a volume needs a name"]),
     # storage classes, access modes, types, labels
     ("volume create bad --size 1M --class nope", 3, ["storage class 'nope' does not exist", "local"]),
-    ("volume create bad --size 1M --class encrypted", 1, ["encryption=aes-256-gcm", "cannot provide yet"]),
+    ("volume create bad --size 1M --class encrypted", 1, ["storage class encrypted", "no key source", "key_file"]),
     ("volume create bad --size 1M --access-mode RWZ", 2, ["unknown access mode 'RWZ'", "ReadWriteOnce"]),
     ("volume create bad --size 1M --type weird", 2, ["unknown volume type 'weird'", "persistent"]),
     ("volume create bad --size 1M --label novalue", 2, ["invalid label 'novalue'", "key=value"]),

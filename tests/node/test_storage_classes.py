@@ -66,12 +66,12 @@ def test_builtin_classes_at_first_start(daemon: RunningDaemon) -> None:
     assert classes(d) == found
 
 
-def test_encrypted_volume_is_refused_not_faked(shared_daemon: RunningDaemon) -> None:
+def test_encrypted_volume_without_a_node_key_is_refused_not_faked(shared_daemon: RunningDaemon) -> None:
+    """This daemon has no key source: an encrypted class must not fall back to plain."""
     d = shared_daemon
     dirs = sorted(os.listdir(d.data_dir / "volumes"))
-    message = user_error(d.ctl("volume", "create", "secret", "--size", "8M", "--class", "encrypted"),
-                         1, "encryption=aes-256-gcm")
-    assert "cannot provide yet" in message and "local" in message
+    user_error(d.ctl("volume", "create", "secret", "--size", "8M", "--class", "encrypted"),
+               1, "storage class encrypted", "no key source", "key_file")
     user_error(d.ctl("volume", "get", "secret"), 3)
     assert sorted(os.listdir(d.data_dir / "volumes")) == dirs
 
