@@ -85,7 +85,14 @@ def _charged(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]
     @functools.wraps(handler)
     async def charged(self: FuseOps, fh: int, off: int, arg: Any) -> T:
         if self.qos is not None:
-            await self.qos.admit(arg if isinstance(arg, int) else len(arg))
+            stats = self.stats                 # a waiting request is in flight (metrics)
+            if stats is not None:
+                stats.in_flight += 1
+            try:
+                await self.qos.admit(arg if isinstance(arg, int) else len(arg))
+            finally:
+                if stats is not None:
+                    stats.in_flight -= 1
         return await handler(self, fh, off, arg)
 
     return charged

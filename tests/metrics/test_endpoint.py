@@ -6,11 +6,13 @@ and readiness follows the mount workers.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -173,3 +175,31 @@ def test_metrics_listen_refused_in_one_line(tmp_path: Path) -> None:
     assert done.stderr.splitlines()[-1] == (
         f"galleond: error: cannot serve metrics on 127.0.0.1:{port} (metrics_listen): "
         f"Address already in use")
+
+
+def test_a_throttled_volume_shows_waiting_requests_and_throttled_time(
+        daemon: RunningDaemon, tmp_path: Path) -> None:
+    """QoS waits show on /metrics: requests in flight while they wait, and the time waited."""
+    mnt = tmp_path / "mnt"
+    ctl_ok(daemon, "volume", "create", "m1", "--size", "64M")
+    ctl_ok(daemon, "volume", "mount", "m1", str(mnt))
+    ctl_ok(daemon, "qos", "create", "slow", "--iops-limit", "5")
+    ctl_ok(daemon, "qos", "assign", "slow", "m1")
+    buf = mmap.mmap(-1, 4096)                   # page-aligned, as O_DIRECT wants
+    fd = os.open(mnt / "f", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644)
+    writer = threading.Thread(target=lambda: [os.pwrite(fd, buf, i * 4096) for i in range(15)])
+    writer.start()
+    try:
+        s = wait_until(lambda: (s := scrape(daemon))
+                       and value(s, "galleonfs_fuse_requests_in_flight", volume="m1") == 1 and s,
+                       "a write waiting for its QoS token, in flight")
+        assert value(s, "galleonfs_qos_throttled_seconds_total", volume="m1") > 0
+    finally:
+        writer.join()
+        os.close(fd)
+    # 15 writes at 5 IOPS from a bucket holding 0.1 s: about 3 s of waiting, in all.
+    s = wait_until(lambda: (s := scrape(daemon))
+                   and value(s, "galleonfs_fuse_requests_in_flight", volume="m1") == 0 and s,
+                   "no request in flight once the writes returned")
+    assert 1.5 < value(s, "galleonfs_qos_throttled_seconds_total", volume="m1") < 10
+    ctl_ok(daemon, "volume", "unmount", "m1")
