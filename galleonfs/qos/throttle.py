@@ -64,6 +64,9 @@ class Throttle:
             await trio.sleep(delay)
 
     def counters(self) -> dict[str, int]:
-        """For ``volume stats``: whole numbers (the stats map holds integers)."""
+        """For ``volume stats``: whole numbers (the stats map holds integers), with the
+        limits in force now (0: none), which the daemon may have cut to a share."""
+        rates = self.limiter.rates
         return {"qos_requests": self.requests, "qos_bytes": self.bytes, "qos_waits": self.waits,
-                "qos_throttled_us": round(self.throttled_s * 1e6)}
+                "qos_throttled_us": round(self.throttled_s * 1e6),
+                "qos_iops_limit": round(rates.iops), "qos_bytes_per_s_limit": round(rates.bytes_per_s)}

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 from metrics.util import scrape, value
+from node.conftest import finish
 from node.util import api, ctl_json, ctl_ok, user_error, wait_until
 
 from galleonfs.testing.daemon import RunningDaemon
+from galleonfs.v1 import qos_pb2
 
 BLOCK = 4096
 
@@ -171,3 +173,33 @@ def test_an_assigned_policy_survives_a_restart_and_reaches_every_new_worker(
     third = wait_until(charged_by_a_new_worker, "the restarted worker charges QoS")
     assert third != first
     ctl_ok(daemon, "volume", "unmount", "qos-c")
+
+
+def test_a_node_budget_gives_each_volume_its_floor_then_a_fair_share(tmp_path: Path, fuse_ok: None) -> None:
+    """qos_node_iops = 1000; A is guaranteed 600, B 200, C is limited to 50: floors first,
+    the other 200 halved between A and B once C has its 50 (docs/design.md, "QoS")."""
+    d = RunningDaemon(tmp_path, env={"GALLEONFS_QOS_NODE_IOPS": "1000"})
+    try:
+        d.start()
+        for name, limit, floor in (("qa", 0, 600), ("qb", 0, 200), ("qc", 50, 0)):
+            api(d, "create_volume", name, 8 << 20)
+            api(d, "mount_volume", name, str(tmp_path / name))
+            api(d, "create_qos_policy", qos_pb2.QosPolicy(name=f"p-{name}", limits=qos_pb2.QosRates(iops=limit),
+                                                          guarantees=qos_pb2.QosRates(iops=floor)))
+            api(d, "assign_qos_policy", f"p-{name}", name)
+
+        def limits() -> dict[str, int]:
+            return {n: qos_counters(d, n)["qos_iops_limit"] for n in ("qa", "qb", "qc")}
+
+        wait_until(lambda: limits() == {"qa": 675, "qb": 275, "qc": 50}, "the budget is split")
+        assert qos_counters(d, "qa")["qos_bytes_per_s_limit"] == 0    # no throughput budget
+        # C goes away: its share goes back to A and B (1000 - 800, halved).
+        ctl_ok(d, "volume", "unmount", "qc")
+        wait_until(lambda: {n: qos_counters(d, n)["qos_iops_limit"] for n in ("qa", "qb")}
+                   == {"qa": 700, "qb": 300}, "the budget is split again")
+        for name in ("qa", "qb"):
+            api(d, "unmount_volume", name)
+    except BaseException:
+        d.cleanup()
+        raise
+    finish(d, check_logs=True)
