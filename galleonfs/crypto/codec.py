@@ -80,6 +80,17 @@ class VolumeCrypto:
     def epochs(self) -> list[int]:
         return sorted(self._keys)
 
+    def add_epoch(self, epoch: int, data_key: bytes) -> None:
+        """Seal with a new data key from now on (a rekey); older epochs still open."""
+        assert epoch > max(self._keys)
+        self._keys[epoch] = self._derive(data_key)
+        self.epoch = epoch
+
+    def drop_epochs_before(self, epoch: int) -> None:
+        """Forget the data keys a finished rekey replaced."""
+        assert epoch == self.epoch
+        self._keys = {e: k for e, k in self._keys.items() if e >= epoch}
+
     def _epoch(self, epoch: int, what: str) -> _Keys:
         keys = self._keys.get(epoch)
         if keys is None:

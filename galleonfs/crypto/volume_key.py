@@ -93,6 +93,25 @@ def load(volume_dir: str, manager: KeyManager | None) -> VolumeKeys:
         raise FormatError(f"the key file {path} is damaged: {exc}") from None
 
 
+def rotate(volume_dirs: list[str], old: KeyManager, new: KeyManager, storage: Storage | None = None) -> int:
+    """Wrap every volume's keys under ``new`` instead of ``old`` (data untouched); returns
+    how many KEY files changed. Each file is replaced atomically; a volume already wrapped
+    under ``new`` (a rotation that stopped half-way) is left alone, so running it again
+    finishes the job."""
+    changed = 0
+    for volume_dir in volume_dirs:
+        if not is_encrypted(volume_dir):
+            continue
+        try:
+            keys = load(volume_dir, new)
+            continue                                  # done in an earlier, interrupted run
+        except KeyUnavailable:
+            keys = load(volume_dir, old)
+        save(volume_dir, keys, new, storage)
+        changed += 1
+    return changed
+
+
 def copy_for_clone(source_dir: str, target_dir: str) -> None:
     """A clone is in its origin's family: same keys, same file."""
     with open(path_of(source_dir), "rb") as f:

@@ -490,6 +490,30 @@ class Engine:
             self._cache_put(bid, data)
             self.counters["blocks_read"] += 1
 
+    def read_header(self, loc: BlockLoc) -> frames.FrameHeader:
+        """The header of the frame at ``loc`` (not verified: the payload is not read)."""
+        return frames.parse_header(self.pread_frames(loc.seg, loc.offset, frames.HEADER_SIZE),
+                                   f"segment {loc.seg}@{loc.offset}")
+
+    def account_move(self, old_seg: int, old_len: int, new_seg: int, new_len: int) -> None:
+        """A live frame was written again elsewhere (rekey): move its bytes in the segment
+        counters; the old copy becomes dead space for GC."""
+        old = self._segstats.get(old_seg)
+        if old is not None:
+            old[1] -= old_len
+            self._dirty_segs.add(old_seg)
+        new = self._segstats.setdefault(new_seg, [0, 0])
+        new[0] += new_len
+        new[1] += new_len
+        self._dirty_segs.add(new_seg)
+
+    def pending_frame(self, ref: FrameRef) -> None:
+        """A frame appended outside ``store_blocks``: synced before the next commit."""
+        self._pending_frames.append(ref)
+
+    def frame_for(self, bid: bytes, data: bytes | bytearray | memoryview) -> tuple[bytes, bytes | bytearray | memoryview, int]:
+        return self._frame(bid, data)
+
     def _frame(self, bid: bytes, data: bytes | bytearray | memoryview) -> tuple[bytes, bytes | bytearray | memoryview, int]:
         """A block's frame: ``(header, payload, crc)``, compressed and sealed as configured."""
         if self.codec.plain and self.dedup:

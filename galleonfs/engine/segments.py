@@ -68,6 +68,12 @@ class Segments:
         crashpoints.hit("segment.after_append")
         return self.current, offset
 
+    def roll(self) -> None:
+        """Start a new segment file, so that frames written from now on never share one
+        with older frames (a rekey: the old file must become collectable as a whole)."""
+        if self._file is not None and self._file.size > 0:
+            self._roll()
+
     def _roll(self) -> File:
         if self._file is not None:
             self._retired.append(self._file)

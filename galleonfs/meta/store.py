@@ -97,6 +97,30 @@ class MetaStore:
                 stored = cursor.value()
         return self._open(db, skey, stored)[0]
 
+    def stale_sealed(self, epoch: int) -> Iterator[tuple[int, bytes]]:
+        """``(db, stored key)`` of every sealed value, live or kept in history, that was
+        sealed under another key epoch than ``epoch`` (what a rekey must rewrite)."""
+        for db in sorted(SEALED):
+            at = 8 if self._versioned[db] else 0
+            for key, value in self._scan_stored(db, b"", None):
+                if value[at] != epoch:
+                    yield db, key
+        for hkey, value in self._scan_stored(Db.HISTORY, b"", None):
+            if hkey[0] in SEALED and value[8] != epoch:
+                yield Db.HISTORY, hkey
+
+    def reseal(self, db: int, skey: bytes) -> None:
+        """Seal one stored value again under the current key; its born generation and
+        place stay (it is the same version). Journaled like any write."""
+        assert self._sealing is not None
+        stored = self._txn.get(skey, db=self._dbs[db])
+        if stored is None:
+            return
+        where, key = (skey[0], skey[1:-8]) if db == Db.HISTORY else (db, skey)
+        born = bytes(stored[:8]) if db == Db.HISTORY or self._versioned[where] else b""
+        original, payload = self._sealing.open(where, key, stored[len(born):], born)
+        self._write(db, skey, born + self._sealing.seal(where, key, original, payload, born))
+
     # --- generation ----------------------------------------------------------------------------
     @property
     def generation(self) -> int:
