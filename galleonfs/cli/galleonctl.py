@@ -238,6 +238,30 @@ def volume_flatten(args: argparse.Namespace) -> int:
     return 0
 
 
+def volume_rekey(args: argparse.Namespace) -> int:
+    """Stream the daemon's progress; one line, rewritten in place on a terminal."""
+    tty = sys.stderr.isatty()
+    epoch = 0
+    with _client(args) as c:
+        for step in c.rekey_volume(args.name):
+            epoch = step.epoch or epoch
+            if tty and step.total:
+                print(f"\rrekeying {args.name}: {step.done}/{step.total} ({100 * step.done // step.total} %)",
+                      end="", file=sys.stderr, flush=True)
+    if tty:
+        print(file=sys.stderr)
+    print(f"volume {args.name} rekeyed: everything is sealed under a new data key (epoch {epoch})")
+    return 0
+
+
+def key_rotate(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        r = c.rotate_key()
+    print(f"key rotated: {r.volumes} volume key file(s) re-wrapped under the new {r.key_file}; "
+          f"the previous key is in {r.previous_key_file} (delete it once backups no longer need it)")
+    return 0
+
+
 def policy_create(args: argparse.Namespace) -> int:
     from ..v1 import snapshot_pb2
 
@@ -356,6 +380,35 @@ def node_status(args: argparse.Namespace) -> int:
         return _emit(args, output.to_dict(c.node_status()), output.node_detail)
 
 
+# --- audit ---------------------------------------------------------------------------------------
+def audit_list(args: argparse.Namespace) -> int:
+    from .since import parse_since
+
+    since_ns = parse_since(args.since) if args.since else 0
+    with _client(args) as c:
+        reply = c.list_audit(since_ns=since_ns, volume=args.volume or "")
+    records = [output.to_dict(r) for r in reply.records]
+    if args.output == "table" and not records:
+        print("no audit records")
+        return 0
+    _emit(args, records, output.audit_rows)
+    if reply.truncated:
+        print(f"galleonctl: only the newest {len(records)} records are shown; narrow with --since",
+              file=sys.stderr)
+    return 0
+
+
+def audit_verify(args: argparse.Namespace) -> int:
+    from ..errors import Corrupt
+
+    with _client(args) as c:
+        reply = c.verify_audit()
+    if not reply.intact:
+        raise Corrupt(f"audit log {reply.path} is broken at line {reply.bad_line}: {reply.problem}")
+    print(f"audit log intact: {reply.records} records")
+    return 0
+
+
 def top(args: argparse.Namespace) -> int:
     from . import top as top_view
 
@@ -453,6 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "origin's snapshot can be deleted.")
     p.add_argument("name")
     p.set_defaults(func=volume_flatten)
+    p = volume.add_parser("rekey", help="give an encrypted volume a new data key (rewrites it)",
+                          description="Replace an encrypted volume's data key: everything sealed under "
+                                      "the old key is sealed again and the old key is forgotten. The "
+                                      "volume must be unmounted; progress is shown as it goes.")
+    p.add_argument("name")
+    p.set_defaults(func=volume_rekey)
 
     snapshot = nouns.add_parser("snapshot", help="point-in-time images of volumes").add_subparsers(
         dest="verb", required=True, metavar="VERB")
@@ -518,8 +577,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(func=class_delete)
 
+    key = nouns.add_parser("key", help="the node's key-encryption key").add_subparsers(
+        dest="verb", required=True, metavar="VERB")
+    p = key.add_parser("rotate", help="re-wrap every volume's keys under a new key file",
+                       description="Create a new key-encryption key, re-wrap every encrypted volume's "
+                                   "data keys under it (no data is rewritten) and make it the node's "
+                                   "key_file; the previous key stays in <key_file>.old.")
+    p.set_defaults(func=key_rotate)
+
     node = nouns.add_parser("node", help="this node").add_subparsers(dest="verb", required=True, metavar="VERB")
     _read_command(node, "status", "show the node's status", node_status)
+
+    audit = nouns.add_parser("audit", help="the log of API calls that changed state").add_subparsers(
+        dest="verb", required=True, metavar="VERB")
+    p = _read_command(audit, "list", "list audit records: who changed what, when, with what result",
+                      audit_list)
+    p.add_argument("--since", metavar="TIME|DURATION", help="e.g. 15m, 2h, 7d or 2026-11-30T20:00:00Z")
+    p.add_argument("--volume", metavar="NAME", help="only calls about this volume")
+    p = audit.add_parser("verify", help="check the audit log's hash chain",
+                         description="Check that no line of the audit log was edited, removed, "
+                                     "reordered or inserted. Exit 0 when intact, 7 when not.")
+    p.set_defaults(func=audit_verify)
 
     p = _read_command(nouns, "top", "show every volume's IOPS, MB/s, latency and usage, refreshed",
                       top)

@@ -44,6 +44,9 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 COMMAND_TIMEOUT_S = 30.0
 
 
+PENDING = ".new"        # a key file's successor while a rotation runs
+PREVIOUS = ".old"       # the key file a rotation replaced
+
 def kek_id(kek: bytes) -> bytes:
     return hashlib.sha256(kek).digest()[:8]
 
@@ -85,6 +88,12 @@ class KeyFile(KeyManager):
         self.path = path
         self.source = f"key file {path}"
         self._kek = self._load(create)
+        # During a rotation the next KEK waits in PATH.new and some volumes are already
+        # wrapped under it: both open (the wrapped key names its KEK by id).
+        self._keks = {kek_id(self._kek): self._kek}
+        if os.path.exists(path + PENDING):
+            pending = KeyFile(path + PENDING, create=False)._kek
+            self._keks[kek_id(pending)] = pending
 
     def _load(self, create: bool) -> bytes:
         try:
@@ -113,7 +122,7 @@ class KeyFile(KeyManager):
         return _seal(KIND_KEY_FILE, self._kek, data_key)
 
     def unwrap(self, blob: bytes) -> bytes:
-        return _open(KIND_KEY_FILE, self._kek, blob, self.source)
+        return _open(KIND_KEY_FILE, self._keks.get(bytes(blob[5:13]), self._kek), blob, self.source)
 
 
 class Passphrase(KeyManager):

@@ -16,6 +16,7 @@ one worker's FUSE mount, so they see each other's writes at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -28,8 +29,9 @@ import trio
 
 from .. import limits
 from ..crypto import volume_key
-from ..crypto.keys import KeyManager, KeySpec
+from ..crypto.keys import PENDING, PREVIOUS, KeyFile, KeyManager, KeySpec
 from ..engine.engine import Engine
+from ..engine.storage import Storage
 from ..errors import (
     AlreadyExists,
     Busy,
@@ -90,6 +92,42 @@ class VolumeManager:
                     f"key_file (or key_passphrase_env, or key_command) in galleond's configuration")
             return None
         return self.keys.manager()
+
+    def rotate_key(self) -> tuple[int, str, str]:
+        """Re-wrap every volume's keys under a new key file (blocking: run on a thread).
+        Returns ``(volumes re-wrapped, key file, previous key file)``."""
+        path = self.keys.key_file
+        if not path:
+            source = ("a passphrase" if self.keys.passphrase_env else
+                      "a key command (rotate the key in its KMS)" if self.keys.command else "no key source")
+            raise FailedPrecondition(f"key rotate replaces the node's key file, and this node uses {source}; "
+                                     f"configure key_file to rotate here")
+        old = KeyFile(path, create=False)
+        new = KeyFile(path + PENDING)       # reused if an earlier rotation stopped half-way
+        dirs = [self.volume_dir(v["id"]) for v in self.catalog.volumes()]
+        count = volume_key.rotate(dirs, old, new)
+        previous = path + PREVIOUS
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(previous)
+        os.link(path, previous)             # never a moment without a key file at ``path``
+        os.replace(path + PENDING, path)
+        Storage().sync_dir(os.path.dirname(path))
+        log.info("rotated the key-encryption key: %d volume(s) re-wrapped, previous key in %s", count, previous)
+        return count, path, previous
+
+    def rekey_offline(self, volume_id: str, progress: Callable[[int, int], None]) -> int:
+        """Rekey an unmounted volume (blocking: run on a thread); its new epoch."""
+        from ..engine import rekey
+
+        if volume_id in self.supervisor.workers:
+            raise Busy("the volume is mounted; unmount it before a rekey (online rekey is not supported yet)")
+        engine = self.open_engine(volume_id)
+        try:
+            epoch = rekey.run(engine, progress)
+        finally:
+            engine.close()
+        log.info("volume %s rekeyed: key epoch %d", volume_id, epoch)
+        return epoch
 
     def open_engine(self, volume_id: str, **kwargs: Any) -> Engine:
         """Open a volume here (not mounted), with the node's keys if it is encrypted."""

@@ -29,6 +29,7 @@ from typing import Any
 import trio
 
 from .. import __version__
+from ..audit.log import AuditLog
 from ..crypto.keys import KeySpec
 from ..errors import Busy, ExitCode, GalleonError
 from ..managers.qos import QosManager
@@ -91,6 +92,7 @@ class Daemon:
         self.qos = QosManager(self.catalog, self.volumes, node_iops=config.qos_node_iops,
                               node_throughput_mbps=config.qos_node_throughput_mbps)
         self.info = NodeInfo(self.catalog.node_id, config.data_dir, [], self.volumes)
+        self.audit = AuditLog.open(config.data_dir)
         self.server: Any = None
         self.metrics: Any = None
         self._restored = trio.Event()
@@ -118,7 +120,10 @@ class Daemon:
 
     def _start_server(self) -> None:
         from ..rpc import convert
+        from ..rpc.address import parse_address
+        from ..rpc.audit import AuditInterceptor, AuditService
         from ..rpc.bridge import TrioBridge
+        from ..rpc.keys import KeyService
         from ..rpc.server import RpcServer, Tls
         from ..rpc.services import (
             NodeService,
@@ -132,14 +137,18 @@ class Daemon:
         convert.volume_name_of = lambda vid: (self.catalog.volume(vid) or {}).get("name", vid)
         bridge = TrioBridge(trio.lowlevel.current_trio_token())
         tls = Tls(self.config.tls_cert, self.config.tls_key) if self.config.tls_cert else None
+        unix_paths = [p for p in (parse_address(a).unix_path for a in self.config.listen) if p]
         self.server = RpcServer(
             {"volume": VolumeService(bridge, self.volumes, self.snapshots),
              "storage_class": StorageClassService(bridge, self.classes),
              "node": NodeService(bridge, self.info),
              "snapshot": SnapshotService(bridge, self.snapshots),
              "snapshot_policy": SnapshotPolicyService(bridge, self.policies),
-             "qos": QosService(bridge, self.qos)},
-            threads=self.config.rpc_threads, socket_mode=self.config.socket_mode, tls=tls)
+             "qos": QosService(bridge, self.qos),
+             "audit": AuditService(self.audit),
+             "key": KeyService(bridge, self.volumes)},
+            threads=self.config.rpc_threads, socket_mode=self.config.socket_mode, tls=tls,
+            interceptors=(AuditInterceptor(self.audit, unix_paths),))
         for address in self.config.listen:
             self.info.listen.append(self.server.listen(address))
         self.server.start()
@@ -194,6 +203,7 @@ class Daemon:
         if self.metrics is not None:
             await trio.to_thread.run_sync(self.metrics.stop)
         self.catalog.close()
+        self.audit.close()
         log.info("galleond stopped cleanly")
 
 

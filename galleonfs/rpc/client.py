@@ -7,7 +7,7 @@ and message are the daemon's; an unreachable daemon is ``Unavailable`` with a hi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -16,6 +16,8 @@ from ..errors import GalleonError, Unavailable, error_from_status
 from ..v1 import (
     audit_pb2,
     audit_pb2_grpc,
+    key_pb2,
+    key_pb2_grpc,
     node_pb2,
     node_pb2_grpc,
     qos_pb2,
@@ -50,8 +52,9 @@ class Client:
         self.node = node_pb2_grpc.NodeServiceStub(self._channel)
         self.snapshots = snapshot_pb2_grpc.SnapshotServiceStub(self._channel)
         self.policies = snapshot_pb2_grpc.SnapshotPolicyServiceStub(self._channel)
-        self.audit = audit_pb2_grpc.AuditServiceStub(self._channel)
         self.qos = qos_pb2_grpc.QosServiceStub(self._channel)
+        self.audit = audit_pb2_grpc.AuditServiceStub(self._channel)
+        self.keys = key_pb2_grpc.KeyServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -117,6 +120,17 @@ class Client:
 
     def flatten_volume(self, name: str) -> types_pb2.Volume:
         return self.call(self.volumes.Flatten, volume_pb2.FlattenVolumeRequest(name=name))
+
+    # --- keys --------------------------------------------------------------------------------------
+    def rotate_key(self) -> key_pb2.RotateKeyResponse:
+        return self.call(self.keys.Rotate, key_pb2.RotateKeyRequest())
+
+    def rekey_volume(self, name: str) -> Iterator[key_pb2.RekeyProgress]:
+        """Progress messages until the rekey is done (no deadline: it takes what it takes)."""
+        try:
+            yield from self.keys.Rekey(key_pb2.RekeyVolumeRequest(name=name))
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
 
     # --- snapshots ---------------------------------------------------------------------------------
     def create_snapshot(self, volume: str, name: str) -> snapshot_pb2.Snapshot:

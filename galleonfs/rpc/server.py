@@ -24,6 +24,8 @@ from ..errors import Busy, InvalidArgument
 from ..v1 import (
     audit_pb2,
     audit_pb2_grpc,
+    key_pb2,
+    key_pb2_grpc,
     node_pb2,
     node_pb2_grpc,
     qos_pb2,
@@ -46,8 +48,9 @@ SERVICE_NAMES = (
     node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
     snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotService"].full_name,
     snapshot_pb2.DESCRIPTOR.services_by_name["SnapshotPolicyService"].full_name,
-    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     qos_pb2.DESCRIPTOR.services_by_name["QosService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    key_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
 )
 MESSAGE_BYTES_MAX = 16 * 1024 * 1024
 
@@ -74,8 +77,9 @@ class RpcServer:
         node_pb2_grpc.add_NodeServiceServicer_to_server(servicers["node"], self._server)
         snapshot_pb2_grpc.add_SnapshotServiceServicer_to_server(servicers["snapshot"], self._server)
         snapshot_pb2_grpc.add_SnapshotPolicyServiceServicer_to_server(servicers["snapshot_policy"], self._server)
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(servicers["audit"], self._server)
         qos_pb2_grpc.add_QosServiceServicer_to_server(servicers["qos"], self._server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(servicers["audit"], self._server)
+        key_pb2_grpc.add_KeyServiceServicer_to_server(servicers["key"], self._server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(

@@ -28,22 +28,40 @@ def status_code(exc: GalleonError) -> grpc.StatusCode:
 class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        inner = handler.unary_unary
         method = details.method
 
-        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-            try:
-                return inner(request, context)
-            except GalleonError as exc:
+        def fail(exc: Exception, context: grpc.ServicerContext) -> None:
+            if isinstance(exc, GalleonError):
                 context.set_trailing_metadata(((ERROR_CLASS_KEY, type(exc).__name__),))
                 context.abort(status_code(exc), str(exc))
-            except Exception:
-                log.exception("bug while serving %s", method)
-                context.abort(grpc.StatusCode.INTERNAL,
-                              f"internal error while serving {method}; see the daemon's log")
+            log.exception("bug while serving %s", method)
+            context.abort(grpc.StatusCode.INTERNAL,
+                          f"internal error while serving {method}; see the daemon's log")
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return inner(request, context)
+                except Exception as exc:
+                    fail(exc, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                guarded, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream is not None:            # progress streams (KeyService.Rekey)
+            inner_stream = handler.unary_stream
+
+            def guarded_stream(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    yield from inner_stream(request, context)
+                except Exception as exc:
+                    fail(exc, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                guarded_stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler

@@ -123,3 +123,36 @@ def test_a_daemon_with_the_wrong_key_refuses_to_mount(tmp_path: Path, fuse_ok: N
     finally:
         wrong.stop()
         wrong.cleanup()
+
+
+def test_key_rotate_then_restart_remounts_and_rekey_rewrites(keyed: RunningDaemon, tmp_path: Path) -> None:
+    ctl_ok(keyed, "volume", "create", "sec", "--size", "64M", "--class", "encrypted")
+    mnt = tmp_path / "mnt"
+    ctl_ok(keyed, "volume", "mount", "sec", str(mnt))
+    write_synced(mnt / "data", MARKER * 5000)
+    kek = tmp_path / "kek"
+    before = kek.read_bytes()
+
+    out = ctl_ok(keyed, "key", "rotate")
+    assert "1 volume key file(s) re-wrapped" in out and f"{kek}.old" in out
+    assert kek.read_bytes() != before and (tmp_path / "kek.old").read_bytes() == before
+    assert os.stat(kek).st_mode & 0o777 == 0o600
+    assert (mnt / "data").read_bytes() == MARKER * 5000          # the mount never noticed
+
+    assert keyed.stop() == 0                                     # unmounts; restart remounts
+    keyed.start()
+    assert (mnt / "data").read_bytes() == MARKER * 5000          # unwrapped with the new KEK
+
+    done = keyed.ctl("volume", "rekey", "sec")
+    user_error(done, 5, "mounted", "unmount it before a rekey")
+    ctl_ok(keyed, "volume", "unmount", "sec")
+    out = ctl_ok(keyed, "volume", "rekey", "sec")
+    assert out == "volume sec rekeyed: everything is sealed under a new data key (epoch 2)\n"
+    ctl_ok(keyed, "volume", "mount", "sec", str(mnt))
+    assert (mnt / "data").read_bytes() == MARKER * 5000
+    ctl_ok(keyed, "volume", "unmount", "sec")
+    path = volume_dirs(keyed)["sec"]
+    assert sorted(json.loads((path / "KEY").read_text())["keys"]) == ["2"]
+    user_error(keyed.ctl("volume", "rekey", "nope"), 3, "does not exist")
+    assert keyed.stop() == 0
+    assert fsck(str(path), keys=KeyFile(str(kek), create=False)).clean
