@@ -251,8 +251,11 @@ def test_diff_list_get_and_delete(shared_daemon: RunningDaemon, tmp_path: Path) 
     detail = ctl_ok(d, "snapshot", "get", "changes@a")
     assert "deleting frees:" in detail and "generation:" in detail
 
+    used = int(api(d, "volume_stats", "changes")["used_bytes"])
     out = ctl_ok(d, "snapshot", "delete", "changes@a")
     assert out.startswith("snapshot changes@a deleted; ") and "freed" in out
+    # the volume's usage drops by what get promised (the blocks only a held)
+    assert int(api(d, "volume_stats", "changes")["used_bytes"]) == used - int(a["freeable_bytes"])
     assert [s["name"] for s in ctl_json(d, "snapshot", "list", "changes")] == ["b"]
     assert os.listdir(mnt / ".snapshots") == ["b"]
     drop_volume(d, "changes")
@@ -282,6 +285,10 @@ def test_clone_independence_and_flatten(shared_daemon: RunningDaemon, tmp_path: 
     assert not (mnt / "clone-only").exists() and not (cmnt / "origin-only").exists()
     assert (mnt / ".snapshots" / "base" / "shared").read_bytes() == shared
 
+    api(d, "clone_volume", "parent", "base", "child2")
+    assert ctl_json(d, "snapshot", "get", "parent@base")["clones"] == ["child", "child2"]
+    user_error(d.ctl("snapshot", "delete", "parent@base"), 5, "child, child2", "flatten")
+    api(d, "delete_volume", "child2")          # deleting a clone releases its hold too
     assert ctl_json(d, "snapshot", "get", "parent@base")["clones"] == ["child"]
     user_error(d.ctl("snapshot", "delete", "parent@base"), 5, "child", "flatten")
     assert (cmnt / "shared").read_bytes()[len(b"clone's change"):] == shared[len(b"clone's change"):]
