@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -89,17 +90,20 @@ class MetricsServer:
 
         host, port = parse_listen(address)
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=multiproc_dir)
+        MultiProcessCollector(registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
         registry.register(NodeCollector(status))
         handler = type("Handler", (_Handler,), {"registry": registry, "readiness": staticmethod(readiness)})
+        server: type[ThreadingHTTPServer] = ThreadingHTTPServer
+        if ":" in host:                   # an IPv6 address
+            server = type("Server6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
         try:
-            self._httpd = ThreadingHTTPServer((host, port), handler)
+            self._httpd = server((host, port), handler)
         except OSError as exc:
             error = Busy if exc.errno == errno.EADDRINUSE else InvalidArgument
             raise error(f"cannot serve metrics on {address} (metrics_listen): {exc.strerror}") from None
         self._httpd.daemon_threads = True
-        bound_host, bound_port = self._httpd.server_address[:2]
-        shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
+        bound_port = int(self._httpd.server_address[1])
+        shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{bound_port}/metrics"
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics-http",
                                         daemon=True)

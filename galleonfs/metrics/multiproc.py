@@ -50,7 +50,7 @@ def forget(pid: int) -> None:
     from prometheus_client import multiprocess
 
     try:
-        multiprocess.mark_process_dead(pid, path)
+        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
     except OSError as exc:          # a concurrent scrape or prune got there first
         log.debug("cleaning metrics of process %d: %s", pid, exc)
 
