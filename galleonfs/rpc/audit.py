@@ -1,6 +1,6 @@
 """The gRPC side of the audit log: the interceptor that appends, and the AuditService.
 
-``AuditInterceptor`` wraps every unary call of a ``galleonfs.v1`` service that is not a
+``AuditInterceptor`` wraps every unary call (and server stream) of a ``galleonfs.v1`` service that is not a
 read (``READ_VERBS``; so a method added later is audited unless it is declared a read). It
 sits outside ``status.ErrorInterceptor`` and records what the client was answered: the
 status code and sentence that interceptor set, or OK. It appends on the pool thread that
@@ -61,10 +61,26 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
-        if handler is None or handler.unary_unary is None or not audited(details.method):
+        if handler is None or not audited(details.method):
+            return handler
+        method = details.method.lstrip("/")
+        if handler.unary_stream is not None:           # KeyService.Rekey: recorded at its end
+            inner_stream = handler.unary_stream
+
+            def recorded_stream(request: Any, context: grpc.ServicerContext) -> Any:
+                last = None
+                try:
+                    for last in inner_stream(request, context):
+                        yield last
+                finally:
+                    self._append(method, request, last, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                recorded_stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
-        method = details.method.lstrip("/")
 
         def recorded(request: Any, context: grpc.ServicerContext) -> Any:
             reply = None
@@ -116,7 +132,7 @@ def _volume_of(method: str, request: Any, reply: Any) -> str:
     fields = request.DESCRIPTOR.fields_by_name
     if "volume" in fields and isinstance(request.volume, str) and request.volume:
         return str(request.volume)
-    if method.startswith("galleonfs.v1.VolumeService/"):
+    if method.startswith(("galleonfs.v1.VolumeService/", "galleonfs.v1.KeyService/Rekey")):
         if "name" in fields and request.name:
             return str(request.name)
         if reply is not None and reply.DESCRIPTOR.full_name == "galleonfs.v1.Volume":

@@ -154,5 +154,11 @@ def test_key_rotate_then_restart_remounts_and_rekey_rewrites(keyed: RunningDaemo
     path = volume_dirs(keyed)["sec"]
     assert sorted(json.loads((path / "KEY").read_text())["keys"]) == ["2"]
     user_error(keyed.ctl("volume", "rekey", "nope"), 3, "does not exist")
+    audited = [(r["method"], r["code"]) for r in ctl_json(keyed, "audit", "list", "--volume", "sec")
+               if r["method"].startswith("galleonfs.v1.KeyService/")]
+    assert audited == [("galleonfs.v1.KeyService/Rekey", "FAILED_PRECONDITION"),   # busy: mounted
+                       ("galleonfs.v1.KeyService/Rekey", "OK")]
+    rotations = [r for r in ctl_json(keyed, "audit", "list") if r["method"] == "galleonfs.v1.KeyService/Rotate"]
+    assert [r["code"] for r in rotations] == ["OK"]
     assert keyed.stop() == 0
     assert fsck(str(path), keys=KeyFile(str(kek), create=False)).clean
