@@ -24,6 +24,7 @@ from .. import limits
 from ..crypto.keys import add_key_arguments, key_spec
 from ..engine.engine import LOCK_FILE, NEEDS_CHECK_FILE, Engine
 from ..errors import Busy, ExitCode, GalleonError, InvalidArgument, NotFound, Unavailable
+from ..fuse.ready import read_line
 from ..units import format_size, parse_size
 from .common import run
 
@@ -82,7 +83,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
             stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True,
         )
     os.close(write_fd)
-    line = _read_line(read_fd, limits.mount_ready_timeout_s + 5)
+    line = read_line(read_fd, limits.mount_ready_timeout_s + 5)
     if line == "ready":
         print(f"mounted {args.volume_dir} on {args.mountpoint} (worker pid {proc.pid})")
         return 0
@@ -95,23 +96,6 @@ def cmd_mount(args: argparse.Namespace) -> int:
     raise Unavailable(f"the mount worker exited without reporting (see {log_path})")
 
 
-def _read_line(fd: int, timeout_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
-    data = b""
-    import select
-
-    try:
-        while b"\n" not in data:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(fd)
-    return data.decode(errors="replace").strip()
 
 
 def cmd_umount(args: argparse.Namespace) -> int:

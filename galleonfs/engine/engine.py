@@ -47,7 +47,7 @@ from . import crashpoints, frames, journal
 from .frames import BlockHasher
 from .journal import FrameRef, JournalWriter
 from .segments import Segments, list_segments
-from .storage import File, Storage
+from .storage import File, Storage, disk_bytes
 
 log = logging.getLogger(__name__)
 
@@ -867,14 +867,7 @@ class Engine:
         return {seg: (written, live) for seg, (written, live) in self._segstats.items()}
 
     def disk_usage(self) -> int:
-        total = 0
-        for root, _, files in os.walk(self.dir):
-            for name in files:
-                try:
-                    total += os.stat(os.path.join(root, name)).st_blocks * 512
-                except FileNotFoundError:
-                    continue
-        return total
+        return disk_bytes(self.dir)
 
     # --- closing -------------------------------------------------------------------------------
     def close(self, *, checkpoint: bool = True) -> None:

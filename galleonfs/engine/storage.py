@@ -20,6 +20,19 @@ import os
 from collections.abc import Sequence
 
 
+def disk_bytes(path: str) -> int:
+    """Bytes allocated to every file under ``path`` (what ``du`` says; files that vanish
+    while it walks are skipped)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return total
+
+
 class File:
     """An open file of the volume directory: append-only writes, positional reads."""
 

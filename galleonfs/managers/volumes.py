@@ -31,7 +31,7 @@ from .. import limits
 from ..crypto import volume_key
 from ..crypto.keys import PENDING, PREVIOUS, KeyFile, KeyManager, KeySpec
 from ..engine.engine import Engine
-from ..engine.storage import Storage
+from ..engine.storage import Storage, disk_bytes
 from ..errors import (
     AlreadyExists,
     Busy,
@@ -400,7 +400,7 @@ class VolumeManager:
         else:
             async with self._locks[volume.name]:
                 stats = await trio.to_thread.run_sync(self._stats_offline, volume.id)
-        stats["disk_bytes"] = await trio.to_thread.run_sync(_disk_bytes, self.volume_dir(volume.id))
+        stats["disk_bytes"] = await trio.to_thread.run_sync(disk_bytes, self.volume_dir(volume.id))
         return volume, stats
 
     def _stats_offline(self, volume_id: str) -> dict[str, object]:
@@ -519,13 +519,3 @@ class VolumeManager:
                 except GalleonError as exc:
                     log.error("volume %s: %s", volume.name, exc)
 
-
-def _disk_bytes(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
-            except FileNotFoundError:
-                continue
-    return total

@@ -173,20 +173,10 @@ class MetaStore:
         sealed = self._sealed[db]
         if sealed and db in NAMED:
             assert start is None and len(prefix) <= NAMED[db], "a scan bound inside a token"
-        count = 0
-        with self._txn.cursor(db=self._dbs[db]) as cursor:
-            if not cursor.set_range(start if start is not None else prefix):
+        for count, (key, value) in enumerate(self._scan_stored(db, prefix, start), 1):
+            yield self._open(db, key, value) if sealed else (key, value[strip:])
+            if limit is not None and count >= limit:
                 return
-            for key, value in cursor:
-                if not key.startswith(prefix):
-                    return
-                if sealed:
-                    yield self._open(db, bytes(key), value)
-                else:
-                    yield key, value[strip:]
-                count += 1
-                if limit is not None and count >= limit:
-                    return
 
     def count(self, db: Db) -> int:
         return int(self._txn.stat(self._dbs[db])["entries"])

@@ -8,7 +8,6 @@ that the worker exited cleanly. ``kill`` is ``SIGKILL`` of the worker, for crash
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from ..crypto.keys import KeySpec
 from ..engine.engine import Engine
+from ..fuse.ready import read_line
 
 READY_TIMEOUT_S = 30.0
 EXIT_TIMEOUT_S = 60.0
@@ -76,7 +76,7 @@ class MountedVolume:
             self.proc = subprocess.Popen(command, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log, env=env)
         os.close(write_fd)
-        line = _read_line(read_fd, READY_TIMEOUT_S)
+        line = read_line(read_fd, READY_TIMEOUT_S)
         if line != "ready":
             code = None
             try:
@@ -137,20 +137,3 @@ class MountedVolume:
         if self.proc is not None:
             code = self.unmount()
             assert code == 0, f"worker exited with {code}\n{self.log()}"
-
-
-def _read_line(fd: int, timeout_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
-    data = b""
-    try:
-        while b"\n" not in data:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(fd)
-    return data.decode(errors="replace").strip()

@@ -18,12 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from galleonfs.engine import segments
 from galleonfs.engine.engine import NEEDS_CHECK_FILE, Engine
 from galleonfs.engine.fsck import fsck
 from galleonfs.errors import ExitCode
-from galleonfs.meta import schema
-from galleonfs.meta.schema import BlockLoc, Db
+from galleonfs.testing.damage import flip_byte, locate
 from galleonfs.testing.mount import MountedVolume, MountError
 from galleonfs.vfs.vfs import ROOT_CTX, Vfs
 
@@ -34,33 +32,6 @@ BAD = 9                         # the damaged block of the file
 # by the CRC), the payload length in the header (the frame no longer has its length).
 FLIPS = {"payload": 64 + 12345, "header_block_id": 20, "header_length": 8}
 
-
-def locate(volume_dir: Path, path: str, blk: int) -> BlockLoc:
-    """Where block ``blk`` of ``path`` is stored, from the metadata of the closed volume."""
-    engine = Engine.open(str(volume_dir), read_only=True)
-    try:
-        ino = 1
-        for part in path.split("/"):
-            raw = engine.meta.get(Db.DIRENTS, schema.dirent_key(ino, part.encode()))
-            assert raw is not None, path
-            ino, _ = schema.decode_dirent(raw)
-        bid = engine.meta.get(Db.EXTENTS, schema.extent_key(ino, blk))
-        assert bid is not None
-        loc = engine.block_info(bid)
-        assert loc is not None
-        return loc
-    finally:
-        engine.close()
-
-
-def flip_byte(volume_dir: Path, loc: BlockLoc, at: int) -> None:
-    assert at < loc.frame_len
-    path = volume_dir / "data" / segments.file_name(loc.seg)
-    with open(path, "r+b") as f:
-        f.seek(loc.offset + at)
-        old = f.read(1)
-        f.seek(loc.offset + at)
-        f.write(bytes([old[0] ^ 0x5A]))
 
 
 def pread_errno(fd: int, size: int, offset: int) -> int | None:

@@ -25,12 +25,13 @@ import lmdb
 import pytest
 
 from galleonfs.crypto.keys import KeyFile, KeySpec
-from galleonfs.engine import frames, segments, snapshots
+from galleonfs.engine import frames, snapshots
 from galleonfs.engine.engine import Engine
 from galleonfs.engine.fsck import fsck
 from galleonfs.errors import Corrupt, KeyUnavailable
 from galleonfs.meta import schema
 from galleonfs.meta.schema import BlockLoc, Db
+from galleonfs.testing import damage
 from galleonfs.testing.mount import MountedVolume, MountError
 from galleonfs.vfs.vfs import ROOT_CTX, Vfs
 
@@ -166,30 +167,7 @@ def write_blocks(vol: Path, spec: KeySpec, name: str, blocks: list[bytes]) -> No
 
 
 def locate(vol: Path, spec: KeySpec, name: str, blk: int) -> BlockLoc:
-    engine = Engine.open(str(vol), keys=spec.manager(), read_only=True)
-    try:
-        raw = engine.meta.get(Db.DIRENTS, schema.dirent_key(1, name.encode()))
-        assert raw is not None
-        ino = schema.decode_dirent(raw)[0]
-        bid = engine.meta.get(Db.EXTENTS, schema.extent_key(ino, blk))
-        assert bid is not None
-        loc = engine.block_info(bid)
-        assert loc is not None
-        return loc
-    finally:
-        engine.close()
-
-
-def read_frame(vol: Path, loc: BlockLoc) -> bytes:
-    with open(vol / "data" / segments.file_name(loc.seg), "rb") as f:
-        f.seek(loc.offset)
-        return f.read(loc.frame_len)
-
-
-def put_frame(vol: Path, loc: BlockLoc, frame: bytes) -> None:
-    with open(vol / "data" / segments.file_name(loc.seg), "r+b") as f:
-        f.seek(loc.offset)
-        f.write(frame)
+    return damage.locate(vol, name, blk, spec.manager())
 
 
 def recrc(frame: bytes, *, block_id: bytes | None = None) -> bytes:
@@ -204,26 +182,26 @@ def recrc(frame: bytes, *, block_id: bytes | None = None) -> bytes:
 def tamper(kind: str, vol: Path, spec: KeySpec) -> None:
     """Damage block 1 of ``f``."""
     target = locate(vol, spec, "f", 1)
-    frame = read_frame(vol, target)
+    frame = damage.read_frame(vol, target)
     if kind == "flip":                 # one ciphertext byte, checksum made valid again
         damaged = bytearray(frame)
         damaged[frames.HEADER_SIZE + 100] ^= 0x01
-        put_frame(vol, target, recrc(bytes(damaged)))
+        damage.put_frame(vol, target, recrc(bytes(damaged)))
     elif kind == "truncate":           # the segment ends inside the frame
-        with open(vol / "data" / segments.file_name(target.seg), "r+b") as f:
+        with open(damage.segment_path(vol, target), "r+b") as f:
             f.truncate(target.offset + target.frame_len // 2)
     elif kind == "swap":               # two valid frames of this volume trade places
         other = locate(vol, spec, "f", 2)
         assert other.frame_len == target.frame_len
-        put_frame(vol, target, read_frame(vol, other))
-        put_frame(vol, other, frame)
+        damage.put_frame(vol, target, damage.read_frame(vol, other))
+        damage.put_frame(vol, other, frame)
     elif kind in ("replay", "replay-forged"):
         # The block's older version (written before, still on disk in an older segment),
         # put back where the current one is; "forged" also claims the current block id.
-        old = read_frame(vol, OLD_LOCS[str(vol)])
+        old = damage.read_frame(vol, OLD_LOCS[str(vol)])
         assert len(old) == target.frame_len
         header = frames.parse_header(frame, "test")
-        put_frame(vol, target, recrc(old, block_id=header.block_id) if kind == "replay-forged" else old)
+        damage.put_frame(vol, target, recrc(old, block_id=header.block_id) if kind == "replay-forged" else old)
     else:
         raise AssertionError(kind)
 
@@ -295,9 +273,9 @@ def test_mounted_tampered_block_reads_eio(tmp_path: Path, fuse_ok: None) -> None
     data = [os.urandom(BS) for _ in range(4)]
     write_blocks(vol, spec, "f", data)
     loc = locate(vol, spec, "f", 1)
-    frame = bytearray(read_frame(vol, loc))
+    frame = bytearray(damage.read_frame(vol, loc))
     frame[frames.HEADER_SIZE + 7] ^= 0x80
-    put_frame(vol, loc, recrc(bytes(frame)))
+    damage.put_frame(vol, loc, recrc(bytes(frame)))
     (tmp_path / "mnt").mkdir()
     mounted = MountedVolume(vol, tmp_path / "mnt", keys=spec).mount()
     try:

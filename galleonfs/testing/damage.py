@@ -1,0 +1,53 @@
+"""Finding and damaging stored block frames of a closed volume, the way a bad disk or an
+attacker with the disk would (corruption and tamper tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..crypto.keys import KeyManager
+from ..engine import segments
+from ..engine.engine import Engine
+from ..meta import schema
+from ..meta.schema import BlockLoc, Db
+
+
+def locate(volume_dir: str | Path, path: str, blk: int, keys: KeyManager | None = None) -> BlockLoc:
+    """Where block ``blk`` of the file at ``path`` (relative to the root) is stored."""
+    engine = Engine.open(str(volume_dir), read_only=True, keys=keys)
+    try:
+        ino = 1
+        for part in path.split("/"):
+            raw = engine.meta.get(Db.DIRENTS, schema.dirent_key(ino, part.encode()))
+            assert raw is not None, path
+            ino, _ = schema.decode_dirent(raw)
+        bid = engine.meta.get(Db.EXTENTS, schema.extent_key(ino, blk))
+        assert bid is not None, f"block {blk} of {path} is a hole"
+        loc = engine.block_info(bid)
+        assert loc is not None
+        return loc
+    finally:
+        engine.close()
+
+
+def segment_path(volume_dir: str | Path, loc: BlockLoc) -> Path:
+    return Path(volume_dir) / "data" / segments.file_name(loc.seg)
+
+
+def read_frame(volume_dir: str | Path, loc: BlockLoc) -> bytes:
+    with open(segment_path(volume_dir, loc), "rb") as f:
+        f.seek(loc.offset)
+        return f.read(loc.frame_len)
+
+
+def put_frame(volume_dir: str | Path, loc: BlockLoc, frame: bytes) -> None:
+    with open(segment_path(volume_dir, loc), "r+b") as f:
+        f.seek(loc.offset)
+        f.write(frame)
+
+
+def flip_byte(volume_dir: str | Path, loc: BlockLoc, at: int) -> None:
+    assert at < loc.frame_len
+    frame = bytearray(read_frame(volume_dir, loc))
+    frame[at] ^= 0x5A
+    put_frame(volume_dir, loc, bytes(frame))
