@@ -157,6 +157,29 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return ExitCode.CORRUPT
 
 
+def cmd_rekey(args: argparse.Namespace) -> int:
+    from ..engine import rekey
+
+    spec = key_spec(args)
+    if not spec.configured:
+        raise InvalidArgument("rekey needs the volume's key source: --key-file, --key-passphrase-env or --key-command")
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if tty and total:
+            print(f"\rrekeying: {done}/{total} ({100 * done // total} %)", end="", file=sys.stderr, flush=True)
+
+    engine = Engine.open(args.volume_dir, keys=spec.manager())
+    try:
+        epoch = rekey.run(engine, progress)
+    finally:
+        engine.close()
+    if tty:
+        print(file=sys.stderr)
+    print(f"{args.volume_dir}: everything is sealed under a new data key (epoch {epoch}); the old key is gone")
+    return ExitCode.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galleonfs", description="Create, mount, unmount and check GalleonFS volumes.",
@@ -201,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="fix what can be fixed")
     add_key_arguments(p)
     p.set_defaults(func=cmd_fsck)
+
+    p = sub.add_parser("rekey", help="give an encrypted, unmounted volume a new data key",
+                       description="Seal everything again under a new data key, then forget the old "
+                                   "one. Resumes an interrupted rekey. Shows progress on a terminal.")
+    p.add_argument("volume_dir", metavar="VOLUME_DIR")
+    add_key_arguments(p)
+    p.set_defaults(func=cmd_rekey)
     return parser
 
 

@@ -155,3 +155,26 @@ def test_rotation_rewraps_under_a_new_kek_without_touching_data(tmp_path: Path) 
         assert content(Vfs(engine), b"a", 6000) == b"secret" * 1000
     finally:
         engine.close()
+
+
+def test_galleonfs_rekey_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    vol, spec = make(tmp_path)
+    engine = Engine.open(vol, keys=spec.manager())
+    try:
+        put(Vfs(engine), b"a", b"abc" * 1000)
+    finally:
+        engine.close()
+    run = [sys.executable, "-m", "galleonfs.cli.galleonfs", "rekey", vol]
+    missing = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "--key-file" in missing.stderr
+    done = subprocess.run([*run, "--key-file", spec.key_file], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{vol}: everything is sealed under a new data key (epoch 2); the old key is gone\n"
+    engine = Engine.open(vol, keys=spec.manager())
+    try:
+        assert content(Vfs(engine), b"a", 3000) == b"abc" * 1000
+    finally:
+        engine.close()
