@@ -37,6 +37,10 @@ NAMED: dict[int, int] = {Db.DIRENTS: 8, Db.XATTRS: 8, Db.LINKS: 16, Db.SNAPSHOTS
 # Databases whose values are sealed: the named ones, inodes (symlink targets), dirindex (names).
 SEALED = frozenset({*NAMED, Db.INODES, Db.DIRINDEX})
 TOKEN = 16
+# Recently used tokens and opened values, so that the hot path (the same inode read on
+# every request, the same name looked up again) does not pay BLAKE3 or AES-GCM each time:
+# ~4 us and ~5 us here, against a FUSE request floor of ~76 us. Dropped wholesale when full.
+CACHE_ENTRIES = 8192
 
 _LEN = struct.Struct("<H")
 
@@ -44,29 +48,48 @@ _LEN = struct.Struct("<H")
 class MetaSealing:
     def __init__(self, crypto: VolumeCrypto) -> None:
         self.crypto = crypto
+        self._tokens: dict[tuple[int, bytes], bytes] = {}
+        self._opened: dict[tuple[int, bytes], tuple[bytes, bytes, tuple[bytes, bytes]]] = {}
 
     def stored_key(self, db: int, key: bytes) -> bytes:
         fixed = NAMED.get(db)
         if fixed is None:
             return key
-        return key[:fixed] + self.crypto.token(bytes((db,)), key[fixed:])
+        skey = self._tokens.get((db, key))
+        if skey is None:
+            if len(self._tokens) >= CACHE_ENTRIES:
+                self._tokens.clear()
+            skey = self._tokens[db, key] = key[:fixed] + self.crypto.token(bytes((db,)), key[fixed:])
+        return skey
 
     def seal(self, db: int, skey: bytes, key: bytes, payload: bytes, born: bytes = b"") -> bytes:
         fixed = NAMED.get(db)
-        if fixed is not None:
-            name = key[fixed:]
-            payload = _LEN.pack(len(name)) + name + payload
-        return self.crypto.seal_value(bytes((db,)) + born + skey, payload)
+        plain = payload if fixed is None else _LEN.pack(len(key) - fixed) + key[fixed:] + payload
+        sealed = self.crypto.seal_value(bytes((db,)) + born + skey, plain)
+        self._remember(db, skey, sealed, born, (key, payload))
+        return sealed
 
     def open(self, db: int, skey: bytes, sealed: bytes, born: bytes = b"") -> tuple[bytes, bytes]:
         """``(original key, payload)`` of a stored record."""
+        sealed = bytes(sealed)
+        hit = self._opened.get((db, skey))
+        if hit is not None and hit[0] == sealed and hit[1] == born:
+            return hit[2]                        # the very bytes opened (or sealed) before
         what = f"metadata record in {Db(db).name.lower()}"
-        plain = self.crypto.open_value(bytes((db,)) + born + skey, bytes(sealed), what)
+        plain = self.crypto.open_value(bytes((db,)) + born + skey, sealed, what)
         fixed = NAMED.get(db)
         if fixed is None:
-            return skey, plain
-        (size,) = _LEN.unpack_from(plain)
-        name = plain[2:2 + size]
-        if len(name) != size:
-            raise Corrupt(f"{what}: sealed name is cut short")
-        return skey[:fixed] + name, plain[2 + size:]
+            result = (skey, plain)
+        else:
+            (size,) = _LEN.unpack_from(plain)
+            name = plain[2:2 + size]
+            if len(name) != size:
+                raise Corrupt(f"{what}: sealed name is cut short")
+            result = (skey[:fixed] + name, plain[2 + size:])
+        self._remember(db, skey, sealed, born, result)
+        return result
+
+    def _remember(self, db: int, skey: bytes, sealed: bytes, born: bytes, result: tuple[bytes, bytes]) -> None:
+        if len(self._opened) >= CACHE_ENTRIES:
+            self._opened.clear()
+        self._opened[db, skey] = (sealed, born, result)
