@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One command for every benchmark (not part of CI): installs fio and the package if needed,
 # then runs benchmarks/run.py. Arguments pass through, e.g. `benchmarks/run.sh --quick`.
+# Snapshot costs (create/delete latency by volume size, throughput with 50 snapshots, diff):
+# `python -m benchmarks.snapshots` (docs/benchmarks.md, "Snapshots").
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GALLEONFS_EXTRA_APT="fio" source "$ROOT/.ci/bootstrap.sh"
