@@ -42,6 +42,7 @@ from ..errors import (
     Unimplemented,
 )
 from ..meta.catalog import Catalog
+from ..metrics import multiproc
 from ..node import mounts
 from ..node.supervisor import Supervisor, mark_needs_check
 from .model import (
@@ -348,6 +349,7 @@ class VolumeManager:
             else:
                 await trio.to_thread.run_sync(shutil.rmtree, source, True)
             self.catalog.delete_volume(volume.id)
+            multiproc.drop_volume(volume.id)          # its series leave /metrics
         self._locks.pop(volume.name, None)
         log.info("deleted volume %s (%s)%s", volume.name, volume.id, f", data kept in {retained}" if retained else "")
         if volume.origin_volume:

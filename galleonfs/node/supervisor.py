@@ -210,7 +210,7 @@ class Supervisor:
                     os.close(pidfd)
             worker.exit_status = "exited (adopted worker; status unknown)"
         worker.exited.set()
-        multiproc.forget(worker.pid)
+        multiproc.forget(worker.pid, worker.volume_id)
         if self.workers.get(worker.volume_id) is worker:
             del self.workers[worker.volume_id]
         if worker.stopping:

@@ -120,6 +120,10 @@ def test_counters_after_a_known_workload(daemon: RunningDaemon, tmp_path: Path) 
     assert [line.split()[:2] for line in frames.splitlines() if line.startswith("m1 ")] == [["m1", "mounted"]] * 2
     assert "metrics:       http://127.0.0.1:" in ctl_ok(daemon, "node", "status")
     ctl_ok(daemon, "volume", "unmount", "m1")
+    assert value(scrape(daemon), "galleonfs_written_bytes_total", volume="m1") == 3 * MiB
+    ctl_ok(daemon, "volume", "delete", "m1")
+    left = [name for (name, labels) in scrape(daemon) if ("volume", "m1") in labels]
+    assert left == [], "a deleted volume's series are still exported"
 
 
 @pytest.mark.allow_warnings   # the dead worker is reported, and its volume checked
