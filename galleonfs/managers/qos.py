@@ -174,7 +174,8 @@ class QosManager:
             floor = (policy.guarantees.iops if what == "iops" else policy.guarantees.bytes_per_s) if policy else 0.0
             demand = math.inf if seen is None else (seen.demand_iops if what == "iops" else seen.demand_bytes_per_s)
             shares.append(Share(floor=floor, cap=own or math.inf, demand=demand))
-        minimum = limits.qos_iops_min if what == "iops" else limits.qos_bytes_per_s_min
+        minimum = max(limits.qos_iops_min if what == "iops" else limits.qos_bytes_per_s_min,
+                      limits.qos_share_min_fraction * budget)
         return dict(zip(ids, allocate(budget, shares, minimum), strict=True))
 
     async def _send(self, volume_id: str, pid: int, rates: WorkerRates | None) -> None:
