@@ -18,6 +18,7 @@ examples:
   galleonctl qos create gold --iops-limit 500 --throughput-limit-mbps 20 --iops-guarantee 200
   galleonctl qos create bursty --iops-limit 100 --burst-duration 30 --burst-iops-multiplier 3
   galleonctl qos assign gold data          applies at once to a mounted volume (no remount)
+  galleonctl qos update gold --iops-limit 800   new numbers for every volume that has it, at once
   galleonctl qos unassign data
   galleonctl qos list -o json
   galleonctl qos delete gold               refused while a volume has it
@@ -58,24 +59,45 @@ def qos_rows(policies: list[dict[str, Any]]) -> str:
     return output.table(rows, ["NAME", "IOPS LIMIT", "MB/S LIMIT", "IOPS FLOOR", "MB/S FLOOR", "BURST", "VOLUMES"])
 
 
+def _apply(policy: Any, args: argparse.Namespace) -> Any:
+    """Set the numbers given on the command line; leave the others as they are."""
+    for flag, (part, key) in _FIELDS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(getattr(policy, part), key, value)
+    b = policy.burstable
+    if any(getattr(args, f) is not None for f in _FIELDS if f.startswith("burst")):
+        b.enabled = True
+    if getattr(args, "no_burst", False):
+        b.enabled, b.duration_seconds, b.iops_multiplier, b.throughput_multiplier = False, 0, 1, 1
+    b.iops_multiplier = b.iops_multiplier or 1
+    b.throughput_multiplier = b.throughput_multiplier or 1
+    return policy
+
+
+_FIELDS = {"iops_limit": ("limits", "iops"), "throughput_limit_mbps": ("limits", "throughput_mbps"),
+           "iops_guarantee": ("guarantees", "iops"),
+           "throughput_guarantee_mbps": ("guarantees", "throughput_mbps"),
+           "burst_duration": ("burstable", "duration_seconds"),
+           "burst_iops_multiplier": ("burstable", "iops_multiplier"),
+           "burst_throughput_multiplier": ("burstable", "throughput_multiplier")}
+
+
 def qos_create(args: argparse.Namespace) -> int:
     from ..v1 import qos_pb2
 
-    bursting = any(v is not None for v in (args.burst_duration, args.burst_iops_multiplier,
-                                           args.burst_throughput_multiplier))
-    policy = qos_pb2.QosPolicy(
-        name=args.name,
-        limits=qos_pb2.QosRates(iops=args.iops_limit or 0, throughput_mbps=args.throughput_limit_mbps or 0),
-        guarantees=qos_pb2.QosRates(iops=args.iops_guarantee or 0,
-                                    throughput_mbps=args.throughput_guarantee_mbps or 0),
-        burstable=qos_pb2.QosBurst(
-            enabled=bursting, duration_seconds=args.burst_duration or 0,
-            iops_multiplier=1 if args.burst_iops_multiplier is None else args.burst_iops_multiplier,
-            throughput_multiplier=(1 if args.burst_throughput_multiplier is None
-                                   else args.burst_throughput_multiplier)))
     with _client(args) as c:
-        created = c.create_qos_policy(policy)
+        created = c.create_qos_policy(_apply(qos_pb2.QosPolicy(name=args.name), args))
     print(f"QoS policy {created.name} created")
+    return 0
+
+
+def qos_update(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        policy = _apply(c.get_qos_policy(args.name), args)
+        updated = c.update_qos_policy(policy)
+    users = f"; applied to {', '.join(updated.volumes)}" if updated.volumes else ""
+    print(f"QoS policy {updated.name} updated{users}")
     return 0
 
 
@@ -114,15 +136,8 @@ def qos_unassign(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(nouns: Any, read_command: Callable[..., argparse.ArgumentParser]) -> None:
-    """Add ``qos`` and its verbs; ``read_command`` is galleonctl's helper that adds ``-o``."""
-    qos = nouns.add_parser("qos", help="IOPS and throughput limits, guarantees and bursts",
-                           description="QoS policies: limits, guarantees and bursts for volumes.",
-                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    verbs = qos.add_subparsers(dest="verb", required=True, metavar="VERB")
-    p = verbs.add_parser("create", help="create a QoS policy", epilog=EXAMPLES,
-                         formatter_class=argparse.RawDescriptionHelpFormatter,
-                         description="Create a QoS policy. Every number is optional; 0 means none.")
+def _numbers(p: argparse.ArgumentParser) -> None:
+    """NAME and the policy's numbers, for create and update."""
     p.add_argument("name")
     p.add_argument("--iops-limit", type=float, metavar="N", help="at most N read/write requests per second")
     p.add_argument("--throughput-limit-mbps", type=float, metavar="M", help="at most M MB/s read plus written")
@@ -134,7 +149,26 @@ def add_commands(nouns: Any, read_command: Callable[..., argparse.ArgumentParser
     p.add_argument("--burst-iops-multiplier", type=float, metavar="X", help="x the IOPS limit while bursting")
     p.add_argument("--burst-throughput-multiplier", type=float, metavar="X",
                    help="x the throughput limit while bursting")
+
+
+def add_commands(nouns: Any, read_command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``qos`` and its verbs; ``read_command`` is galleonctl's helper that adds ``-o``."""
+    qos = nouns.add_parser("qos", help="IOPS and throughput limits, guarantees and bursts",
+                           description="QoS policies: limits, guarantees and bursts for volumes.",
+                           epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = qos.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = verbs.add_parser("create", help="create a QoS policy", epilog=EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Create a QoS policy. Every number is optional; 0 means none.")
+    _numbers(p)
     p.set_defaults(func=qos_create)
+    p = verbs.add_parser("update", help="change a QoS policy's numbers (applies at once)", epilog=EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Change the numbers given; the others stay. Mounted volumes "
+                                     "that have the policy enforce the new numbers at once.")
+    _numbers(p)
+    p.add_argument("--no-burst", action="store_true", help="turn bursting off")
+    p.set_defaults(func=qos_update)
     read_command(verbs, "list", "list QoS policies and the volumes that have them", qos_list)
     read_command(verbs, "get", "show one QoS policy", qos_get).add_argument("name")
     p = verbs.add_parser("delete", help="delete a QoS policy (refused while assigned)",

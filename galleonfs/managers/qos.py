@@ -93,6 +93,15 @@ class QosManager:
         log.info("QoS policy %s created", policy.name)
         return policy
 
+    async def update(self, policy: QosPolicy) -> QosPolicy:
+        """New numbers for an existing policy; its volumes enforce them before returning."""
+        policy.validate()
+        policy.created_ns = self.get(policy.name).created_ns
+        self.catalog.put_qos_policy(policy.to_json())
+        log.info("QoS policy %s updated", policy.name)
+        await self.tick()
+        return policy
+
     def delete(self, name: str) -> None:
         self.get(name)
         users = self.volumes_of(name)

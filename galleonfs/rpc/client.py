@@ -175,6 +175,9 @@ class Client:
     def get_qos_policy(self, name: str) -> qos_pb2.QosPolicy:
         return self.call(self.qos.Get, qos_pb2.GetQosPolicyRequest(name=name))
 
+    def update_qos_policy(self, policy: qos_pb2.QosPolicy) -> qos_pb2.QosPolicy:
+        return self.call(self.qos.Update, qos_pb2.UpdateQosPolicyRequest(policy=policy))
+
     def list_qos_policies(self) -> list[qos_pb2.QosPolicy]:
         return list(self.call(self.qos.List, qos_pb2.ListQosPoliciesRequest()).policies)
 

@@ -198,6 +198,9 @@ class QosService(qos_pb2_grpc.QosServiceServicer):  # type: ignore[misc]
     def Get(self, request: Any, context: Any) -> Any:
         return self._pb(self.bridge.run_sync(self.qos.get, request.name))
 
+    def Update(self, request: Any, context: Any) -> Any:
+        return self._pb(self.bridge.run(self.qos.update, convert.qos_policy_from_pb(request.policy)))
+
     def List(self, request: Any, context: Any) -> Any:
         return qos_pb2.ListQosPoliciesResponse(policies=[self._pb(p) for p in self.bridge.run_sync(self.qos.list)])
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16galleonfs/v1/qos.proto\x12\x0cgalleonfs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"1\n\x08QosRates\x12\x0c\n\x04iops\x18\x01 \x01(\x01\x12\x17\n\x0fthroughput_mbps\x18\x02 \x01(\x01\"m\n\x08QosBurst\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\x12\x17\n\x0fiops_multiplier\x18\x03 \x01(\x01\x12\x1d\n\x15throughput_multiplier\x18\x04 \x01(\x01\"\xd9\x01\n\tQosPolicy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06limits\x18\x02 \x01(\x0b\x32\x16.galleonfs.v1.QosRates\x12*\n\nguarantees\x18\x03 \x01(\x0b\x32\x16.galleonfs.v1.QosRates\x12)\n\tburstable\x18\x04 \x01(\x0b\x32\x16.galleonfs.v1.QosBurst\x12\x0f\n\x07volumes\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x16\x43reateQosPolicyRequest\x12\'\n\x06policy\x18\x01 \x01(\x0b\x32\x17.galleonfs.v1.QosPolicy\"#\n\x13GetQosPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16ListQosPoliciesRequest\"D\n\x17ListQosPoliciesResponse\x12)\n\x08policies\x18\x01 \x03(\x0b\x32\x17.galleonfs.v1.QosPolicy\"&\n\x16\x44\x65leteQosPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x19\n\x17\x44\x65leteQosPolicyResponse\"8\n\x16\x41ssignQosPolicyRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x0e\n\x06volume\x18\x02 \x01(\t\"R\n\x17\x41ssignQosPolicyResponse\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x17\n\x0fprevious_policy\x18\x03 \x01(\t2\x9b\x03\n\nQosService\x12G\n\x06\x43reate\x12$.galleonfs.v1.CreateQosPolicyRequest\x1a\x17.galleonfs.v1.QosPolicy\x12\x41\n\x03Get\x12!.galleonfs.v1.GetQosPolicyRequest\x1a\x17.galleonfs.v1.QosPolicy\x12S\n\x04List\x12$.galleonfs.v1.ListQosPoliciesRequest\x1a%.galleonfs.v1.ListQosPoliciesResponse\x12U\n\x06\x44\x65lete\x12$.galleonfs.v1.DeleteQosPolicyRequest\x1a%.galleonfs.v1.DeleteQosPolicyResponse\x12U\n\x06\x41ssign\x12$.galleonfs.v1.AssignQosPolicyRequest\x1a%.galleonfs.v1.AssignQosPolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16galleonfs/v1/qos.proto\x12\x0cgalleonfs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"1\n\x08QosRates\x12\x0c\n\x04iops\x18\x01 \x01(\x01\x12\x17\n\x0fthroughput_mbps\x18\x02 \x01(\x01\"m\n\x08QosBurst\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\x12\x17\n\x0fiops_multiplier\x18\x03 \x01(\x01\x12\x1d\n\x15throughput_multiplier\x18\x04 \x01(\x01\"\xd9\x01\n\tQosPolicy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06limits\x18\x02 \x01(\x0b\x32\x16.galleonfs.v1.QosRates\x12*\n\nguarantees\x18\x03 \x01(\x0b\x32\x16.galleonfs.v1.QosRates\x12)\n\tburstable\x18\x04 \x01(\x0b\x32\x16.galleonfs.v1.QosBurst\x12\x0f\n\x07volumes\x18\x05 \x03(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x16\x43reateQosPolicyRequest\x12\'\n\x06policy\x18\x01 \x01(\x0b\x32\x17.galleonfs.v1.QosPolicy\"A\n\x16UpdateQosPolicyRequest\x12\'\n\x06policy\x18\x01 \x01(\x0b\x32\x17.galleonfs.v1.QosPolicy\"#\n\x13GetQosPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16ListQosPoliciesRequest\"D\n\x17ListQosPoliciesResponse\x12)\n\x08policies\x18\x01 \x03(\x0b\x32\x17.galleonfs.v1.QosPolicy\"&\n\x16\x44\x65leteQosPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x19\n\x17\x44\x65leteQosPolicyResponse\"8\n\x16\x41ssignQosPolicyRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x0e\n\x06volume\x18\x02 \x01(\t\"R\n\x17\x41ssignQosPolicyResponse\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12\x17\n\x0fprevious_policy\x18\x03 \x01(\t2\xe4\x03\n\nQosService\x12G\n\x06\x43reate\x12$.galleonfs.v1.CreateQosPolicyRequest\x1a\x17.galleonfs.v1.QosPolicy\x12\x41\n\x03Get\x12!.galleonfs.v1.GetQosPolicyRequest\x1a\x17.galleonfs.v1.QosPolicy\x12G\n\x06Update\x12$.galleonfs.v1.UpdateQosPolicyRequest\x1a\x17.galleonfs.v1.QosPolicy\x12S\n\x04List\x12$.galleonfs.v1.ListQosPoliciesRequest\x1a%.galleonfs.v1.ListQosPoliciesResponse\x12U\n\x06\x44\x65lete\x12$.galleonfs.v1.DeleteQosPolicyRequest\x1a%.galleonfs.v1.DeleteQosPolicyResponse\x12U\n\x06\x41ssign\x12$.galleonfs.v1.AssignQosPolicyRequest\x1a%.galleonfs.v1.AssignQosPolicyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,20 +40,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QOSPOLICY']._serialized_end=453
   _globals['_CREATEQOSPOLICYREQUEST']._serialized_start=455
   _globals['_CREATEQOSPOLICYREQUEST']._serialized_end=520
-  _globals['_GETQOSPOLICYREQUEST']._serialized_start=522
-  _globals['_GETQOSPOLICYREQUEST']._serialized_end=557
-  _globals['_LISTQOSPOLICIESREQUEST']._serialized_start=559
-  _globals['_LISTQOSPOLICIESREQUEST']._serialized_end=583
-  _globals['_LISTQOSPOLICIESRESPONSE']._serialized_start=585
-  _globals['_LISTQOSPOLICIESRESPONSE']._serialized_end=653
-  _globals['_DELETEQOSPOLICYREQUEST']._serialized_start=655
-  _globals['_DELETEQOSPOLICYREQUEST']._serialized_end=693
-  _globals['_DELETEQOSPOLICYRESPONSE']._serialized_start=695
-  _globals['_DELETEQOSPOLICYRESPONSE']._serialized_end=720
-  _globals['_ASSIGNQOSPOLICYREQUEST']._serialized_start=722
-  _globals['_ASSIGNQOSPOLICYREQUEST']._serialized_end=778
-  _globals['_ASSIGNQOSPOLICYRESPONSE']._serialized_start=780
-  _globals['_ASSIGNQOSPOLICYRESPONSE']._serialized_end=862
-  _globals['_QOSSERVICE']._serialized_start=865
-  _globals['_QOSSERVICE']._serialized_end=1276
+  _globals['_UPDATEQOSPOLICYREQUEST']._serialized_start=522
+  _globals['_UPDATEQOSPOLICYREQUEST']._serialized_end=587
+  _globals['_GETQOSPOLICYREQUEST']._serialized_start=589
+  _globals['_GETQOSPOLICYREQUEST']._serialized_end=624
+  _globals['_LISTQOSPOLICIESREQUEST']._serialized_start=626
+  _globals['_LISTQOSPOLICIESREQUEST']._serialized_end=650
+  _globals['_LISTQOSPOLICIESRESPONSE']._serialized_start=652
+  _globals['_LISTQOSPOLICIESRESPONSE']._serialized_end=720
+  _globals['_DELETEQOSPOLICYREQUEST']._serialized_start=722
+  _globals['_DELETEQOSPOLICYREQUEST']._serialized_end=760
+  _globals['_DELETEQOSPOLICYRESPONSE']._serialized_start=762
+  _globals['_DELETEQOSPOLICYRESPONSE']._serialized_end=787
+  _globals['_ASSIGNQOSPOLICYREQUEST']._serialized_start=789
+  _globals['_ASSIGNQOSPOLICYREQUEST']._serialized_end=845
+  _globals['_ASSIGNQOSPOLICYRESPONSE']._serialized_start=847
+  _globals['_ASSIGNQOSPOLICYRESPONSE']._serialized_end=929
+  _globals['_QOSSERVICE']._serialized_start=932
+  _globals['_QOSSERVICE']._serialized_end=1416
 # @@protoc_insertion_point(module_scope)

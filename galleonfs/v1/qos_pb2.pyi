@@ -51,6 +51,12 @@ class CreateQosPolicyRequest(_message.Message):
     policy: QosPolicy
     def __init__(self, policy: _Optional[_Union[QosPolicy, _Mapping]] = ...) -> None: ...
 
+class UpdateQosPolicyRequest(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: QosPolicy
+    def __init__(self, policy: _Optional[_Union[QosPolicy, _Mapping]] = ...) -> None: ...
+
 class GetQosPolicyRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]

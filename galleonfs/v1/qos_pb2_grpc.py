@@ -44,6 +44,11 @@ class QosServiceStub:
                 request_serializer=galleonfs_dot_v1_dot_qos__pb2.GetQosPolicyRequest.SerializeToString,
                 response_deserializer=galleonfs_dot_v1_dot_qos__pb2.QosPolicy.FromString,
                 _registered_method=True)
+        self.Update = channel.unary_unary(
+                '/galleonfs.v1.QosService/Update',
+                request_serializer=galleonfs_dot_v1_dot_qos__pb2.UpdateQosPolicyRequest.SerializeToString,
+                response_deserializer=galleonfs_dot_v1_dot_qos__pb2.QosPolicy.FromString,
+                _registered_method=True)
         self.List = channel.unary_unary(
                 '/galleonfs.v1.QosService/List',
                 request_serializer=galleonfs_dot_v1_dot_qos__pb2.ListQosPoliciesRequest.SerializeToString,
@@ -72,6 +77,14 @@ class QosServiceServicer:
 
     def Get(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Update(self, request, context):
+        """Replace a policy's numbers (name and volumes stay); every mounted volume that has it
+        enforces the new numbers before the call returns.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -108,6 +121,11 @@ def add_QosServiceServicer_to_server(servicer, server):
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
                     request_deserializer=galleonfs_dot_v1_dot_qos__pb2.GetQosPolicyRequest.FromString,
+                    response_serializer=galleonfs_dot_v1_dot_qos__pb2.QosPolicy.SerializeToString,
+            ),
+            'Update': grpc.unary_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=galleonfs_dot_v1_dot_qos__pb2.UpdateQosPolicyRequest.FromString,
                     response_serializer=galleonfs_dot_v1_dot_qos__pb2.QosPolicy.SerializeToString,
             ),
             'List': grpc.unary_unary_rpc_method_handler(
@@ -179,6 +197,33 @@ class QosService:
             target,
             '/galleonfs.v1.QosService/Get',
             galleonfs_dot_v1_dot_qos__pb2.GetQosPolicyRequest.SerializeToString,
+            galleonfs_dot_v1_dot_qos__pb2.QosPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/galleonfs.v1.QosService/Update',
+            galleonfs_dot_v1_dot_qos__pb2.UpdateQosPolicyRequest.SerializeToString,
             galleonfs_dot_v1_dot_qos__pb2.QosPolicy.FromString,
             options,
             channel_credentials,

@@ -72,19 +72,28 @@ def test_a_limit_throttles_a_mounted_volume_and_changes_apply_without_remount(
     wait_until(lambda: value(scrape(d), "galleonfs_qos_throttled_seconds_total", volume="qos-a")
                == pytest.approx(waited_s, abs=1e-6), "the throttled time is exported")
 
-    # Another policy, same mount: a 100k IOPS bucket holds 10,000 tokens, so nothing waits.
-    ctl_ok(d, "qos", "create", "fast", "--iops-limit", "100000")
-    assert ctl_ok(d, "qos", "assign", "fast", "qos-a") == "volume qos-a now has QoS policy fast (instead of slow)\n"
+    # New numbers, same mount: a 100k IOPS bucket holds 10,000 tokens, so nothing waits.
+    assert ctl_ok(d, "qos", "update", "slow", "--iops-limit", "100000") == (
+        "QoS policy slow updated; applied to qos-a\n")
     before = qos_counters(d, "qos-a")
+    assert before["qos_iops_limit"] == 100000
     direct_writes(mnt / "f", 100, first_block=100, fill=b"r")
     moved = delta(qos_counters(d, "qos-a"), before)
     assert (moved["qos_requests"], moved["qos_waits"]) == (100, 0)
+
+    # Another policy, same mount.
+    ctl_ok(d, "qos", "create", "fast", "--throughput-limit-mbps", "1000")
+    assert ctl_ok(d, "qos", "assign", "fast", "qos-a") == "volume qos-a now has QoS policy fast (instead of slow)\n"
+    now = qos_counters(d, "qos-a")
+    assert (now["qos_iops_limit"], now["qos_bytes_per_s_limit"]) == (0, 1_000_000_000)
 
     # No policy: requests are no longer charged at all.
     assert ctl_ok(d, "qos", "unassign", "qos-a") == "volume qos-a no longer has QoS policy fast\n"
     before = qos_counters(d, "qos-a")
     direct_writes(mnt / "f", 20, first_block=200, fill=b"s")
-    assert delta(qos_counters(d, "qos-a"), before)["qos_requests"] == 0
+    after = qos_counters(d, "qos-a")
+    assert delta(after, before)["qos_requests"] == 0
+    assert (after["qos_iops_limit"], after["qos_bytes_per_s_limit"]) == (0, 0)
     assert ctl_ok(d, "qos", "unassign", "qos-a") == "volume qos-a had no QoS policy\n"
 
     assert (mnt / "f").read_bytes() == b"q" * 100 * BLOCK + b"r" * 100 * BLOCK + b"s" * 20 * BLOCK
@@ -116,6 +125,11 @@ def test_bad_input_gets_one_sentence_and_changes_nothing(shared_daemon: RunningD
     user_error(d.ctl("qos", "assign", "gold", "no-such-volume"), 3, "volume 'no-such-volume' does not exist")
     user_error(d.ctl("qos", "get", "nope"), 3, "QoS policy 'nope' does not exist")
     user_error(d.ctl("qos", "delete", "gold"), 5, "QoS policy gold is assigned to qos-b", "unassign it first")
+    user_error(d.ctl("qos", "update", "nope", "--iops-limit", "5"), 3, "QoS policy 'nope' does not exist")
+    user_error(d.ctl("qos", "update", "gold", "--burst-iops-multiplier", "0.5"), 2,
+               "the burst IOPS multiplier must be at least 1")
+    user_error(d.ctl("qos", "update", "gold", "--iops-limit", "100"), 2,
+               "the IOPS guarantee (200) cannot exceed the IOPS limit (100)")
 
     assert ctl_json(d, "qos", "list") == listed            # nothing stored was harmed
     [gold] = listed
@@ -129,6 +143,12 @@ def test_bad_input_gets_one_sentence_and_changes_nothing(shared_daemon: RunningD
     assert table[0].split() == ["NAME", "IOPS", "LIMIT", "MB/S", "LIMIT", "IOPS", "FLOOR", "MB/S", "FLOOR",
                                 "BURST", "VOLUMES"]
     assert table[1].split() == ["gold", "500", "20", "200", "-", "30s", "x2", "IOPS", "x1", "MB/s", "qos-b"]
+
+    assert ctl_ok(d, "qos", "update", "gold", "--no-burst") == "QoS policy gold updated; applied to qos-b\n"
+    updated = ctl_json(d, "qos", "get", "gold")
+    assert updated["burstable"] == {"enabled": False, "duration_seconds": 0.0, "iops_multiplier": 1.0,
+                                    "throughput_multiplier": 1.0}
+    assert (updated["limits"], updated["guarantees"]) == (gold["limits"], gold["guarantees"])
 
     # Deleting the volume lets the policy go.
     ctl_ok(d, "volume", "delete", "qos-b")
