@@ -268,7 +268,11 @@ def throughput(node: Node, runs: int, file_size: int, snaps: int) -> dict[str, A
     result: dict[str, Any] = {"snapshots": snaps, "file_bytes": file_size, "load_1m": [load_before, load()]}
     for metric, by_count in out.items():
         none, many = statistics.median(by_count[0]), statistics.median(by_count[snaps])
+        # Each run measures both volumes back to back, so the ratio within a run is the
+        # fairer estimate on a machine whose load drifts: their median is reported too.
+        paired = statistics.median(m / n for n, m in zip(by_count[0], by_count[snaps], strict=True))
         result[metric] = {"0": round(none, 1), str(snaps): round(many, 1), "ratio": round(many / none, 3),
+                          "ratio_paired": round(paired, 3),
                           "all": {str(k): [round(x, 1) for x in v] for k, v in by_count.items()}}
     for name in names.values():
         node.delete(name)
