@@ -132,17 +132,30 @@ def test_browse_snapshots_read_only(shared_daemon: RunningDaemon, tmp_path: Path
     (mnt / "dir").mkdir()
     write_synced(mnt / "a.txt", b"version one")
     write_synced(mnt / "dir" / "b.bin", b"b" * 200_000)
+    os.link(mnt / "dir" / "b.bin", mnt / "hard")
+    os.symlink("dir/b.bin", mnt / "link")
+    os.setxattr(mnt / "a.txt", "user.tag", b"old")
     api(d, "create_snapshot", "browse", "before")
     write_synced(mnt / "a.txt", b"version two, longer")
+    os.setxattr(mnt / "a.txt", "user.tag", b"new")
     (mnt / "dir" / "b.bin").unlink()
+    (mnt / "hard").unlink()
+    os.unlink(mnt / "link")
+    os.symlink("elsewhere", mnt / "link")
     write_synced(mnt / "c.txt", b"new")
 
-    assert sorted(os.listdir(mnt)) == ["a.txt", "c.txt", "dir"]
+    assert sorted(os.listdir(mnt)) == ["a.txt", "c.txt", "dir", "link"]
     assert os.listdir(mnt / ".snapshots") == ["before"]
     snap = mnt / ".snapshots" / "before"
-    assert sorted(os.listdir(snap)) == ["a.txt", "dir"]
+    assert sorted(os.listdir(snap)) == ["a.txt", "dir", "hard", "link"]
     assert (snap / "a.txt").read_bytes() == b"version one"
     assert (snap / "dir" / "b.bin").read_bytes() == b"b" * 200_000
+    assert os.stat(snap / "hard").st_ino == os.stat(snap / "dir" / "b.bin").st_ino
+    assert os.stat(snap / "hard").st_nlink == 2
+    assert os.readlink(snap / "link") == "dir/b.bin" and os.readlink(mnt / "link") == "elsewhere"
+    assert (snap / "link").read_bytes() == b"b" * 200_000
+    assert os.getxattr(snap / "a.txt", "user.tag") == b"old"
+    assert os.getxattr(mnt / "a.txt", "user.tag") == b"new"
     assert (mnt / "a.txt").read_bytes() == b"version two, longer"
 
     expect_errno(errno.EROFS, os.open, snap / "a.txt", os.O_WRONLY)
@@ -152,6 +165,10 @@ def test_browse_snapshots_read_only(shared_daemon: RunningDaemon, tmp_path: Path
     expect_errno(errno.EROFS, os.rmdir, snap / "dir")
     expect_errno(errno.EROFS, os.rename, snap / "a.txt", snap / "z.txt")
     expect_errno(errno.EROFS, os.truncate, snap / "a.txt", 0)
+    expect_errno(errno.EROFS, os.setxattr, snap / "a.txt", "user.tag", b"x")
+    expect_errno(errno.EROFS, os.chmod, snap / "a.txt", 0o600)
+    expect_errno(errno.EROFS, os.link, snap / "a.txt", snap / "a2")
+    expect_errno(errno.EROFS, os.symlink, "x", snap / "s2")
     expect_errno(errno.EROFS, os.mkdir, mnt / ".snapshots" / "made-by-hand")
     assert (snap / "a.txt").read_bytes() == b"version one"
 
@@ -159,7 +176,7 @@ def test_browse_snapshots_read_only(shared_daemon: RunningDaemon, tmp_path: Path
     assert out == (f"snapshot browse@before mounted read-only on {alone} "
                    f"(unmount: galleonctl volume unmount {alone})\n")
     assert is_mount(alone)
-    assert sorted(os.listdir(alone)) == ["a.txt", "dir"]
+    assert sorted(os.listdir(alone)) == ["a.txt", "dir", "hard", "link"]
     assert (alone / "dir" / "b.bin").read_bytes() == b"b" * 200_000
     expect_errno(errno.EROFS, os.open, alone / "x", os.O_WRONLY | os.O_CREAT, 0o644)
     user_error(d.ctl("snapshot", "delete", "browse@before"), 5, "mounted on", str(alone))
@@ -291,6 +308,7 @@ def test_clone_independence_and_flatten(shared_daemon: RunningDaemon, tmp_path: 
     api(d, "delete_volume", "child2")          # deleting a clone releases its hold too
     assert ctl_json(d, "snapshot", "get", "parent@base")["clones"] == ["child"]
     user_error(d.ctl("snapshot", "delete", "parent@base"), 5, "child", "flatten")
+    user_error(d.ctl("volume", "delete", "parent", "--force"), 5, "child", "flatten")
     assert (cmnt / "shared").read_bytes()[len(b"clone's change"):] == shared[len(b"clone's change"):]
 
     assert ctl_ok(d, "volume", "flatten", "child") == "volume child flattened: it no longer depends on its origin\n"
