@@ -177,23 +177,36 @@ def disk_bytes(path: Path) -> int:
 
 
 # --- part 1: create and delete latency by size -------------------------------------------------------
+REFERENCE = "lat-ref"          # a 1 MiB, 1-file volume, measured in turn with every size
+SETTLE_S = 20.0                # after a fill: let the disk write back before measuring
+
+
 def latency(node: Node, size_name: str, runs: int) -> dict[str, Any]:
+    """Create and delete on the sized volume, each right after the same call on the small
+    reference volume: the ratio of the two cancels the drift of a busy machine."""
     size, files = SIZES[size_name]
     name = f"lat-{size_name}"
     fill_s = node.make_volume(name, size, files)
     print(f"  {size_name}: filled {size / GiB:.2f} GiB in {files} files in {fill_s:.0f} s", flush=True)
+    os.sync()
+    time.sleep(SETTLE_S)
     mnt = node.mount(name)
+    ref = node.base / "mnt" / REFERENCE
     all_files = sorted(p for d in sorted(mnt.iterdir()) for p in d.iterdir())
+    ref_files = sorted(p for d in sorted(ref.iterdir()) for p in d.iterdir())
     rng = random.Random(2)
-    create, delete, freed, engine_create = [], [], [], []
+    times: dict[str, list[float]] = {"create": [], "delete": [], "ref_create": [], "ref_delete": []}
+    freed, engine_create = [], []
     load_before = load()
     for i in range(max(runs, 5)):
-        create.append(timed(lambda i=i: node.client.create_snapshot(name, f"s{i}")))
-        change_files(rng.sample(all_files, DELETE_CHANGE_FILES))
-        started = time.perf_counter()
-        reply = node.client.delete_snapshot(name, f"s{i}")
-        delete.append(time.perf_counter() - started)
-        freed.append(reply.freed_bytes)
+        for volume, files_, key in ((REFERENCE, ref_files, "ref_"), (name, all_files, "")):
+            times[key + "create"].append(timed(lambda v=volume, i=i: node.client.create_snapshot(v, f"s{i}")))
+            change_files(rng.sample(files_, min(DELETE_CHANGE_FILES, len(files_))))
+            started = time.perf_counter()
+            reply = node.client.delete_snapshot(volume, f"s{i}")
+            times[key + "delete"].append(time.perf_counter() - started)
+            if not key:
+                freed.append(reply.freed_bytes)
     node.unmount(name)
     vol = node.volume_dir(name)
     engine = Engine.open(str(vol))           # the engine's own step, without syncfs and commit
@@ -203,11 +216,17 @@ def latency(node: Node, size_name: str, runs: int) -> dict[str, Any]:
             snapshots.delete(engine, f"e{i}")
     finally:
         engine.close()
-    result = {"size": size_name, "bytes": size, "files": files, "fill_s": round(fill_s, 1),
-              "disk_bytes": disk_bytes(vol), "create_ms": median_ms(create), "create_ms_all": ms(create),
-              "delete_ms": median_ms(delete), "delete_ms_all": ms(delete),
-              "engine_create_ms": median_ms(engine_create), "freed_bytes_median": statistics.median(freed),
-              "load_1m": [load_before, load()]}
+    result: dict[str, Any] = {"size": size_name, "bytes": size, "files": files, "fill_s": round(fill_s, 1),
+                              "disk_bytes": disk_bytes(vol)}
+    for what in ("create", "delete"):
+        result[f"{what}_ms"] = median_ms(times[what])
+        result[f"ref_{what}_ms"] = median_ms(times["ref_" + what])
+        result[f"{what}_vs_ref"] = round(statistics.median(
+            x / r for x, r in zip(times[what], times["ref_" + what], strict=True)), 2)
+        result[f"{what}_ms_all"] = ms(times[what])
+        result[f"ref_{what}_ms_all"] = ms(times["ref_" + what])
+    result.update({"engine_create_ms": median_ms(engine_create), "freed_bytes_median": statistics.median(freed),
+                   "load_1m": [load_before, load()]})
     node.delete(name)
     return result
 
@@ -336,7 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     node = Node(base)
     try:
         if "latency" in parts:
+            node.make_volume(REFERENCE, MiB, 1)
+            node.mount(REFERENCE)
             results["latency"] = [step(f"latency {s}", lambda s=s: latency(node, s, args.runs)) for s in sizes]
+            node.delete(REFERENCE)
         if "throughput" in parts:
             results["throughput"] = step("throughput", lambda: throughput(node, args.runs, file_size, args.snapshots))
         if "diff" in parts:
