@@ -162,3 +162,20 @@ def policy_rows(policies: list[dict[str, Any]]) -> str:
              p.get("last_run", "-") or "-", p.get("next_run", "-"), p.get("last_error", "") or ""]
             for p in policies]
     return table(rows, ["NAME", "SCHEDULE", "KEEP", "SELECTOR", "LAST RUN", "NEXT RUN", "LAST ERROR"])
+
+
+def audit_peer(p: dict[str, Any]) -> str:
+    """'uid 0 gid 0 pid 4242', 'ipv4:10.0.0.5:51234', or '?' when it could not be told."""
+    if p.get("transport") == "tcp":
+        return str(p.get("address", "?"))
+    if not p.get("credentials_known"):
+        return "?"
+    who = f"uid {p['uid']} gid {p['gid']}"
+    return who + (f" pid {p['pid']}" if int(p.get("pid", 0)) else "")
+
+
+def audit_rows(records: list[dict[str, Any]]) -> str:
+    rows = [[r["seq"], r.get("time", "-"), audit_peer(r.get("peer", {})), r["method"].removeprefix("galleonfs.v1."),
+             r["volume"] or "-", r["code"] + (f": {r['message']}" if r["message"] else "")]
+            for r in records]
+    return table(rows, ["SEQ", "TIME", "WHO", "METHOD", "VOLUME", "RESULT"])
