@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -195,3 +196,25 @@ def test_since_takes_durations_and_times() -> None:
     assert parse_since("1970-01-01 00:00:01.5", now_ns=now) == 1_500_000_000
     with pytest.raises(InvalidArgument, match="invalid --since 'yesterday': give a duration"):
         parse_since("yesterday")
+
+
+def test_peer_credentials_come_from_the_kernel(tmp_path: Path) -> None:
+    """The daemon's own accepted connections on its listening path, and nothing else."""
+    import socket
+
+    from galleonfs.audit.peer import Credentials, unix_peers
+
+    path = str(tmp_path / "s.sock")
+    other = str(tmp_path / "other.sock")
+    with socket.socket(socket.AF_UNIX) as listener, socket.socket(socket.AF_UNIX) as elsewhere:
+        listener.bind(path)
+        listener.listen()
+        elsewhere.bind(other)
+        elsewhere.listen()
+        assert unix_peers([path]) == []                       # a listening socket is no peer
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)
+            accepted, _ = listener.accept()
+            with accepted:
+                assert unix_peers([path]) == [Credentials(os.getpid(), os.getuid(), os.getgid())]
+                assert unix_peers([other]) == []
