@@ -15,6 +15,9 @@ operation or the state after it, nothing in between:
 * fsck is clean (no leaked or missing block, no refcount error, no history version that
   no snapshot needs), and the volume takes new snapshots and deletes after the recovery.
 
+Half the cases cut the power a second time while the next open recovers (replay, the
+resumed delete, the checkpoint), as ``test_power_loss`` does.
+
 Deletes run in chunks of two history versions (``snapshots.CHUNK``), so that one delete
 takes many journal records and the cut can fall between any two of them.
 """
@@ -48,6 +51,9 @@ POINTS = (
     "checkpoint.after_meta_commit",
 )
 NTH_MAX = 40                     # no operation here hits one point more often
+RECOVERY_POINTS = ("journal.after_append_before_sync", "commit.after_data_sync_before_journal_sync",
+                   "checkpoint.before_meta_commit", "checkpoint.after_meta_commit")
+recovery_crashes: list[str] = []   # volumes whose recovery a second power cut interrupted
 
 Tree = dict[str, bytes | None]   # path -> content (None: a directory)
 
@@ -191,6 +197,19 @@ def crash_run(base_dir: str, work: str, op: Op, point: str, nth: int,
         crashpoints.disarm_all()
     engine.close(checkpoint=False)
     storage.power_cut(rng if rng.random() < 0.7 else None)
+    if rng.random() < 0.5:
+        # The power goes again while the next open recovers (replays, finishes a delete,
+        # checkpoints): the open after that must come to an allowed state all the same.
+        # Mostly at a journal append: the resumed delete's records are the ones to cut.
+        point = RECOVERY_POINTS[0] if rng.random() < 0.7 else rng.choice(RECOVERY_POINTS[1:])
+        crashpoints.arm(point, rng.randrange(1, 3))
+        try:
+            Engine.open(work, storage=storage).close(checkpoint=False)
+        except SimulatedCrash:
+            recovery_crashes.append(work)
+        finally:
+            crashpoints.disarm_all()
+        storage.power_cut(rng if rng.random() < 0.7 else None)
     return crashed, not crashed
 
 
@@ -293,11 +312,13 @@ def test_power_loss_during_snapshot_delete(base: tuple[str, Tree, dict[str, Tree
         allowed = [keep] if completed else [keep, keep | {victim}]
         then_more_snapshot_work(check_recovered(work, live, trees, allowed, context), context)
 
+    recovery_crashes.clear()
     with caplog.at_level(logging.INFO, logger="galleonfs.engine.engine"):
         each_crash(base_dir, tmp_path, op, check)
     assert records and records[0] >= 4, f"the delete took {records} journal records: too few to cut"
     resumed = [r for r in caplog.records if f"finished deleting snapshot {victim}" in r.getMessage()]
     assert resumed, "no case recovered a delete cut in the middle (resume never ran)"
+    assert recovery_crashes, "no case cut the power while a resumed delete ran"
 
 
 def test_power_loss_during_clone(base: tuple[str, Tree, dict[str, Tree]], tmp_path: Path) -> None:
