@@ -791,6 +791,17 @@ class Engine:
             self.storage.sync_dir(self.data_dir)
 
     # --- garbage collection --------------------------------------------------------------------
+    def roll_mostly_dead_segment(self, live_fraction_min: float = limits.gc_live_fraction_min) -> None:
+        """Mostly dead data in the segment being appended to would not be collected until the
+        volume wrote enough to fill it: start a new segment so that GC can take this one (a
+        volume that deletes what it just wrote gets its disk space back)."""
+        current = self.segments.current
+        if current is None:
+            return
+        written, live = self._segstats.get(current, [0, 0])
+        if written and live / written < live_fraction_min:
+            self.segments.roll()
+
     def gc_candidates(self, live_fraction_min: float = limits.gc_live_fraction_min) -> list[int]:
         """Segments (not the one being written) whose live fraction is below the threshold."""
         out = []
@@ -854,6 +865,7 @@ class Engine:
            bytes_max: int = limits.gc_pass_bytes_max) -> GcReport:
         """One blocking GC pass, then a checkpoint that deletes the emptied segments."""
         report = GcReport()
+        self.roll_mostly_dead_segment(live_fraction_min)
         for seg in self.gc_candidates(live_fraction_min):
             if report.bytes_copied >= bytes_max:
                 break

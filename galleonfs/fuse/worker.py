@@ -299,6 +299,8 @@ class Worker:
 
     async def _gc_step(self) -> None:
         report = GcReport()
+        if self.engine.writable:
+            self.engine.roll_mostly_dead_segment()
         for seg in self.engine.gc_candidates():
             if report.bytes_copied >= limits.gc_pass_bytes_max or not self.engine.writable:
                 break
