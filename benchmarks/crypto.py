@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import drop_caches, machine  # noqa: E402
+from benchmarks.run import drop_caches, machine, read_through  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -150,16 +150,8 @@ def seq_read_cold(vol: Volume, size: int) -> tuple[float, float]:
     vol.cold()
     path = vol.mnt / "seq.bin"
     assert path.stat().st_size == size
-
-    def run() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            while os.read(fd, MiB):
-                pass
-        finally:
-            os.close(fd)
     cpu = vol.cpu_s()
-    seconds = timed(run)
+    seconds = timed(lambda: read_through(path))
     return size / MiB / seconds, (vol.cpu_s() - cpu) * 1e3 / (size / MiB)
 
 

@@ -97,6 +97,16 @@ def seq_write(d: Path, size: int) -> float:
     return size / MiB / timed(run)
 
 
+def read_through(path: Path) -> None:
+    """Read a whole file in 1 MiB reads (the sequential-read workload)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while os.read(fd, MiB):
+            pass
+    finally:
+        os.close(fd)
+
+
 def seq_read_cold(d: Path, size: int) -> float:
     """MB/s reading the file seq_write left, after dropping the page cache."""
     path = d / "seq.bin"
@@ -104,14 +114,7 @@ def seq_read_cold(d: Path, size: int) -> float:
         seq_write(d, size)
     drop_caches()
 
-    def run() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            while os.read(fd, MiB):
-                pass
-        finally:
-            os.close(fd)
-    return size / MiB / timed(run)
+    return size / MiB / timed(lambda: read_through(path))
 
 
 def fio(d: Path, rw: str, size_mb: int, runtime_s: int, *, direct: bool, cold: bool) -> float:
@@ -210,15 +213,8 @@ def reread_warm(d: Path, size: int) -> float:
         seq_write(d, size)
         os.rename(d / "seq.bin", path)
 
-    def read_once() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            while os.read(fd, MiB):
-                pass
-        finally:
-            os.close(fd)
-    read_once()
-    return size / MiB / timed(read_once)
+    read_through(path)
+    return size / MiB / timed(lambda: read_through(path))
 
 
 def worker_rss(vol: MountedVolume, size: int) -> tuple[float, float]:

@@ -12,6 +12,24 @@ from collections.abc import Callable
 from ..errors import ExitCode, GalleonError
 
 
+class ProgressLine:
+    """``label: done/total (N %)`` on stderr, rewritten in place; silent when stderr is not a
+    terminal (scripts and tests see only the result). Call it with each ``(done, total)``;
+    ``end`` closes the line."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.tty and total:
+            print(f"\r{self.label}: {done}/{total} ({100 * done // total} %)", end="", file=sys.stderr, flush=True)
+
+    def end(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
 def run(argv: list[str] | None, parser: argparse.ArgumentParser, prog: str) -> int:
     """Run a CLI: user errors become one line on stderr and a stable exit code."""
     args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ from ..errors import InvalidArgument
 from ..managers.model import AccessMode, VolumeType
 from ..units import format_size, parse_size
 from . import output, qos
-from .common import run
+from .common import ProgressLine, run
 
 DEFAULT_ADDRESS = "unix:/run/galleonfs/galleond.sock"
 
@@ -240,16 +240,13 @@ def volume_flatten(args: argparse.Namespace) -> int:
 
 def volume_rekey(args: argparse.Namespace) -> int:
     """Stream the daemon's progress; one line, rewritten in place on a terminal."""
-    tty = sys.stderr.isatty()
+    progress = ProgressLine(f"rekeying {args.name}")
     epoch = 0
     with _client(args) as c:
         for step in c.rekey_volume(args.name):
             epoch = step.epoch or epoch
-            if tty and step.total:
-                print(f"\rrekeying {args.name}: {step.done}/{step.total} ({100 * step.done // step.total} %)",
-                      end="", file=sys.stderr, flush=True)
-    if tty:
-        print(file=sys.stderr)
+            progress(step.done, step.total)
+    progress.end()
     print(f"volume {args.name} rekeyed: everything is sealed under a new data key (epoch {epoch})")
     return 0
 

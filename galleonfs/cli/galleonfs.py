@@ -26,7 +26,7 @@ from ..engine.engine import LOCK_FILE, NEEDS_CHECK_FILE, Engine
 from ..errors import Busy, ExitCode, GalleonError, InvalidArgument, NotFound, Unavailable
 from ..fuse.ready import read_line
 from ..units import format_size, parse_size
-from .common import run
+from .common import ProgressLine, run
 
 EXAMPLES = """\
 examples:
@@ -163,19 +163,13 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     spec = key_spec(args)
     if not spec.configured:
         raise InvalidArgument("rekey needs the volume's key source: --key-file, --key-passphrase-env or --key-command")
-    tty = sys.stderr.isatty()
-
-    def progress(done: int, total: int) -> None:
-        if tty and total:
-            print(f"\rrekeying: {done}/{total} ({100 * done // total} %)", end="", file=sys.stderr, flush=True)
-
+    progress = ProgressLine("rekeying")
     engine = Engine.open(args.volume_dir, keys=spec.manager())
     try:
         epoch = rekey.run(engine, progress)
     finally:
         engine.close()
-    if tty:
-        print(file=sys.stderr)
+    progress.end()
     print(f"{args.volume_dir}: everything is sealed under a new data key (epoch {epoch}); the old key is gone")
     return ExitCode.OK
 
