@@ -248,7 +248,7 @@ def make_tarball(path: Path, files: int, total_bytes: int, seed: int = 11) -> st
     of mixed sizes (log-normal, median ~10 KB, up to 1 MiB) in a tree of directories up to 5
     deep, ``total_bytes`` of content in all. Returns its SHA-256."""
     rng = random.Random(seed)
-    corpus = source_text(rng, 4 * MiB)
+    corpus = source_text(rng, min(4 * MiB, total_bytes + 2 * MiB))     # > the largest file (1 MiB)
     sizes = scaled_sizes(rng, files, total_bytes)
     dirs = ["src"]
     for _ in range(max(1, files // 12)):
