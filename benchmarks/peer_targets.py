@@ -84,7 +84,10 @@ class FuseProcess(Target):
         self.root.mkdir(parents=True)
         self.prepare()
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            # A session of its own: Ctrl-C on the benchmark must not reach the server (which
+            # would unmount itself under a running workload); stop() unmounts it in order.
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True)
         deadline = time.monotonic() + MOUNT_TIMEOUT_S
         while not is_mounted(self.root):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -179,11 +182,15 @@ class Galleon(Target):
     def stop(self) -> None:
         if self.volume is None:
             return
-        code = self.volume.unmount()
-        log = self.volume.log()
-        self.volume = None
+        volume, self.volume = self.volume, None
+        try:
+            # Ctrl-C in a terminal also reaches the worker (same process group), which then
+            # unmounts itself: wait for it instead of unmounting what is no longer mounted.
+            code = volume.unmount() if is_mounted(self.root) else volume.wait_exit()
+        except (AssertionError, subprocess.TimeoutExpired) as exc:
+            raise TargetError(f"{self.label}: could not unmount {self.root}: {exc}") from None
         if code != 0:
-            raise TargetError(f"{self.label}: the mount worker exited with {code}:\n{log}")
+            raise TargetError(f"{self.label}: the mount worker exited with {code}:\n{volume.log()}")
 
     def pids(self) -> list[int]:
         return [self.volume.pid] if self.volume is not None else []

@@ -121,27 +121,32 @@ def main(argv: list[str] | None = None) -> int:
                 record["preage"][target.key] = preage(target, int(args.preage * args.volume_size),
                                                       args.volume_size // 2)
         run_all(targets, sizes, tarball, args.runs, record)
-    except TargetError as exc:
-        raise SystemExit(str(exc)) from None
+    except (TargetError, SystemExit, KeyboardInterrupt) as exc:
+        # Keep what was measured: a failure late in a 30-minute run should not cost it all.
+        record["failed"] = str(exc) or type(exc).__name__
     finally:
-        stop_all(started)
+        record["stop_problems"] = stop_all(started)
     record["elapsed_s"] = time.monotonic() - start
-    report(targets, record, args, sizes, tar_sha)
+    if record["samples"]:
+        report(targets, record, args, sizes, tar_sha)
+    if "failed" in record or record["stop_problems"]:
+        raise SystemExit("\n".join([f"stopped early: {record['failed']}"] * ("failed" in record)
+                                    + record["stop_problems"]))
     if not args.keep:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
-def stop_all(started: list[Target]) -> None:
-    """Unmount every target we mounted, even when one of them fails to stop cleanly."""
+def stop_all(started: list[Target]) -> list[str]:
+    """Unmount every target we mounted, even when one of them fails to stop cleanly; return
+    what went wrong (the report still comes first)."""
     failed = []
     for target in reversed(started):
         try:
             target.stop()
         except TargetError as exc:
             failed.append(str(exc))
-    if failed:
-        raise SystemExit("\n".join(failed))
+    return failed
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -212,9 +217,10 @@ def run_all(targets: list[Target], sizes: Sizes, tarball: Path, runs: int, recor
 
 
 def sample_row(s: Sample, target: Target, run: int, position: int, load: float) -> dict[str, Any]:
+    per_op = None if s.cpu_s is None or not s.ops else s.cpu_s * 1e6 / s.ops
     return {"run": run, "target": target.key, "position": position, "metric": s.metric, "value": s.value,
-            "cpu_s": s.cpu_s, "ops": s.ops,
-            "cpu_us_per_op": None if s.cpu_s is None or not s.ops else s.cpu_s * 1e6 / s.ops, "seconds": s.seconds, "load1": load, **s.extra}
+            "cpu_s": s.cpu_s, "ops": s.ops, "cpu_us_per_op": per_op, "seconds": s.seconds, "load1": load,
+            **s.extra}
 
 
 def progress(s: Sample, target: Target, run: int, load: float) -> str:
@@ -259,6 +265,8 @@ def report(targets: list[Target], record: dict[str, Any], args: argparse.Namespa
     loads = [row["load1"] for row in record["samples"]]
     keys = [t.key for t in targets]
     labels = {t.key: t.label for t in targets}
+    if "failed" in record:
+        print(f"\nPARTIAL RESULTS: the run stopped early ({record['failed']})")
     print(f"\nmachine: {info['cpu']}, {info['cores']} cores, {info['memory']}, kernel {info['kernel']}, "
           f"Python {info['python']}, disk {info['disk']}; {args.runs} run(s), "
           f"{'quick sizes' if args.quick else 'full sizes'}, {record['elapsed_s'] / 60:.1f} min; load average "
