@@ -187,7 +187,6 @@ class Authenticator:
     def identify(self, context: Any, seen: dict[str, Any]) -> Principal:
         """The principal of the call; fills ``seen`` with what is known even on a refusal."""
         peer = str(context.peer())
-        token = _bearer(context)
         if peer.startswith("unix:"):
             creds = self.gate.credentials(peer) if self.gate is not None else None
             if creds is None:
@@ -195,12 +194,14 @@ class Authenticator:
                                       "connect to the address galleond listens on")
             seen.update(transport="unix", address=creds.socket_path, uid=creds.uid, gid=creds.gid,
                         pid=creds.pid, principal=f"uid {creds.uid}")
+            token = _bearer(context)
             if token:
                 return self._token(token, creds)
             return self._unix(creds)
         seen.update(transport="tcp", address=peer)
         if not peer.startswith(("ipv4:", "ipv6:")):
             raise Unauthenticated(f"galleond cannot tell who is calling over {_short(peer)}")
+        token = _bearer(context)
         auth = context.auth_context() or {}
         if auth.get("transport_security_type") != [b"ssl"]:
             # Only loopback addresses are ever plaintext listeners (config refuses others).
