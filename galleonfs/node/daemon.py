@@ -152,10 +152,14 @@ class Daemon:
             threads=self.config.rpc_threads, socket_mode=self.config.socket_mode, tls=tls,
             interceptors=(AuditInterceptor(self.audit, unix_paths), auth_interceptor),
             gate=gate, socket_gid=_group_id(self.config.operator_group))
-        for address in self.config.listen:
-            self.info.listen.append(self.server.listen(address))
-        for address in self.config.insecure_listen:
-            self.info.listen.append(self.server.listen_insecure(address))
+        try:
+            for address in self.config.listen:
+                self.info.listen.append(self.server.listen(address))
+            for address in self.config.insecure_listen:
+                self.info.listen.append(self.server.listen_insecure(address))
+        except BaseException:
+            gate.close()        # a refused start leaves no socket or gate directory behind
+            raise
         self.server.start()
         log.info("galleond %s serving on %s (data dir %s)", __version__,
                  ", ".join(self.info.listen), self.config.data_dir)

@@ -182,6 +182,17 @@ def test_a_connection_the_gate_did_not_make_is_unauthenticated(daemons: Daemons,
     assert "did not come through galleond's socket" in info_.value.details()
 
 
+def test_a_refused_start_leaves_no_socket_or_gate_behind(daemons: Daemons, tmp_path: Path) -> None:
+    d = daemons.start()
+    other = tmp_path / "other-data"
+    done = _galleond("--listen", d.address, data_dir=other)      # the socket is taken
+    assert done.returncode == ExitCode.BUSY, done.stderr
+    assert done.stderr.splitlines()[-1] == f"galleond: error: another daemon already listens on {d.socket}"
+    assert not os.path.exists(run_dir_for(str(other)))
+    assert not os.path.exists(f"{other.parent}/s.sock")           # its own first socket went too
+    assert names(d, "volume", "list") == []                         # the first daemon still answers
+
+
 # --- tokens ------------------------------------------------------------------------------------
 def test_tokens_viewer_cannot_write_and_bad_tokens_are_refused(daemons: Daemons, local_user: LocalUser) -> None:
     # 0666: every local user may connect, and only a token lets one do anything.
@@ -254,7 +265,8 @@ def _galleond(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
 
     return subprocess.run([sys.executable, "-m", "galleonfs.node.daemon", "--config", os.devnull,
                            "--data-dir", str(data_dir), "--listen", f"unix:{data_dir.parent}/s.sock", *args],
-                          capture_output=True, text=True, timeout=60, check=False)
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "GALLEONFS_METRICS_LISTEN": ""})
 
 
 def test_plaintext_tcp_is_refused_at_start_unless_insecure_listen_on_loopback(
