@@ -129,6 +129,25 @@ class NotPermitted(PermissionDenied):
     errno = _errno.EPERM
 
 
+class Unauthenticated(GalleonError):
+    """{detail}"""
+
+    # The caller could not be identified (no credentials, or a bad, expired or revoked
+    # token); PermissionDenied is for a known caller who may not do this.
+    errno = _errno.EACCES
+    grpc_status = "UNAUTHENTICATED"
+    exit_code = ExitCode.PERMISSION
+
+
+class QuotaExceeded(GalleonError):
+    """{detail}"""
+
+    # A tenant's quota (total bytes, volume count), not the disk: the node still has room.
+    errno = _errno.EDQUOT
+    grpc_status = "RESOURCE_EXHAUSTED"
+    exit_code = ExitCode.NO_SPACE
+
+
 class Unavailable(GalleonError):
     """{detail}"""
 
@@ -223,7 +242,7 @@ def _all_subclasses(cls: type[GalleonError]) -> list[type[GalleonError]]:
 _BY_STATUS: dict[str, type[GalleonError]] = {
     "INVALID_ARGUMENT": InvalidArgument, "NOT_FOUND": NotFound, "ALREADY_EXISTS": AlreadyExists,
     "FAILED_PRECONDITION": FailedPrecondition, "RESOURCE_EXHAUSTED": NoSpace,
-    "PERMISSION_DENIED": PermissionDenied, "UNAVAILABLE": Unavailable, "DATA_LOSS": Corrupt,
+    "PERMISSION_DENIED": PermissionDenied, "UNAUTHENTICATED": Unauthenticated, "UNAVAILABLE": Unavailable, "DATA_LOSS": Corrupt,
     "UNIMPLEMENTED": Unimplemented, "DEADLINE_EXCEEDED": Unavailable,
     "ABORTED": Busy, "INTERNAL": GalleonError, "UNKNOWN": GalleonError,
 }

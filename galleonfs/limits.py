@@ -100,3 +100,28 @@ qos_share_min_fraction = 0.02
 metrics_flush_interval_s = 1.0
 # `galleonctl volume stats` rates look back over this many flushes (about 10 s).
 metrics_window_samples = 11
+
+# --- API access: the unix-socket gate, tokens, tenants ----------------------------------------
+# The gate (rpc/gate.py) splices each unix-socket connection with two threads: 256
+# connections at once is far above what galleonctl and an orchestrator's node plugin open
+# (one each per command, a handful kept), and 512 idle threads cost little memory. Callers
+# past the bound wait in the listen backlog, they are not refused.
+gate_connections_max = 256
+gate_backlog = 128
+# Copy buffer per direction: a unary call is a few KiB; 256 KiB moves a 16 MiB message in
+# 64 copies without holding much per connection.
+gate_buffer_bytes = 256 * KiB
+gate_stop_timeout_s = 5.0
+# A token's secret: 32 random bytes (256 bits), stored only as its SHA-256.
+token_secret_bytes = 32
+# Token and tenant names: DNS labels, like volume names (63 bytes).
+access_name_bytes_max = 63
+# Bounds on the catalog's access tables, so that a loop in a script cannot fill the node's
+# catalog: 10,000 of each is far more than one node has principals or tenants.
+tokens_max = 10_000
+tenants_max = 10_000
+# The longest a token may be valid (10 years): long-lived automation tokens are allowed, a
+# typo of a few extra digits is not.
+token_lifetime_max_s = 10 * 365 * 86_400
+# A --token-file bigger than this is not a token (a token is ~60 characters).
+token_file_bytes_max = 4 * KiB

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import InvalidArgument
 from ..managers.model import AccessMode, VolumeType
 from ..units import format_size, parse_size
-from . import output, qos
+from . import access, output, qos
 from .common import ProgressLine, run
 
 DEFAULT_ADDRESS = "unix:/run/galleonfs/galleond.sock"
@@ -42,7 +42,9 @@ examples:
   galleonctl top                                                all volumes' IOPS, MB/s, latency, live
 
   The daemon's address comes from --address or GALLEONFS_ADDRESS
-  (default unix:/run/galleonfs/galleond.sock).
+  (default unix:/run/galleonfs/galleond.sock). On it, root is admin and members of
+  galleond's operator_group are operators; anyone else, and every TCP caller, needs a
+  client certificate (--tls-cert/--tls-key) or a token (GALLEONFS_TOKEN or --token-file).
   Shell completion: eval "$(galleonctl completion bash)"
 
 exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 exists, 5 busy, 6 no space,
@@ -54,9 +56,7 @@ _TYPE_PB = {VolumeType.EPHEMERAL: 1, VolumeType.PERSISTENT: 2, VolumeType.SHARED
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from ..rpc.client import Client
-
-    return Client(args.address, timeout_s=args.timeout)
+    return access.client(args)
 
 
 def _size(text: str) -> int:
@@ -452,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default=os.environ.get("GALLEONFS_ADDRESS", DEFAULT_ADDRESS),
                         help="galleond's address: unix:/path.sock or host:port (env GALLEONFS_ADDRESS)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for an answer")
+    access.add_connection_options(parser)
     nouns = parser.add_subparsers(dest="noun", required=True, metavar="NOUN")
 
     volume = nouns.add_parser("volume", help="create, mount, expand and delete volumes").add_subparsers(
@@ -559,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=policy_delete)
 
     qos.add_commands(nouns, _read_command)
+    access.add_commands(nouns, _read_command)
 
     classes = nouns.add_parser("storage-class", help="manage storage classes").add_subparsers(
         dest="verb", required=True, metavar="VERB")
@@ -609,6 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # grpcio's core logs a refused TLS handshake at INFO on stderr; the user gets our one
+    # sentence instead (set before grpc is first imported, which is lazily, below).
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     return run(argv, build_parser(), "galleonctl")
 
 

@@ -80,6 +80,8 @@ def volume_detail(v: dict[str, Any]) -> str:
         pairs.append(("mounted on", m["path"] + (" (read-only)" if m.get("read_only") else "")))
     if v.get("message"):
         pairs.append(("message", v["message"]))
+    if v.get("tenant"):
+        pairs.append(("tenant", v["tenant"]))
     return fields(pairs)
 
 
@@ -165,7 +167,18 @@ def policy_rows(policies: list[dict[str, Any]]) -> str:
 
 
 def audit_peer(p: dict[str, Any]) -> str:
-    """'uid 0 gid 0 pid 4242', 'ipv4:10.0.0.5:51234', or '?' when it could not be told."""
+    """'uid 0 gid 0 pid 4242', 'ipv4:10.0.0.5:51234', or '?' when it could not be told; then
+    the principal when it is not the uid itself ('as token ci', 'as cert alice') and its
+    tenant. Roles are in ``-o json``."""
+    who = _peer_address(p)
+    if p.get("principal") and p.get("principal") != f"uid {p.get('uid')}":
+        who += f" as {p['principal']}"
+    if p.get("tenant"):
+        who += f" tenant {p['tenant']}"
+    return who
+
+
+def _peer_address(p: dict[str, Any]) -> str:
     if p.get("transport") == "tcp":
         return str(p.get("address", "?"))
     if not p.get("credentials_known"):

@@ -30,9 +30,9 @@ budget is configured (qos_node_iops, qos_node_throughput_mbps in galleond.toml).
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from ..rpc.client import Client
+    from .access import client
 
-    return Client(args.address, timeout_s=args.timeout)
+    return client(args)
 
 
 def _emit(args: argparse.Namespace, data: Any) -> int:

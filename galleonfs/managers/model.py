@@ -130,6 +130,7 @@ class Volume:
     message: str = ""
     origin_volume: str = ""     # a clone: the volume id and snapshot it shares blocks with
     origin_snapshot: str = ""
+    tenant: str = ""            # the tenant it belongs to ("" = none; managers/tenancy.py)
 
     def move_to(self, state: VolumeState, message: str = "") -> None:
         if state != self.state and state not in TRANSITIONS[self.state]:

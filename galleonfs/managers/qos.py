@@ -35,6 +35,7 @@ from ..errors import AlreadyExists, Busy, GalleonError, NotFound
 from ..meta.catalog import Catalog
 from ..qos.allocation import Share, allocate
 from ..qos.policy import QosPolicy, WorkerRates
+from . import tenancy
 from .model import now_ns
 from .volumes import VolumeManager
 
@@ -80,7 +81,7 @@ class QosManager:
         out = []
         for volume_id, policy in self.catalog.qos_assignments().items():
             data = self.catalog.volume(volume_id)
-            if policy == name and data is not None:
+            if policy == name and data is not None and tenancy.visible(data):
                 out.append(str(data["name"]))
         return sorted(out)
 

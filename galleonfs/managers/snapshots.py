@@ -33,6 +33,7 @@ from ..errors import (
 )
 from ..meta.catalog import Catalog
 from ..node import mounts
+from . import tenancy
 from .model import (
     MountPoint,
     SnapshotPolicy,
@@ -193,10 +194,13 @@ class SnapshotManager:
             self._check_state(source)
             if size and size < 0:
                 raise InvalidArgument("a clone needs a positive size")
+            # A clone belongs to its origin's tenant (and counts against its quota).
+            tenancy.admit(self.catalog, storage_class=source.storage_class, size=size or source.size)
             clone = Volume(id=str(uuid.uuid4()), name=new_name, size=size or source.size,
                            storage_class=source.storage_class, type=VolumeType.PERSISTENT,
                            access_modes=list(source.access_modes), labels=labels,
-                           block_size=source.block_size, origin_volume=source.id, origin_snapshot=snapshot)
+                           block_size=source.block_size, origin_volume=source.id, origin_snapshot=snapshot,
+                           tenant=source.tenant)
             self.volumes._save(clone)
             target = self.volumes.volume_dir(clone.id)
             args = {"snapshot": snapshot, "target_dir": target, "clone_id": clone.id,

@@ -45,6 +45,7 @@ from ..meta.catalog import Catalog
 from ..metrics import multiproc
 from ..node import mounts
 from ..node.supervisor import Supervisor, mark_needs_check
+from . import tenancy
 from .model import (
     AccessMode,
     MountPoint,
@@ -142,12 +143,12 @@ class VolumeManager:
             raise InvalidArgument("name a volume (its name or id)")
         volume_id = self.catalog.volume_id(name) or name
         data = self.catalog.volume(volume_id)
-        if data is None:
+        if data is None or not tenancy.visible(data):     # another tenant's: as if absent
             raise NotFound(f"volume {name!r} does not exist (see `galleonctl volume list`)")
         return Volume.from_json(data)
 
     def list(self, selector: dict[str, str] | None = None) -> list[Volume]:
-        volumes = [Volume.from_json(v) for v in self.catalog.volumes()]
+        volumes = [Volume.from_json(v) for v in self.catalog.volumes() if tenancy.visible(v)]
         if selector:
             volumes = [v for v in volumes if all(v.labels.get(k) == val for k, val in selector.items())]
         return sorted(volumes, key=lambda v: v.name)
@@ -180,8 +181,10 @@ class VolumeManager:
         async with self._locks[name]:
             if self.catalog.volume_id(name) is not None:
                 raise AlreadyExists(f"a volume named {name!r} already exists")
+            tenant = tenancy.admit(self.catalog, storage_class=cls.name, size=size)
             volume = Volume(id=str(uuid.uuid4()), name=name, size=size, storage_class=cls.name,
-                            type=type, access_modes=modes, labels=labels, block_size=cls.block_size)
+                            type=type, access_modes=modes, labels=labels, block_size=cls.block_size,
+                            tenant=tenant)
             self._save(volume)
             try:
                 params = cls.parameters
@@ -284,6 +287,7 @@ class VolumeManager:
                 raise InvalidArgument(f"volume size {size} is out of range: at most 1P")
             if size == volume.size:
                 return volume
+            tenancy.admit_growth(self.catalog, volume.tenant, volume.size, size)
             worker = self.supervisor.workers.get(volume.id)
             if worker is not None and worker.read_only:
                 # A ReadOnlyMany volume's worker opened it read-only: nothing can write the

@@ -6,7 +6,8 @@ cannot take its effect back. Values are JSON (readable with ``mdb_dump``, easy t
 
 Databases: ``volumes`` (id -> volume), ``names`` (name -> id), ``classes`` (name -> storage
 class), ``node`` (key -> value: format version, node id), ``qos_policies`` (name -> QoS
-policy), ``qos_assignments`` (volume id -> QoS policy name).
+policy), ``qos_assignments`` (volume id -> QoS policy name), ``tokens`` (name -> API token:
+role, tenant, SHA-256 of its secret, times; never the secret), ``tenants`` (name -> tenant).
 
 What it must not do: validate (the managers do) or hold state outside LMDB.
 """
@@ -44,6 +45,8 @@ class Catalog:
         self._policies = self._env.open_db(b"policies")
         self._qos = self._env.open_db(b"qos_policies")
         self._qos_volumes = self._env.open_db(b"qos_assignments")
+        self._tokens = self._env.open_db(b"tokens")
+        self._tenants = self._env.open_db(b"tenants")
         with self._env.begin(write=True) as txn:
             version = txn.get(b"format", db=self._node)
             if version is None:
@@ -163,6 +166,40 @@ class Catalog:
                 txn.put(volume_id.encode(), policy.encode(), db=self._qos_volumes)
             else:
                 txn.delete(volume_id.encode(), db=self._qos_volumes)
+
+    # --- API tokens and tenants (managers/access.py) ---------------------------------------------
+    def token(self, name: str) -> dict[str, Any] | None:
+        return self._get(self._tokens, name)
+
+    def tokens(self) -> list[dict[str, Any]]:
+        with self._env.begin() as txn:
+            return [json.loads(v) for _, v in txn.cursor(db=self._tokens)]
+
+    def put_token(self, token: dict[str, Any]) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.put(token["name"].encode(), json.dumps(token, sort_keys=True).encode(), db=self._tokens)
+
+    def tenant(self, name: str) -> dict[str, Any] | None:
+        return self._get(self._tenants, name)
+
+    def tenants(self) -> list[dict[str, Any]]:
+        with self._env.begin() as txn:
+            return [json.loads(v) for _, v in txn.cursor(db=self._tenants)]
+
+    def put_tenant(self, tenant: dict[str, Any]) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.put(tenant["name"].encode(), json.dumps(tenant, sort_keys=True).encode(), db=self._tenants)
+
+    def delete_tenant(self, name: str) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.delete(name.encode(), db=self._tenants)
+
+    def _get(self, db: Any, key: str) -> dict[str, Any] | None:
+        if not _storable(key):
+            return None
+        with self._env.begin() as txn:
+            raw = txn.get(key.encode(), db=db)
+        return None if raw is None else json.loads(raw)
 
     def close(self) -> None:
         self._env.close()

@@ -122,6 +122,12 @@ class NodeConfig:
     key_file: str = ""                       # a 32-byte key-encryption key, created 0600
     key_passphrase_env: str = ""             # the variable holding the passphrase
     key_command: str = ""                    # "CMD wrap" / "CMD unwrap" (a KMS/HSM hook)
+    # API access (rpc/auth.py): plaintext TCP listeners, loopback only; the CA whose client
+    # certificates TLS listeners require (mTLS); the group whose members are operators on
+    # the unix socket ("" for none: only root).
+    insecure_listen: list[str] = field(default_factory=list)
+    tls_client_ca: str = ""
+    operator_group: str = "galleonfs"
     sources: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
@@ -148,6 +154,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "metrics_listen": _metrics_listen,
     "qos_node_iops": _non_negative, "qos_node_throughput_mbps": _non_negative,
     "key_file": _path, "key_passphrase_env": str, "key_command": str,
+    "insecure_listen": lambda v: _insecure_listen(v), "tls_client_ca": _path,
+    "operator_group": lambda v: _group(v),
 }
 
 
@@ -164,6 +172,7 @@ def load(*, config_file: str | None, env: Mapping[str, str], flags: Mapping[str,
     _apply(config, {k: v for k, v in flags.items() if v is not None}, "flag")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise InvalidArgument("tls_cert and tls_key go together: set both or neither")
+    check_access(config)
     return config
 
 
@@ -192,3 +201,46 @@ def _apply(config: NodeConfig, values: Mapping[str, Any], source: str) -> None:
             raise InvalidArgument(f"bad value for {where}: {exc}") from None
         setattr(config, key, value)
         config.sources[key] = source
+
+
+# --- API access ----------------------------------------------------------------------------------
+def _insecure_listen(value: Any) -> list[str]:
+    """Plaintext TCP listeners: host:port on a loopback address only."""
+    import ipaddress
+
+    items = value if isinstance(value, list) else [s for s in str(value).split(",") if s.strip()]
+    out = []
+    for item in items:
+        address = parse_address(str(item))
+        if address.unix_path is not None:
+            raise InvalidArgument(f"{str(item).strip()!r} is a unix socket; put it in listen")
+        host = str(address.host).strip("[]")
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise InvalidArgument(f"refusing to listen without TLS on {address}: plaintext is only "
+                                  f"allowed on loopback (127.0.0.1, ::1); for other addresses use "
+                                  f"listen with tls_cert and tls_key")
+        out.append(str(address))
+    return out
+
+
+def _group(value: Any) -> str:
+    text = str(value).strip()
+    if len(text) > 32 or not all(c.isalnum() or c in "._-" for c in text):
+        raise InvalidArgument(f"{text[:64]!r} is not a group name")
+    return text
+
+
+def check_access(config: NodeConfig) -> None:
+    """Settings that only make sense together: TCP in ``listen`` needs TLS."""
+    tcp = [a for a in config.listen if parse_address(a).unix_path is None]
+    if tcp and not config.tls_cert:
+        raise InvalidArgument(f"listening on {tcp[0]} needs TLS: set tls_cert and tls_key (and "
+                              f"tls_client_ca to require client certificates), or use "
+                              f"--insecure-listen 127.0.0.1:PORT for a plaintext listener on loopback")
+    if config.tls_client_ca and not config.tls_cert:
+        raise InvalidArgument("tls_client_ca needs tls_cert and tls_key: client certificates are "
+                              "checked by the TLS listener")

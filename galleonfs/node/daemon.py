@@ -136,8 +136,10 @@ class Daemon:
 
         convert.volume_name_of = lambda vid: (self.catalog.volume(vid) or {}).get("name", vid)
         bridge = TrioBridge(trio.lowlevel.current_trio_token())
-        tls = Tls(self.config.tls_cert, self.config.tls_key) if self.config.tls_cert else None
+        tls = (Tls(self.config.tls_cert, self.config.tls_key, self.config.tls_client_ca)
+               if self.config.tls_cert else None)
         unix_paths = [p for p in (parse_address(a).unix_path for a in self.config.listen) if p]
+        gate, auth_interceptor, access_servicers = self._access(bridge)
         self.server = RpcServer(
             {"volume": VolumeService(bridge, self.volumes, self.snapshots),
              "storage_class": StorageClassService(bridge, self.classes),
@@ -146,14 +148,38 @@ class Daemon:
              "snapshot_policy": SnapshotPolicyService(bridge, self.policies),
              "qos": QosService(bridge, self.qos),
              "audit": AuditService(self.audit),
-             "key": KeyService(bridge, self.volumes)},
+             "key": KeyService(bridge, self.volumes), **access_servicers},
             threads=self.config.rpc_threads, socket_mode=self.config.socket_mode, tls=tls,
-            interceptors=(AuditInterceptor(self.audit, unix_paths),))
-        for address in self.config.listen:
-            self.info.listen.append(self.server.listen(address))
+            interceptors=(AuditInterceptor(self.audit, unix_paths), auth_interceptor),
+            gate=gate, socket_gid=_group_id(self.config.operator_group))
+        try:
+            for address in self.config.listen:
+                self.info.listen.append(self.server.listen(address))
+            for address in self.config.insecure_listen:
+                self.info.listen.append(self.server.listen_insecure(address))
+        except BaseException:
+            gate.close()        # a refused start leaves no socket or gate directory behind
+            raise
         self.server.start()
         log.info("galleond %s serving on %s (data dir %s)", __version__,
                  ", ".join(self.info.listen), self.config.data_dir)
+
+    def _access(self, bridge: Any) -> tuple[Any, Any, dict[str, object]]:
+        """The unix-socket gate, the auth interceptor and the Token/Tenant servicers."""
+        from ..managers.access import AccessManager
+        from ..rpc.access import TenantService, TokenService
+        from ..rpc.auth import Authenticator, AuthInterceptor
+        from ..rpc.gate import UnixGate, run_dir_for
+
+        access = AccessManager(self.catalog)
+        gate = UnixGate(run_dir_for(self.config.data_dir))
+        authenticator = Authenticator(
+            gate, verify_token=lambda secret: bridge.run_sync(access.verify, secret),
+            tenant_exists=lambda name: bridge.run_sync(self.catalog.tenant, name) is not None,
+            operator_group=self.config.operator_group)
+        servicers = {"token": TokenService(bridge, access),
+                     "tenant": TenantService(bridge, access, self.classes)}
+        return gate, AuthInterceptor(authenticator), servicers
 
     def _start_metrics(self) -> None:
         """/metrics, /healthz and /readyz on ``metrics_listen``, before any worker starts
@@ -207,6 +233,18 @@ class Daemon:
         log.info("galleond stopped cleanly")
 
 
+def _group_id(name: str) -> int | None:
+    """The gid the unix sockets are given (so that the operator group can connect)."""
+    import grp
+
+    try:
+        return grp.getgrnam(name).gr_gid if name else None
+    except KeyError:
+        log.info("the operator group %s does not exist: only root may use the unix socket "
+                 "without a token", name)
+        return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galleond", description="The GalleonFS node daemon.",
@@ -219,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen", action="append", metavar="ADDRESS",
                         help="unix:/path/to.sock or host:port; repeat for several "
                              "(default unix:/run/galleonfs/galleond.sock)")
+    parser.add_argument("--insecure-listen", action="append", metavar="ADDRESS",
+                        help="a plaintext TCP listener, loopback only (127.0.0.1:PORT); callers "
+                             "need a token. Repeat for several")
     parser.add_argument("--config", help=f"TOML file (default {node_config.DEFAULT_CONFIG_FILE}, if present)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", choices=["json", "text"])
@@ -240,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         config = node_config.load(
             config_file=args.config, env=os.environ,
             flags={"data_dir": args.data_dir, "listen": args.listen, "log_level": args.log_level,
-                   "log_format": args.log_format})
+                   "log_format": args.log_format, "insecure_listen": args.insecure_listen})
         if args.print_config:
             print(config.render())
             return 0

@@ -24,6 +24,7 @@ from ..audit import peer as peers
 from ..audit.log import AuditLog, audit_string_bytes_max, list_records_max
 from ..errors import GalleonError
 from ..v1 import audit_pb2, audit_pb2_grpc
+from . import auth
 from .convert import timestamp
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         message = details.decode(errors="replace") if isinstance(details, bytes) else str(details)
         fields = {
             "time_ns": time.time_ns(), "method": method,
-            "peer": self._peer(context.peer()),
+            "peer": auth.audit_peer(context) or self._peer(context.peer()),   # exact, from rpc.auth
             "request": redact(MessageToDict(request, preserving_proto_field_name=True)),
             "volume": _volume_of(method, request, reply),
             "code": code.name, "message": message if code != grpc.StatusCode.OK else "",
@@ -151,7 +152,8 @@ def record_to_pb(line: int, r: dict[str, Any]) -> audit_pb2.AuditRecord:
         peer=audit_pb2.AuditPeer(
             transport=str(p.get("transport", "")), address=str(p.get("address", "")),
             credentials_known="uid" in p, uid=int(p.get("uid", 0)), gid=int(p.get("gid", 0)),
-            pid=int(p.get("pid", 0)), note=str(p.get("note", ""))),
+            pid=int(p.get("pid", 0)), note=str(p.get("note", "")), principal=str(p.get("principal", "")),
+            role=str(p.get("role", "")), tenant=str(p.get("tenant", ""))),
         method=str(r.get("method", "")), volume=str(r.get("volume", "")),
         request_json=json.dumps(r.get("request", {}), sort_keys=True),
         code=str(r.get("code", "")), message=str(r.get("message", "")),

@@ -3,16 +3,24 @@
 Methods return protobuf messages. A failed call raises the same ``GalleonError`` class
 the daemon raised (its class name travels in trailing metadata), so the caller's exit code
 and message are the daemon's; an unreachable daemon is ``Unavailable`` with a hint.
+
+Credentials (``rpc.auth`` on the daemon's side): on a unix socket the kernel tells galleond
+who the caller is. Over TCP the channel is TLS (``tls_ca`` to trust the daemon's
+certificate, else the system's roots; ``tls_cert``/``tls_key`` for a client certificate),
+except to a loopback address with no TLS option given (galleond's ``insecure_listen``). A
+``token`` goes with every call as ``authorization: Bearer ...``; it is never sent in
+plaintext to an address that is not loopback.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
-from ..errors import GalleonError, Unavailable, error_from_status
+from ..errors import GalleonError, InvalidArgument, PermissionDenied, Unavailable, error_from_status
 from ..v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -26,6 +34,10 @@ from ..v1 import (
     snapshot_pb2_grpc,
     storage_class_pb2,
     storage_class_pb2_grpc,
+    tenant_pb2,
+    tenant_pb2_grpc,
+    token_pb2,
+    token_pb2_grpc,
     types_pb2,
     volume_pb2,
     volume_pb2_grpc,
@@ -38,14 +50,18 @@ DEFAULT_TIMEOUT_S = 120.0      # a mount waits for its worker, a delete for data
 
 class Client:
     def __init__(self, address: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 tls_ca: str | None = None) -> None:
+                 tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None,
+                 token: str | None = None) -> None:
         self.address = parse_address(address)
-        if tls_ca and self.address.unix_path is None:
-            with open(tls_ca, "rb") as f:
-                self._channel = grpc.secure_channel(self.address.grpc_target,
-                                                    grpc.ssl_channel_credentials(f.read()))
+        self.tls = False
+        self._client_cert = bool(tls_cert)
+        if self.address.unix_path is None and (tls_ca or tls_cert or tls_key or not _loopback(self.address.host)):
+            self._channel = grpc.secure_channel(self.address.grpc_target,
+                                                _tls_credentials(tls_ca, tls_cert, tls_key))
+            self.tls = True
         else:
             self._channel = grpc.insecure_channel(self.address.grpc_target)
+        self._metadata = (("authorization", f"Bearer {token.strip()}"),) if token else ()
         self.timeout_s = timeout_s
         self.volumes = volume_pb2_grpc.VolumeServiceStub(self._channel)
         self.classes = storage_class_pb2_grpc.StorageClassServiceStub(self._channel)
@@ -55,6 +71,8 @@ class Client:
         self.qos = qos_pb2_grpc.QosServiceStub(self._channel)
         self.audit = audit_pb2_grpc.AuditServiceStub(self._channel)
         self.keys = key_pb2_grpc.KeyServiceStub(self._channel)
+        self.tokens = token_pb2_grpc.TokenServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self.tenants = tenant_pb2_grpc.TenantServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         self._channel.close()
@@ -67,12 +85,22 @@ class Client:
 
     def call(self, method: Callable[..., Any], request: Any) -> Any:
         try:
-            return method(request, timeout=self.timeout_s)
+            return method(request, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
 
     def _error(self, exc: grpc.RpcError) -> GalleonError:
         code = exc.code()
+        if code == grpc.StatusCode.UNAVAILABLE and not _class_name(exc) and self.tls:
+            # A refused handshake (no client certificate, another CA, expired) looks like an
+            # unreachable server to grpcio; its own words say which.
+            return Unavailable(f"cannot reach galleond at {self.address} over TLS: "
+                               f"{_tls_problem(exc.details() or '', self._client_cert)}")
+        path = self.address.unix_path
+        if (code == grpc.StatusCode.UNAVAILABLE and not _class_name(exc) and path and os.path.exists(path)
+                and not os.access(path, os.R_OK | os.W_OK)):
+            return PermissionDenied(f"no permission to connect to {path}: galleond lets in root and "
+                                    f"the members of its operator group; ask an admin for access or a token")
         if code == grpc.StatusCode.UNAVAILABLE and not _class_name(exc):
             return Unavailable(
                 f"cannot reach galleond at {self.address}: is it running? (start it with "
@@ -128,7 +156,7 @@ class Client:
     def rekey_volume(self, name: str) -> Iterator[key_pb2.RekeyProgress]:
         """Progress messages until the rekey is done (no deadline: it takes what it takes)."""
         try:
-            yield from self.keys.Rekey(key_pb2.RekeyVolumeRequest(name=name))
+            yield from self.keys.Rekey(key_pb2.RekeyVolumeRequest(name=name), metadata=self._metadata)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
 
@@ -211,6 +239,34 @@ class Client:
     def verify_audit(self) -> audit_pb2.VerifyAuditResponse:
         return self.call(self.audit.Verify, audit_pb2.VerifyAuditRequest())
 
+    # --- tokens and tenants --------------------------------------------------------------------------
+    def create_token(self, name: str, role: str, *, tenant: str = "",
+                     ttl_s: int = 0) -> token_pb2.CreateTokenResponse:
+        reply: token_pb2.CreateTokenResponse = self.call(self.tokens.Create, token_pb2.CreateTokenRequest(
+            name=name, role=role, tenant=tenant, ttl_seconds=ttl_s))
+        return reply
+
+    def list_tokens(self) -> list[token_pb2.Token]:
+        return list(self.call(self.tokens.List, token_pb2.ListTokensRequest()).tokens)
+
+    def revoke_token(self, name: str) -> token_pb2.Token:
+        token: token_pb2.Token = self.call(self.tokens.Revoke, token_pb2.RevokeTokenRequest(name=name))
+        return token
+
+    def create_tenant(self, tenant: tenant_pb2.Tenant) -> tenant_pb2.Tenant:
+        created: tenant_pb2.Tenant = self.call(self.tenants.Create, tenant_pb2.CreateTenantRequest(tenant=tenant))
+        return created
+
+    def get_tenant(self, name: str) -> tenant_pb2.Tenant:
+        found: tenant_pb2.Tenant = self.call(self.tenants.Get, tenant_pb2.GetTenantRequest(name=name))
+        return found
+
+    def list_tenants(self) -> list[tenant_pb2.Tenant]:
+        return list(self.call(self.tenants.List, tenant_pb2.ListTenantsRequest()).tenants)
+
+    def delete_tenant(self, name: str) -> None:
+        self.call(self.tenants.Delete, tenant_pb2.DeleteTenantRequest(name=name))
+
     # --- node ----------------------------------------------------------------------------------------
     def node_status(self) -> node_pb2.NodeStatus:
         return self.call(self.node.GetStatus, node_pb2.GetNodeStatusRequest())
@@ -224,3 +280,46 @@ def _class_name(exc: grpc.RpcError) -> str | None:
     except AttributeError:
         return None
     return None
+
+
+def _loopback(host: str | None) -> bool:
+    import ipaddress
+
+    text = (host or "").strip("[]")
+    try:
+        return text == "localhost" or ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
+
+
+def _read(path: str | None, what: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read the {what} {path}: {exc.strerror}") from None
+
+
+def _tls_credentials(ca: str | None, cert: str | None, key: str | None) -> grpc.ChannelCredentials:
+    if bool(cert) != bool(key):
+        raise InvalidArgument("--tls-cert and --tls-key go together: give both or neither")
+    return grpc.ssl_channel_credentials(_read(ca, "TLS CA file"), _read(key, "TLS key file"),
+                                        _read(cert, "TLS certificate file"))
+
+
+def _tls_problem(details: str, client_cert: bool) -> str:
+    """One clause from grpcio's connection error: what went wrong with TLS. A daemon that
+    refuses the client's certificate (missing, another CA, expired) closes the connection
+    right after the handshake (TLS 1.3), which the client only sees as "Socket closed"."""
+    text = details.lower()
+    if "certificate_verify_failed" in text or "certificate verify failed" in text:
+        return "its certificate is not trusted (is --tls-ca / GALLEONFS_TLS_CA the CA that signed it?)"
+    if "socket closed" in text or "handshake" in text:
+        if not client_cert:
+            return ("it closed the connection: it requires a client certificate "
+                    "(--tls-cert and --tls-key, or GALLEONFS_TLS_CERT and GALLEONFS_TLS_KEY)")
+        return ("it closed the connection: it refused the client certificate (is it signed by "
+                "the CA galleond trusts, tls_client_ca, and not expired?)")
+    return "no connection (is it running, and does it listen with TLS there?)"

@@ -70,6 +70,7 @@ def volume_to_pb(v: Volume) -> pb.Volume:
                                     mounted_at=timestamp(m.mounted_at_ns)) for m in v.mount_points],
         block_size_bytes=v.block_size, message=v.message,
         origin_volume=_volume_name(v.origin_volume), origin_snapshot=v.origin_snapshot,
+        tenant=v.tenant,
     )
 
 

@@ -1,9 +1,12 @@
 """The gRPC server of galleond: servicers, error interceptor, health, reflection, listeners.
 
 A bounded thread pool serves calls (grpcio offers threads or asyncio, and trio is our
-loop, DESIGN §2); each call crosses into trio through ``bridge``. Unix sockets get mode
-0660 so that a ``galleonfs`` group can be given access; TCP listeners use TLS when a
-certificate and key are configured.
+loop, DESIGN §2); each call crosses into trio through ``bridge``. Unix sockets are owned by
+the gate (``gate.UnixGate``: mode 0660, group ``operator_group``, final before anyone can
+connect), which knows each caller's credentials and splices to the server's internal
+socket. TCP listeners use TLS (client certificates required with ``tls_client_ca``);
+plaintext TCP only through ``listen_insecure``, on loopback. Who may call what is
+``auth.AuthInterceptor``'s, handed in with the other interceptors.
 """
 
 from __future__ import annotations
@@ -11,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
-import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -34,10 +35,15 @@ from ..v1 import (
     snapshot_pb2_grpc,
     storage_class_pb2,
     storage_class_pb2_grpc,
+    tenant_pb2,
+    tenant_pb2_grpc,
+    token_pb2,
+    token_pb2_grpc,
     volume_pb2,
     volume_pb2_grpc,
 )
 from .address import Address, parse_address
+from .gate import UnixGate
 from .status import ErrorInterceptor
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,8 @@ SERVICE_NAMES = (
     qos_pb2.DESCRIPTOR.services_by_name["QosService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     key_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+    token_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
+    tenant_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
 )
 MESSAGE_BYTES_MAX = 16 * 1024 * 1024
 
@@ -59,11 +67,13 @@ MESSAGE_BYTES_MAX = 16 * 1024 * 1024
 class Tls:
     cert_file: str
     key_file: str
+    client_ca_file: str = ""         # set: every TLS client must present a certificate it signed
 
 
 class RpcServer:
     def __init__(self, servicers: dict[str, object], *, threads: int, socket_mode: int = 0o660,
-                 tls: Tls | None = None, interceptors: tuple[grpc.ServerInterceptor, ...] = ()) -> None:
+                 tls: Tls | None = None, interceptors: tuple[grpc.ServerInterceptor, ...] = (),
+                 gate: UnixGate | None = None, socket_gid: int | None = None) -> None:
         # ``interceptors`` run outside the error interceptor: they see the status it set.
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
@@ -80,11 +90,16 @@ class RpcServer:
         qos_pb2_grpc.add_QosServiceServicer_to_server(servicers["qos"], self._server)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(servicers["audit"], self._server)
         key_pb2_grpc.add_KeyServiceServicer_to_server(servicers["key"], self._server)
+        token_pb2_grpc.add_TokenServiceServicer_to_server(servicers["token"], self._server)  # type: ignore[no-untyped-call]
+        tenant_pb2_grpc.add_TenantServiceServicer_to_server(servicers["tenant"], self._server)  # type: ignore[no-untyped-call]
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
         self._socket_mode = socket_mode
+        self._socket_gid = socket_gid
+        self._gate = gate
+        self._internal = False
         self._tls = tls
         self._unix_paths: list[str] = []
         self.bound: list[str] = []
@@ -95,21 +110,38 @@ class RpcServer:
         address = parse_address(text)
         if address.unix_path is not None:
             return self._listen_unix(address)
+        if self._tls is None:
+            raise InvalidArgument(f"listening on {address} needs TLS: set tls_cert and tls_key, or use "
+                                  f"--insecure-listen for a plaintext listener on loopback")
         try:
-            if self._tls is not None:
-                with open(self._tls.key_file, "rb") as k, open(self._tls.cert_file, "rb") as c:
-                    creds = grpc.ssl_server_credentials([(k.read(), c.read())])
-                port = self._server.add_secure_port(address.grpc_target, creds)
-            else:
-                if address.host not in ("127.0.0.1", "::1", "[::1]", "localhost"):
-                    log.warning("listening on %s without TLS: anyone who can reach it controls this "
-                                "node; configure tls_cert and tls_key", address.grpc_target)
-                port = self._server.add_insecure_port(address.grpc_target)
+            with open(self._tls.key_file, "rb") as k, open(self._tls.cert_file, "rb") as c:
+                key, cert = k.read(), c.read()
+            ca = None
+            if self._tls.client_ca_file:
+                with open(self._tls.client_ca_file, "rb") as f:
+                    ca = f.read()
+            creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
+                                                require_client_auth=ca is not None)
+            port = self._server.add_secure_port(address.grpc_target, creds)
         except RuntimeError:
             # grpcio >= 1.53 raises instead of returning port 0 when it cannot bind.
             port = 0
         except OSError as exc:
-            raise InvalidArgument(f"cannot read the TLS certificate or key: {exc}") from None
+            raise InvalidArgument(f"cannot read the TLS certificate, key or client CA: {exc}") from None
+        return self._bound(address, port)
+
+    def listen_insecure(self, text: str) -> str:
+        """A plaintext TCP listener; the configuration allows loopback addresses only, and
+        callers there need a bearer token (``auth``)."""
+        address = parse_address(text)
+        assert address.unix_path is None, "config.insecure_listen takes host:port only"
+        try:
+            port = self._server.add_insecure_port(address.grpc_target)
+        except RuntimeError:           # see listen()
+            port = 0
+        return self._bound(address, port)
+
+    def _bound(self, address: Address, port: int) -> str:
         if port == 0:
             raise Busy(f"cannot listen on {address.grpc_target} (address in use?)")
         bound = f"{address.host}:{port}"
@@ -119,32 +151,25 @@ class RpcServer:
     def _listen_unix(self, address: Address) -> str:
         path = address.unix_path
         assert path is not None
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        if os.path.exists(path):
-            if not stat.S_ISSOCK(os.stat(path).st_mode):
-                raise InvalidArgument(f"{path} exists and is not a socket")
-            probe = socket.socket(socket.AF_UNIX)
+        assert self._gate is not None, "unix sockets are served through the gate"
+        if not self._internal:
+            # The gate's way in: a socket in its root-only directory.
             try:
-                probe.connect(path)
-                raise Busy(f"another daemon already listens on {path}")
-            except (ConnectionRefusedError, FileNotFoundError):
-                os.unlink(path)               # left by a daemon that died
-            finally:
-                probe.close()
-        try:
-            port = self._server.add_insecure_port(address.grpc_target)
-        except RuntimeError:           # see listen()
-            port = 0
-        if port == 0:
-            raise Busy(f"cannot listen on {address.grpc_target}")
+                port = self._server.add_insecure_port(self._gate.internal_target)
+            except RuntimeError:           # see listen()
+                port = 0
+            if port == 0:
+                raise Busy(f"cannot listen on {self._gate.internal_target}")
+            self._internal = True
+        self._gate.listen(path, self._socket_mode, self._socket_gid)
         self._unix_paths.append(path)
         self.bound.append(address.grpc_target)
         return address.grpc_target
 
     def start(self) -> None:
         self._server.start()
-        for path in self._unix_paths:
-            os.chmod(path, self._socket_mode)
+        if self._gate is not None:
+            self._gate.start()
 
     def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -154,7 +179,11 @@ class RpcServer:
     def stop(self, grace_s: float) -> None:
         """Stop taking calls, let running ones finish for ``grace_s`` (blocking)."""
         self.health.enter_graceful_shutdown()
+        if self._gate is not None:
+            self._gate.stop_accepting()      # running calls still finish through the gate
         self._server.stop(grace_s).wait()
+        if self._gate is not None:
+            self._gate.close()
         for path in self._unix_paths:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

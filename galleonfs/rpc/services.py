@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..managers import tenancy
 from ..managers.qos import QosManager
 from ..managers.snapshots import PolicyManager, SnapshotManager
 from ..managers.storage_classes import StorageClassManager
@@ -100,10 +101,10 @@ class StorageClassService(storage_class_pb2_grpc.StorageClassServiceServicer):  
         return convert.class_to_pb(self.bridge.run_sync(self.classes.create, cls))
 
     def Get(self, request: Any, context: Any) -> Any:
-        return convert.class_to_pb(self.bridge.run_sync(self.classes.get, request.name))
+        return convert.class_to_pb(self.bridge.run_sync(tenancy.visible_class, self.classes, request.name))
 
     def List(self, request: Any, context: Any) -> Any:
-        classes = self.bridge.run_sync(self.classes.list)
+        classes = self.bridge.run_sync(tenancy.visible_classes, self.classes)
         return storage_class_pb2.ListStorageClassesResponse(
             storage_classes=[convert.class_to_pb(c) for c in classes])
 

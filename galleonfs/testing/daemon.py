@@ -9,6 +9,7 @@ daemon answers health checks as SERVING, i.e. until it has restored its mounts.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,8 @@ STOP_TIMEOUT_S = 120.0
 
 
 class RunningDaemon:
-    def __init__(self, base: str | Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(self, base: str | Path, *, env: dict[str, str] | None = None,
+                 args: list[str] | None = None) -> None:
         self.base = Path(base)
         self.data_dir = self.base / "data"
         self.socket = self.base / "galleond.sock"
@@ -34,12 +36,13 @@ class RunningDaemon:
         # Port 0: a free port each, so that daemons of parallel tests never clash.
         self.env.setdefault("GALLEONFS_METRICS_LISTEN", "127.0.0.1:0")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.args = list(args or [])       # more galleond flags (--listen, --insecure-listen)
 
     def start(self, *, wait: bool = True) -> RunningDaemon:
         """Start galleond; with ``wait``, return once it is SERVING (its mounts restored)."""
         assert self.proc is None
         command = [sys.executable, "-m", "galleonfs.node.daemon", "--data-dir", str(self.data_dir),
-                   "--listen", self.address, "--config", os.devnull, "--log-format", "text"]
+                   "--listen", self.address, "--config", os.devnull, "--log-format", "text", *self.args]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          env=self.env)
@@ -72,6 +75,13 @@ class RunningDaemon:
         if check and done.returncode != 0:
             raise AssertionError(f"galleonctl {' '.join(args)} failed ({done.returncode}): {done.stderr}")
         return done
+
+    def listening(self) -> list[str]:
+        """The addresses galleond listens on, as bound (a TCP port 0 resolved)."""
+        from galleonfs.rpc.client import Client
+
+        with Client(self.address, timeout_s=30) as client:
+            return list(client.node_status().listen)
 
     def metrics_url(self, path: str = "/metrics") -> str:
         """Where this daemon serves ``path`` (/metrics, /healthz, /readyz), from node status."""
@@ -118,6 +128,10 @@ class RunningDaemon:
                 subprocess.run(["umount", "-l", path], capture_output=True, check=False)
         for pid in self.worker_pids():
             _end(pid)
+        from galleonfs.rpc.gate import run_dir_for
+
+        # A daemon killed and never restarted leaves its gate's directory in /run.
+        shutil.rmtree(run_dir_for(str(self.data_dir)), ignore_errors=True)
 
     def worker_pids(self) -> list[int]:
         """Mount workers of this data directory, found by their command line: a worker that

@@ -25,25 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18galleonfs/v1/audit.proto\x12\x0cgalleonfs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x7f\n\tAuditPeer\x12\x11\n\ttransport\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x19\n\x11\x63redentials_known\x18\x03 \x01(\x08\x12\x0b\n\x03uid\x18\x04 \x01(\r\x12\x0b\n\x03gid\x18\x05 \x01(\r\x12\x0b\n\x03pid\x18\x06 \x01(\r\x12\x0c\n\x04note\x18\x07 \x01(\t\"\xef\x01\n\x0b\x41uditRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04line\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04peer\x18\x04 \x01(\x0b\x32\x17.galleonfs.v1.AuditPeer\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x0e\n\x06volume\x18\x06 \x01(\t\x12\x14\n\x0crequest_json\x18\x07 \x01(\t\x12\x0c\n\x04\x63ode\x18\x08 \x01(\t\x12\x0f\n\x07message\x18\t \x01(\t\x12\x0c\n\x04hash\x18\n \x01(\t\x12\x11\n\tprev_hash\x18\x0b \x01(\t\"T\n\x17ListAuditRecordsRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06volume\x18\x02 \x01(\t\"Y\n\x18ListAuditRecordsResponse\x12*\n\x07records\x18\x01 \x03(\x0b\x32\x19.galleonfs.v1.AuditRecord\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"\x14\n\x12VerifyAuditRequest\"g\n\x13VerifyAuditResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x0f\n\x07records\x18\x02 \x01(\x04\x12\x10\n\x08\x62\x61\x64_line\x18\x03 \x01(\x04\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x0c\n\x04path\x18\x05 \x01(\t2\xb4\x01\n\x0c\x41uditService\x12U\n\x04List\x12%.galleonfs.v1.ListAuditRecordsRequest\x1a&.galleonfs.v1.ListAuditRecordsResponse\x12M\n\x06Verify\x12 .galleonfs.v1.VerifyAuditRequest\x1a!.galleonfs.v1.VerifyAuditResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18galleonfs/v1/audit.proto\x12\x0cgalleonfs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb0\x01\n\tAuditPeer\x12\x11\n\ttransport\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x19\n\x11\x63redentials_known\x18\x03 \x01(\x08\x12\x0b\n\x03uid\x18\x04 \x01(\r\x12\x0b\n\x03gid\x18\x05 \x01(\r\x12\x0b\n\x03pid\x18\x06 \x01(\r\x12\x0c\n\x04note\x18\x07 \x01(\t\x12\x11\n\tprincipal\x18\x08 \x01(\t\x12\x0c\n\x04role\x18\t \x01(\t\x12\x0e\n\x06tenant\x18\n \x01(\t\"\xef\x01\n\x0b\x41uditRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04line\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04peer\x18\x04 \x01(\x0b\x32\x17.galleonfs.v1.AuditPeer\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x0e\n\x06volume\x18\x06 \x01(\t\x12\x14\n\x0crequest_json\x18\x07 \x01(\t\x12\x0c\n\x04\x63ode\x18\x08 \x01(\t\x12\x0f\n\x07message\x18\t \x01(\t\x12\x0c\n\x04hash\x18\n \x01(\t\x12\x11\n\tprev_hash\x18\x0b \x01(\t\"T\n\x17ListAuditRecordsRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06volume\x18\x02 \x01(\t\"Y\n\x18ListAuditRecordsResponse\x12*\n\x07records\x18\x01 \x03(\x0b\x32\x19.galleonfs.v1.AuditRecord\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"\x14\n\x12VerifyAuditRequest\"g\n\x13VerifyAuditResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x0f\n\x07records\x18\x02 \x01(\x04\x12\x10\n\x08\x62\x61\x64_line\x18\x03 \x01(\x04\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x0c\n\x04path\x18\x05 \x01(\t2\xb4\x01\n\x0c\x41uditService\x12U\n\x04List\x12%.galleonfs.v1.ListAuditRecordsRequest\x1a&.galleonfs.v1.ListAuditRecordsResponse\x12M\n\x06Verify\x12 .galleonfs.v1.VerifyAuditRequest\x1a!.galleonfs.v1.VerifyAuditResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'galleonfs.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDITPEER']._serialized_start=75
-  _globals['_AUDITPEER']._serialized_end=202
-  _globals['_AUDITRECORD']._serialized_start=205
-  _globals['_AUDITRECORD']._serialized_end=444
-  _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=446
-  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=530
-  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=532
-  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=621
-  _globals['_VERIFYAUDITREQUEST']._serialized_start=623
-  _globals['_VERIFYAUDITREQUEST']._serialized_end=643
-  _globals['_VERIFYAUDITRESPONSE']._serialized_start=645
-  _globals['_VERIFYAUDITRESPONSE']._serialized_end=748
-  _globals['_AUDITSERVICE']._serialized_start=751
-  _globals['_AUDITSERVICE']._serialized_end=931
+  _globals['_AUDITPEER']._serialized_start=76
+  _globals['_AUDITPEER']._serialized_end=252
+  _globals['_AUDITRECORD']._serialized_start=255
+  _globals['_AUDITRECORD']._serialized_end=494
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=496
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=580
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=582
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=671
+  _globals['_VERIFYAUDITREQUEST']._serialized_start=673
+  _globals['_VERIFYAUDITREQUEST']._serialized_end=693
+  _globals['_VERIFYAUDITRESPONSE']._serialized_start=695
+  _globals['_VERIFYAUDITRESPONSE']._serialized_end=798
+  _globals['_AUDITSERVICE']._serialized_start=801
+  _globals['_AUDITSERVICE']._serialized_end=981
 # @@protoc_insertion_point(module_scope)

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AuditPeer(_message.Message):
-    __slots__ = ("transport", "address", "credentials_known", "uid", "gid", "pid", "note")
+    __slots__ = ("transport", "address", "credentials_known", "uid", "gid", "pid", "note", "principal", "role", "tenant")
     TRANSPORT_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CREDENTIALS_KNOWN_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,9 @@ class AuditPeer(_message.Message):
     GID_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     transport: str
     address: str
     credentials_known: bool
@@ -25,7 +28,10 @@ class AuditPeer(_message.Message):
     gid: int
     pid: int
     note: str
-    def __init__(self, transport: _Optional[str] = ..., address: _Optional[str] = ..., credentials_known: _Optional[bool] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., pid: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
+    principal: str
+    role: str
+    tenant: str
+    def __init__(self, transport: _Optional[str] = ..., address: _Optional[str] = ..., credentials_known: _Optional[bool] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., pid: _Optional[int] = ..., note: _Optional[str] = ..., principal: _Optional[str] = ..., role: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class AuditRecord(_message.Message):
     __slots__ = ("seq", "line", "time", "peer", "method", "volume", "request_json", "code", "message", "hash", "prev_hash")

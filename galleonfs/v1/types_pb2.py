@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18galleonfs/v1/types.proto\x12\x0cgalleonfs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"o\n\nMountPoint\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\tread_only\x18\x02 \x01(\x08\x12.\n\nmounted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08snapshot\x18\x04 \x01(\t\"\x9b\x04\n\x06Volume\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12&\n\x04type\x18\x03 \x01(\x0e\x32\x18.galleonfs.v1.VolumeType\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x19.galleonfs.v1.VolumeState\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\x12.\n\x0c\x61\x63\x63\x65ss_modes\x18\x06 \x03(\x0e\x32\x18.galleonfs.v1.AccessMode\x12\x15\n\rstorage_class\x18\x07 \x01(\t\x12\x30\n\x06labels\x18\x08 \x03(\x0b\x32 .galleonfs.v1.Volume.LabelsEntry\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0cmount_points\x18\x0b \x03(\x0b\x32\x18.galleonfs.v1.MountPoint\x12\x18\n\x10\x62lock_size_bytes\x18\x0c \x01(\r\x12\x0f\n\x07message\x18\r \x01(\t\x12\x15\n\rorigin_volume\x18\x0e \x01(\t\x12\x17\n\x0forigin_snapshot\x18\x0f \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd7\x02\n\x0cStorageClass\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\nparameters\x18\x02 \x03(\x0b\x32*.galleonfs.v1.StorageClass.ParametersEntry\x12\x33\n\x0ereclaim_policy\x18\x03 \x01(\x0e\x32\x1b.galleonfs.v1.ReclaimPolicy\x12<\n\x13volume_binding_mode\x18\x04 \x01(\x0e\x32\x1f.galleonfs.v1.VolumeBindingMode\x12\x0f\n\x07\x62uiltin\x18\x05 \x01(\x08\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*T\n\nVolumeType\x12\x1b\n\x17VOLUME_TYPE_UNSPECIFIED\x10\x00\x12\r\n\tEPHEMERAL\x10\x01\x12\x0e\n\nPERSISTENT\x10\x02\x12\n\n\x06SHARED\x10\x03*\x82\x01\n\x0bVolumeState\x12\x1c\n\x18VOLUME_STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cPROVISIONING\x10\x01\x12\r\n\tAVAILABLE\x10\x02\x12\x0b\n\x07MOUNTED\x10\x03\x12\r\n\tEXPANDING\x10\x04\x12\x0c\n\x08\x44\x45LETING\x10\x05\x12\n\n\x06\x46\x41ILED\x10\x06*g\n\nAccessMode\x12\x1b\n\x17\x41\x43\x43\x45SS_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fREAD_WRITE_ONCE\x10\x01\x12\x12\n\x0eREAD_ONLY_MANY\x10\x02\x12\x13\n\x0fREAD_WRITE_MANY\x10\x03*G\n\rReclaimPolicy\x12\x1e\n\x1aRECLAIM_POLICY_UNSPECIFIED\x10\x00\x12\n\n\x06\x44\x45LETE\x10\x01\x12\n\n\x06RETAIN\x10\x02*d\n\x11VolumeBindingMode\x12#\n\x1fVOLUME_BINDING_MODE_UNSPECIFIED\x10\x00\x12\r\n\tIMMEDIATE\x10\x01\x12\x1b\n\x17WAIT_FOR_FIRST_CONSUMER\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18galleonfs/v1/types.proto\x12\x0cgalleonfs.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"o\n\nMountPoint\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\tread_only\x18\x02 \x01(\x08\x12.\n\nmounted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08snapshot\x18\x04 \x01(\t\"\xab\x04\n\x06Volume\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12&\n\x04type\x18\x03 \x01(\x0e\x32\x18.galleonfs.v1.VolumeType\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x19.galleonfs.v1.VolumeState\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\x12.\n\x0c\x61\x63\x63\x65ss_modes\x18\x06 \x03(\x0e\x32\x18.galleonfs.v1.AccessMode\x12\x15\n\rstorage_class\x18\x07 \x01(\t\x12\x30\n\x06labels\x18\x08 \x03(\x0b\x32 .galleonfs.v1.Volume.LabelsEntry\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0cmount_points\x18\x0b \x03(\x0b\x32\x18.galleonfs.v1.MountPoint\x12\x18\n\x10\x62lock_size_bytes\x18\x0c \x01(\r\x12\x0f\n\x07message\x18\r \x01(\t\x12\x15\n\rorigin_volume\x18\x0e \x01(\t\x12\x17\n\x0forigin_snapshot\x18\x0f \x01(\t\x12\x0e\n\x06tenant\x18\x10 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd7\x02\n\x0cStorageClass\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\nparameters\x18\x02 \x03(\x0b\x32*.galleonfs.v1.StorageClass.ParametersEntry\x12\x33\n\x0ereclaim_policy\x18\x03 \x01(\x0e\x32\x1b.galleonfs.v1.ReclaimPolicy\x12<\n\x13volume_binding_mode\x18\x04 \x01(\x0e\x32\x1f.galleonfs.v1.VolumeBindingMode\x12\x0f\n\x07\x62uiltin\x18\x05 \x01(\x08\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*T\n\nVolumeType\x12\x1b\n\x17VOLUME_TYPE_UNSPECIFIED\x10\x00\x12\r\n\tEPHEMERAL\x10\x01\x12\x0e\n\nPERSISTENT\x10\x02\x12\n\n\x06SHARED\x10\x03*\x82\x01\n\x0bVolumeState\x12\x1c\n\x18VOLUME_STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cPROVISIONING\x10\x01\x12\r\n\tAVAILABLE\x10\x02\x12\x0b\n\x07MOUNTED\x10\x03\x12\r\n\tEXPANDING\x10\x04\x12\x0c\n\x08\x44\x45LETING\x10\x05\x12\n\n\x06\x46\x41ILED\x10\x06*g\n\nAccessMode\x12\x1b\n\x17\x41\x43\x43\x45SS_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fREAD_WRITE_ONCE\x10\x01\x12\x12\n\x0eREAD_ONLY_MANY\x10\x02\x12\x13\n\x0fREAD_WRITE_MANY\x10\x03*G\n\rReclaimPolicy\x12\x1e\n\x1aRECLAIM_POLICY_UNSPECIFIED\x10\x00\x12\n\n\x06\x44\x45LETE\x10\x01\x12\n\n\x06RETAIN\x10\x02*d\n\x11VolumeBindingMode\x12#\n\x1fVOLUME_BINDING_MODE_UNSPECIFIED\x10\x00\x12\r\n\tIMMEDIATE\x10\x01\x12\x1b\n\x17WAIT_FOR_FIRST_CONSUMER\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,24 +36,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VOLUME_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_STORAGECLASS_PARAMETERSENTRY']._loaded_options = None
   _globals['_STORAGECLASS_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_VOLUMETYPE']._serialized_start=1076
-  _globals['_VOLUMETYPE']._serialized_end=1160
-  _globals['_VOLUMESTATE']._serialized_start=1163
-  _globals['_VOLUMESTATE']._serialized_end=1293
-  _globals['_ACCESSMODE']._serialized_start=1295
-  _globals['_ACCESSMODE']._serialized_end=1398
-  _globals['_RECLAIMPOLICY']._serialized_start=1400
-  _globals['_RECLAIMPOLICY']._serialized_end=1471
-  _globals['_VOLUMEBINDINGMODE']._serialized_start=1473
-  _globals['_VOLUMEBINDINGMODE']._serialized_end=1573
+  _globals['_VOLUMETYPE']._serialized_start=1092
+  _globals['_VOLUMETYPE']._serialized_end=1176
+  _globals['_VOLUMESTATE']._serialized_start=1179
+  _globals['_VOLUMESTATE']._serialized_end=1309
+  _globals['_ACCESSMODE']._serialized_start=1311
+  _globals['_ACCESSMODE']._serialized_end=1414
+  _globals['_RECLAIMPOLICY']._serialized_start=1416
+  _globals['_RECLAIMPOLICY']._serialized_end=1487
+  _globals['_VOLUMEBINDINGMODE']._serialized_start=1489
+  _globals['_VOLUMEBINDINGMODE']._serialized_end=1589
   _globals['_MOUNTPOINT']._serialized_start=75
   _globals['_MOUNTPOINT']._serialized_end=186
   _globals['_VOLUME']._serialized_start=189
-  _globals['_VOLUME']._serialized_end=728
-  _globals['_VOLUME_LABELSENTRY']._serialized_start=683
-  _globals['_VOLUME_LABELSENTRY']._serialized_end=728
-  _globals['_STORAGECLASS']._serialized_start=731
-  _globals['_STORAGECLASS']._serialized_end=1074
-  _globals['_STORAGECLASS_PARAMETERSENTRY']._serialized_start=1025
-  _globals['_STORAGECLASS_PARAMETERSENTRY']._serialized_end=1074
+  _globals['_VOLUME']._serialized_end=744
+  _globals['_VOLUME_LABELSENTRY']._serialized_start=699
+  _globals['_VOLUME_LABELSENTRY']._serialized_end=744
+  _globals['_STORAGECLASS']._serialized_start=747
+  _globals['_STORAGECLASS']._serialized_end=1090
+  _globals['_STORAGECLASS_PARAMETERSENTRY']._serialized_start=1041
+  _globals['_STORAGECLASS_PARAMETERSENTRY']._serialized_end=1090
 # @@protoc_insertion_point(module_scope)

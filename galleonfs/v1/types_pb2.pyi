@@ -80,7 +80,7 @@ class MountPoint(_message.Message):
     def __init__(self, path: _Optional[str] = ..., read_only: _Optional[bool] = ..., mounted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[str] = ...) -> None: ...
 
 class Volume(_message.Message):
-    __slots__ = ("id", "name", "type", "state", "size_bytes", "access_modes", "storage_class", "labels", "created_at", "updated_at", "mount_points", "block_size_bytes", "message", "origin_volume", "origin_snapshot")
+    __slots__ = ("id", "name", "type", "state", "size_bytes", "access_modes", "storage_class", "labels", "created_at", "updated_at", "mount_points", "block_size_bytes", "message", "origin_volume", "origin_snapshot", "tenant")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class Volume(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_VOLUME_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     type: VolumeType
@@ -118,7 +119,8 @@ class Volume(_message.Message):
     message: str
     origin_volume: str
     origin_snapshot: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[_Union[VolumeType, str]] = ..., state: _Optional[_Union[VolumeState, str]] = ..., size_bytes: _Optional[int] = ..., access_modes: _Optional[_Iterable[_Union[AccessMode, str]]] = ..., storage_class: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mount_points: _Optional[_Iterable[_Union[MountPoint, _Mapping]]] = ..., block_size_bytes: _Optional[int] = ..., message: _Optional[str] = ..., origin_volume: _Optional[str] = ..., origin_snapshot: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[_Union[VolumeType, str]] = ..., state: _Optional[_Union[VolumeState, str]] = ..., size_bytes: _Optional[int] = ..., access_modes: _Optional[_Iterable[_Union[AccessMode, str]]] = ..., storage_class: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mount_points: _Optional[_Iterable[_Union[MountPoint, _Mapping]]] = ..., block_size_bytes: _Optional[int] = ..., message: _Optional[str] = ..., origin_volume: _Optional[str] = ..., origin_snapshot: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class StorageClass(_message.Message):
     __slots__ = ("name", "parameters", "reclaim_policy", "volume_binding_mode", "builtin", "is_default", "created_at")

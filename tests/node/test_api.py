@@ -36,6 +36,8 @@ SERVICES = [
     "galleonfs.v1.SnapshotPolicyService",
     "galleonfs.v1.SnapshotService",
     "galleonfs.v1.StorageClassService",
+    "galleonfs.v1.TenantService",
+    "galleonfs.v1.TokenService",
     "galleonfs.v1.VolumeService",
 ]
 

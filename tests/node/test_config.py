@@ -50,13 +50,14 @@ def printed(done: subprocess.CompletedProcess[str]) -> tuple[dict[str, object], 
 def test_print_config_precedence(tmp_path: Path) -> None:
     config = tmp_path / "galleond.toml"
     config.write_text(f'data_dir = "{tmp_path}/from-file"\nlog_level = "debug"\nrpc_threads = 4\n'
-                      f'listen = ["unix:{tmp_path}/file.sock", "127.0.0.1:7443"]\n')
+                      f'listen = ["unix:{tmp_path}/file.sock"]\ninsecure_listen = ["127.0.0.1:7443"]\n')
     env = {"GALLEONFS_LOG_LEVEL": "warning", "GALLEONFS_DATA_DIR": f"{tmp_path}/from-env",
            "GALLEONFS_ADDRESS": "unix:/not/a/daemon/setting.sock"}
 
     values, sources = printed(galleond("--config", str(config), "--print-config"))
     assert values["data_dir"] == f"{tmp_path}/from-file" and sources["data_dir"] == f"file {config}"
-    assert values["listen"] == [f"unix:{tmp_path}/file.sock", "127.0.0.1:7443"]
+    assert values["listen"] == [f"unix:{tmp_path}/file.sock"]
+    assert values["insecure_listen"] == ["127.0.0.1:7443"]
     assert values["rpc_threads"] == 4 and values["log_level"] == "debug"
     assert values["socket_mode"] == "0660" and sources["socket_mode"] == "default"
     assert values["log_format"] == "json" and sources["log_format"] == "default"
@@ -98,6 +99,11 @@ BAD_FILES = [
     ("listen = []\n", ["listen", "at least one address"]),
     ('data_dir = ""\n', ["data_dir", "empty"]),
     ('tls_cert = "/etc/x.crt"\n', ["tls_cert and tls_key go together"]),
+    ('listen = ["0.0.0.0:7443"]\n', ["listening on 0.0.0.0:7443 needs TLS", "--insecure-listen"]),
+    ('insecure_listen = ["10.0.0.5:7000"]\n', ["insecure_listen", "plaintext is only allowed on loopback"]),
+    ('insecure_listen = ["unix:/x.sock"]\n', ["insecure_listen", "is a unix socket"]),
+    ('tls_client_ca = "/etc/ca.crt"\n', ["tls_client_ca needs tls_cert and tls_key"]),
+    ('operator_group = "a b"\n', ["operator_group", "is not a group name"]),
 ]
 
 
