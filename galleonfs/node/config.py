@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import InvalidArgument
 from ..rpc.address import parse_address
+from .mounts import DEFAULT_MOUNT_ROOTS
 
 DEFAULT_CONFIG_FILE = "/etc/galleonfs/galleond.toml"
 ENV_PREFIX = "GALLEONFS_"
@@ -122,6 +123,8 @@ class NodeConfig:
     key_file: str = ""                       # a 32-byte key-encryption key, created 0600
     key_passphrase_env: str = ""             # the variable holding the passphrase
     key_command: str = ""                    # "CMD wrap" / "CMD unwrap" (a KMS/HSM hook)
+    # Where volumes may be mounted (node/mounts.py): a mount point must lie inside one.
+    mount_roots: list[str] = field(default_factory=lambda: list(DEFAULT_MOUNT_ROOTS))
     sources: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
@@ -149,6 +152,17 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "qos_node_iops": _non_negative, "qos_node_throughput_mbps": _non_negative,
     "key_file": _path, "key_passphrase_env": str, "key_command": str,
 }
+
+
+def _mount_roots(value: Any) -> list[str]:
+    """A TOML list, or comma-separated in the environment (as ``listen``); may be empty."""
+    from .mounts import check_roots
+
+    items = value if isinstance(value, list) else [s.strip() for s in str(value).split(",") if s.strip()]
+    return check_roots(str(i) for i in items)
+
+
+_PARSERS["mount_roots"] = _mount_roots
 
 
 def load(*, config_file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> NodeConfig:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +34,8 @@ class RunningDaemon:
         self.env.pop("GALLEONFS_CONFIG", None)
         # Port 0: a free port each, so that daemons of parallel tests never clash.
         self.env.setdefault("GALLEONFS_METRICS_LISTEN", "127.0.0.1:0")
+        # Tests mount under pytest's temporary directories; a test may pass its own roots.
+        self.env.setdefault("GALLEONFS_MOUNT_ROOTS", tempfile.gettempdir())
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, wait: bool = True) -> RunningDaemon:
