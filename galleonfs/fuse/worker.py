@@ -16,6 +16,9 @@ Housekeeping runs in the same trio loop, between FUSE requests: a commit every
 ``checkpoint_journal_bytes``, and a GC step after each checkpoint. With ``--control`` the
 worker also answers the daemon on its control socket (``control.py``): stats, online
 resize, commit, checkpoint.
+
+Every mount is ``nosuid,nodev``: the files of a volume (anyone's data) must never run with
+someone else's privileges on the host, or stand for the host's devices.
 """
 
 from __future__ import annotations
@@ -54,7 +57,10 @@ EXIT_BUG = 70                      # EX_SOFTWARE: a handler raised something une
 
 # Mount options a user may pass with -o, and whether they are kernel mount options.
 _USER_OPTIONS = {"ro", "rw", "noatime", "relatime", "atime", "allow_other", "allow_root",
-                 "nosuid", "suid", "nodev", "dev", "noexec", "exec"}
+                 "nosuid", "nodev", "noexec", "exec"}
+# Always on, whatever -o says (see the module docstring); asking for the opposite is refused.
+_FORCED_OPTIONS = {"nosuid", "nodev"}
+_REFUSED_OPTIONS = {"suid": "nosuid", "dev": "nodev"}
 
 
 @dataclass
@@ -78,6 +84,11 @@ class WorkerConfig:
 
 def parse_options(text: str | None) -> set[str]:
     options = {o.strip() for o in (text or "").split(",") if o.strip()}
+    for option, forced in sorted(_REFUSED_OPTIONS.items()):
+        if option in options:
+            raise InvalidArgument(
+                f"mount option {option!r} is refused: GalleonFS mounts are always {forced}, so that "
+                f"no file on a volume can gain privileges or reach devices on the host")
     unknown = options - _USER_OPTIONS
     if unknown:
         raise InvalidArgument(
@@ -92,7 +103,7 @@ def parse_options(text: str | None) -> set[str]:
 def fuse_options(config: WorkerConfig) -> set[str]:
     """The options handed to libfuse: ours, plus the user's kernel-level ones."""
     fsname = os.path.abspath(config.volume_dir).replace("\\", "\\\\").replace(",", "\\,")
-    opts = {f"fsname={fsname}", "subtype=galleonfs", "default_permissions"}
+    opts = {f"fsname={fsname}", "subtype=galleonfs", "default_permissions", *_FORCED_OPTIONS}
     opts |= config.options - {"rw", "atime", "relatime"}
     if "allow_other" not in opts and _may_allow_other():
         opts.add("allow_other")
