@@ -2,7 +2,7 @@
 
 Entry point for ``galleonfs mount`` and, later, for ``galleond``'s supervisor::
 
-    python -m galleonfs.fuse.worker VOLUME_DIR MOUNTPOINT [-o OPTS] [--ready-fd N] [--control NAME]
+    python -m galleonfs.fuse.worker VOLUME_DIR MOUNTPOINT [-o OPTS] [--ready-fd N] [--control-fd N]
 
 Life of a worker: take the volume's lock and open (and recover) its engine; if the volume
 is marked for check, check it first and refuse to mount if it is not clean; mount; when
@@ -13,9 +13,10 @@ the volume for check; nothing unjournaled is ever checkpointed.
 
 Housekeeping runs in the same trio loop, between FUSE requests: a commit every
 ``commit_interval_s``, a checkpoint every ``checkpoint_interval_s`` or
-``checkpoint_journal_bytes``, and a GC step after each checkpoint. With ``--control`` the
-worker also answers the daemon on its control socket (``control.py``): stats, online
-resize, commit, checkpoint.
+``checkpoint_journal_bytes``, and a GC step after each checkpoint. With ``--control-fd``
+(a listening socket the daemon bound) the worker also answers the daemon on its control
+socket (``control.py``): stats, online resize, commit, checkpoint. ``galleonfs mount``
+alone needs none.
 
 Every mount is ``nosuid,nodev``: the files of a volume (anyone's data) must never run with
 someone else's privileges on the host, or stand for the host's devices.
@@ -70,7 +71,7 @@ class WorkerConfig:
     options: set[str] = field(default_factory=set)
     commit_interval_s: float = limits.commit_interval_s
     checkpoint_interval_s: float = limits.checkpoint_interval_s
-    control: str | None = None
+    control_fd: int | None = None
     keys: KeySpec = field(default_factory=KeySpec)
 
     @property
@@ -157,8 +158,8 @@ class Worker:
             nursery.start_soon(self._housekeeping)
             if self.metering is not None:
                 nursery.start_soon(self.metering.run)
-            if self.config.control:
-                await nursery.start(ControlServer(self.config.control, self._control_handlers()).serve)
+            if self.config.control_fd is not None:
+                await nursery.start(ControlServer(self.config.control_fd, self._control_handlers()).serve)
             nursery.start_soon(self._report_ready, ready)
             await pyfuse3.main(min_tasks=1, max_tasks=limits.fuse_tasks_max)
             nursery.cancel_scope.cancel()
@@ -443,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mountpoint")
     parser.add_argument("-o", dest="options", default="")
     parser.add_argument("--ready-fd", type=int, default=None)
-    parser.add_argument("--control", default=None, help="abstract unix socket name to serve")
+    parser.add_argument("--control-fd", type=int, default=None,
+                        help="a listening unix socket (inherited) to answer control requests on")
     add_key_arguments(parser)
     parser.add_argument("--log-level", default=os.environ.get("GALLEONFS_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
@@ -458,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     config = WorkerConfig(os.path.abspath(args.volume_dir), os.path.abspath(args.mountpoint), options,
                           keys=key_spec(args),
-                          control=args.control)
+                          control_fd=args.control_fd)
     return run(config, ready)
 
 
