@@ -108,6 +108,8 @@ class Supervisor:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the watcher tasks; runs until cancelled."""
+        # Made before any worker: from the start no one else can create anything there.
+        self.control_dir_fd()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
