@@ -359,3 +359,19 @@ def test_rename_symlink_race_never_moves_a_mount(mdaemon: RunningDaemon, roots_d
             attacker.kill()
             attacker.wait()
         subprocess.run(["umount", "-l", str(victim / "t")], check=False)
+
+
+# --- the setting ---------------------------------------------------------------------------------
+def test_mount_roots_setting(tmp_path: Path) -> None:
+    from node.test_config import galleond, printed
+
+    values, sources = printed(galleond("--config", os.devnull, "--print-config"))
+    assert values["mount_roots"] == ["/mnt", "/media", "/srv", "/run/galleonfs/mounts", "/var/lib/kubelet"]
+    values, sources = printed(galleond("--config", os.devnull, "--print-config",
+                                       env={"GALLEONFS_MOUNT_ROOTS": "/srv/vols/, /mnt"}))
+    assert values["mount_roots"] == ["/srv/vols", "/mnt"] and sources["mount_roots"] == "environment"
+    config = tmp_path / "galleond.toml"
+    for text, phrase in (('mount_roots = ["/"]\n', "'/' cannot be a mount root"),
+                         ('mount_roots = ["srv"]\n', "'srv' is not an absolute path")):
+        config.write_text(text)
+        user_error(galleond("--config", str(config), "--print-config"), 2, "mount_roots", phrase, prog="galleond")
