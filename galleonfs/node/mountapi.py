@@ -113,7 +113,7 @@ def _walk_nofollow(dir_fd: int, path: str, flags: int, *, no_xdev: bool) -> int:
                              | os.O_CLOEXEC, dir_fd=current)
             except OSError as exc:
                 # O_DIRECTORY|O_NOFOLLOW on a symlink says ENOTDIR; say what openat2 says.
-                if exc.errno in (errno.ENOTDIR, errno.ELOOP) and _is_symlink(current, part):
+                if exc.errno in (errno.ENOTDIR, errno.ELOOP) and is_symlink(current, part):
                     raise OSError(errno.ELOOP, f"{part}: is a symbolic link") from None
                 raise
             os.close(current)
@@ -131,7 +131,7 @@ def _walk_nofollow(dir_fd: int, path: str, flags: int, *, no_xdev: bool) -> int:
             os.close(current)
 
 
-def _is_symlink(dir_fd: int, name: str) -> bool:
+def is_symlink(dir_fd: int, name: str) -> bool:
     import stat
 
     try:

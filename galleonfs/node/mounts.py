@@ -44,6 +44,7 @@ from typing import Protocol
 
 import trio
 
+from .. import limits
 from ..errors import (
     Busy,
     FailedPrecondition,
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 # without one, and kubelet's, under which CSI publishes volumes to pods.
 DEFAULT_MOUNT_ROOTS = ("/mnt", "/media", "/srv", "/run/galleonfs/mounts", "/var/lib/kubelet")
 
-_NAME_MAX = 255
+_NAME_MAX = limits.name_max_bytes
 
 
 async def _run(*command: str) -> tuple[int, str]:
@@ -165,6 +166,9 @@ def open_target(path: str, roots: list[str], *, use_openat2: bool = True) -> Tar
     clean = os.path.normpath(path)
     found = next(((prefix, root) for prefix, root in _prefixes(roots)
                   if clean.startswith(prefix.rstrip("/") + "/")), None)
+    if found is None and any(clean == prefix for prefix, _ in _prefixes(roots)):
+        raise PermissionDenied(f"mount point {clean} is a mount root itself; mount inside it, e.g. "
+                               f"{os.path.join(clean, 'data')}")
     if found is None:
         raise PermissionDenied(f"mount point {clean} is outside this node's mount roots "
                                f"({_describe(roots)}); choose a directory inside one of them, or have "
@@ -206,6 +210,8 @@ def _open_last(target: Target, *, use_openat2: bool) -> None:
         except FileNotFoundError:
             pass
         except OSError as exc:
+            if exc.errno == errno.ENOTDIR and mountapi.is_symlink(target.parent_fd, target.name):
+                exc = OSError(errno.ELOOP, "a symbolic link")   # O_DIRECTORY answers first
             raise _target_error(target.path, exc, "it") from None
         try:
             # Only the last component, in the directory already pinned; 0755 like mkdir -p.

@@ -104,7 +104,7 @@ def _galleon_mounts() -> list[str]:
 def test_targets_outside_the_mount_roots_are_refused(mdaemon: RunningDaemon, roots_dir: Path) -> None:
     ctl_ok(mdaemon, "volume", "create", "v", "--size", "64M")
     targets = ["/root/.ssh", "/etc/gfs-probe", "/usr/local/bin", f"{roots_dir}/../../etc/gfs-probe2",
-               str(roots_dir), "/tmp/gfs-elsewhere"]
+               "/tmp/gfs-elsewhere", f"{roots_dir}-sibling/x"]
     existed = {t: os.path.lexists(os.path.abspath(t)) for t in targets}
     before = _table(mdaemon, roots_dir)
     for target in targets:
@@ -114,6 +114,8 @@ def test_targets_outside_the_mount_roots_are_refused(mdaemon: RunningDaemon, roo
     assert {t: os.path.lexists(os.path.abspath(t)) for t in targets} == existed, "a directory was created"
     volume = json.loads(ctl_ok(mdaemon, "volume", "get", "v", "-o", "json"))
     assert volume["state"] == "AVAILABLE" and not volume.get("mount_points"), volume
+    user_error(mdaemon.ctl("volume", "mount", "v", str(roots_dir)), 8, "is a mount root itself")
+    assert _table(mdaemon, roots_dir) == before
 
 
 def test_symlinks_in_a_target_are_refused(mdaemon: RunningDaemon, roots_dir: Path) -> None:
@@ -375,3 +377,30 @@ def test_mount_roots_setting(tmp_path: Path) -> None:
                          ('mount_roots = ["srv"]\n', "'srv' is not an absolute path")):
         config.write_text(text)
         user_error(galleond("--config", str(config), "--print-config"), 2, "mount_roots", phrase, prog="galleond")
+
+
+def test_mount_points_recorded_without_ids_still_unmount(mdaemon: RunningDaemon, roots_dir: Path) -> None:
+    """A catalog from before mount ids were recorded: after a ``kill -9`` and a new daemon
+    (which adopts the running worker), the old mount point is recognised as GalleonFS's
+    own mount at its recorded path, given its ids, and unmounts as usual."""
+    from galleonfs.meta.catalog import Catalog
+
+    ctl_ok(mdaemon, "volume", "create", "v", "--size", "64M")
+    target = roots_dir / "old"
+    ctl_ok(mdaemon, "volume", "mount", "v", str(target))
+    (target / "f").write_text("kept")
+    ours = _mount_id(target)
+    mdaemon.kill()
+    catalog = Catalog(str(mdaemon.data_dir))
+    try:
+        (volume,) = list(catalog.volumes())
+        assert volume["mount_points"][0]["mount_id"] == ours
+        for point in volume["mount_points"]:
+            del point["mount_id"], point["mount_unique_id"]
+        catalog.put_volume(volume)
+    finally:
+        catalog.close()
+    mdaemon.start()
+    assert _mount_id(target) == ours and (target / "f").read_text() == "kept"     # adopted, untouched
+    ctl_ok(mdaemon, "volume", "unmount", str(target))
+    assert not target.is_mount() and _fstype(target) != "fuse.galleonfs"
