@@ -64,6 +64,14 @@ log = logging.getLogger(__name__)
 DEFAULT_MOUNT_ROOTS = ("/mnt", "/media", "/srv", "/run/galleonfs/mounts", "/var/lib/kubelet")
 
 _NAME_MAX = limits.name_max_bytes
+# A path a caller sent is quoted whole up to this length (kubelet's pod paths run to about
+# 150 characters), else cut to its first 64: an answer must not grow with the request.
+_QUOTE_WHOLE_MAX = 160
+_QUOTE_CUT = 64
+
+
+def _shown(path: str) -> str:
+    return path if len(path) <= _QUOTE_WHOLE_MAX else path[:_QUOTE_CUT] + "..."
 
 
 async def _run(*command: str) -> tuple[int, str]:
@@ -142,6 +150,7 @@ class Target:
 
 
 def _target_error(path: str, exc: OSError, what: str) -> GalleonError:
+    path, what = _shown(path), _shown(what)
     if exc.errno == errno.ELOOP:
         return InvalidArgument(f"mount point {path}: {what} is or goes through a symbolic link; "
                                f"symlinks are not followed in mount points, give the real path")
@@ -164,20 +173,21 @@ def open_target(path: str, roots: list[str], *, use_openat2: bool = True) -> Tar
     if "\0" in path or len(path) > os.pathconf("/", "PC_PATH_MAX"):
         raise InvalidArgument("a mount point must be a path without NUL bytes, at most 4096 bytes long")
     clean = os.path.normpath(path)
+    shown = _shown(clean)
     found = next(((prefix, root) for prefix, root in _prefixes(roots)
                   if clean.startswith(prefix.rstrip("/") + "/")), None)
     if found is None and any(clean == prefix for prefix, _ in _prefixes(roots)):
-        raise PermissionDenied(f"mount point {clean} is a mount root itself; mount inside it, e.g. "
-                               f"{os.path.join(clean, 'data')}")
+        raise PermissionDenied(f"mount point {shown} is a mount root itself; mount inside it, e.g. "
+                               f"{os.path.join(shown, 'data')}")
     if found is None:
-        raise PermissionDenied(f"mount point {clean} is outside this node's mount roots "
+        raise PermissionDenied(f"mount point {shown} is outside this node's mount roots "
                                f"({_describe(roots)}); choose a directory inside one of them, or have "
                                f"the operator add a root to mount_roots")
     prefix, root = found
     relative = clean[len(prefix.rstrip("/")) + 1:]
     parent_rel, name = os.path.split(relative)
     if len(name.encode()) > _NAME_MAX:
-        raise InvalidArgument(f"mount point {clean[:64]}...: a name is longer than {_NAME_MAX} bytes")
+        raise InvalidArgument(f"mount point {clean[:_QUOTE_CUT]}...: a name is longer than {_NAME_MAX} bytes")
     try:
         # The root comes from the operator's configuration: trusted, and it may be a symlink.
         root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -221,20 +231,21 @@ def _open_last(target: Target, *, use_openat2: bool) -> None:
             continue                       # made meanwhile: open what is there (and check it)
         except OSError as exc:
             raise _target_error(target.path, exc, "it") from None
-    raise NotFound(f"mount point {target.path} keeps disappearing; try again")
+    raise NotFound(f"mount point {_shown(target.path)} keeps disappearing; try again")
 
 
 def _check_target(target: Target, expected: str) -> None:
     ids = mountapi.mount_ids(target.fd)
     if ids.is_mount_root:
-        raise Busy(f"something is already mounted on {target.path}; unmount it or choose another directory")
+        raise Busy(f"something is already mounted on {_shown(target.path)}; unmount it or choose "
+                   f"another directory")
     if os.listdir(target.fd):
-        raise InvalidArgument(f"mount point {target.path} is not empty; use an empty directory")
+        raise InvalidArgument(f"mount point {_shown(target.path)} is not empty; use an empty directory")
     real = mountapi.fd_path(target.fd)
     if real != expected:
         # A directory on the way was renamed between the walk and now.
-        raise Busy(f"mount point {target.path} was moved while it was being checked (it is now "
-                   f"{real}); not mounted, try again")
+        raise Busy(f"mount point {_shown(target.path)} was moved while it was being checked (it is now "
+                   f"{_shown(real)}); not mounted, try again")
     target.path = real
 
 
@@ -290,7 +301,7 @@ def bind_now(staging: str, target: Target, *, read_only: bool, snapshot: str = "
     try:
         tree = mountapi.open_tree_clone(source)
     except OSError as exc:
-        raise GalleonError(f"cannot bind-mount the volume on {target.path}: {exc.strerror}") from None
+        raise GalleonError(f"cannot bind-mount the volume on {_shown(target.path)}: {exc.strerror}") from None
     finally:
         os.close(source)
     try:
@@ -302,7 +313,7 @@ def bind_now(staging: str, target: Target, *, read_only: bool, snapshot: str = "
             if exc.errno == errno.ENOSYS:
                 raise GalleonError("this kernel lacks the mount API GalleonFS mounts through "
                                    "(open_tree, mount_setattr: Linux 5.12 or later)") from None
-            raise GalleonError(f"cannot bind-mount the volume on {target.path}: {exc.strerror}") from None
+            raise GalleonError(f"cannot bind-mount the volume on {_shown(target.path)}: {exc.strerror}") from None
         target.mounted = True
         ids = mountapi.mount_ids(tree)
         where = mountapi.fd_path(tree)
@@ -311,7 +322,7 @@ def bind_now(staging: str, target: Target, *, read_only: bool, snapshot: str = "
             # directory is no longer where the caller asked. Take it back down.
             mountapi.umount_mount(tree)
             target.mounted = False
-            raise Busy(f"mount point {target.path} was moved while it was being mounted (to {where}); "
+            raise Busy(f"mount point {_shown(target.path)} was moved while it was being mounted (to {_shown(where)}); "
                        f"not mounted, try again")
         return Placed(where, ids.mount_id, ids.unique_id)
     finally:

@@ -115,6 +115,10 @@ def test_targets_outside_the_mount_roots_are_refused(mdaemon: RunningDaemon, roo
     volume = json.loads(ctl_ok(mdaemon, "volume", "get", "v", "-o", "json"))
     assert volume["state"] == "AVAILABLE" and not volume.get("mount_points"), volume
     user_error(mdaemon.ctl("volume", "mount", "v", str(roots_dir)), 8, "is a mount root itself")
+    long = "/etc/" + "/".join(["a" * 200] * 15)            # 3,000 characters: quoted cut short
+    assert len(user_error(mdaemon.ctl("volume", "mount", "v", long), 8, "outside")) < 400
+    deep = f"{roots_dir}/" + "/".join(["b" * 200] * 15)    # inside, missing: the answer stays short
+    assert len(user_error(mdaemon.ctl("volume", "mount", "v", deep), 3, "does not exist")) < 400
     assert _table(mdaemon, roots_dir) == before
 
 
