@@ -13,6 +13,10 @@ source "$ROOT/.ci/bootstrap.sh"
 
 WORK="$(mktemp -d /tmp/galleonfs-quickstart.XXXXXX)"
 export GALLEONFS_ADDRESS="unix:$WORK/galleond.sock"
+# Volumes may only be mounted inside the node's mount roots (default /mnt, /media, /srv,
+# /run/galleonfs/mounts, /var/lib/kubelet); this demo keeps everything in $WORK.
+export GALLEONFS_MOUNT_ROOTS="$WORK/mnt"
+mkdir -p "$WORK/mnt"
 MNT="$WORK/mnt/data"
 DAEMON_PID=""
 cleanup() {

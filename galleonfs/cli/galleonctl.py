@@ -445,6 +445,13 @@ def _read_command(sub: Any, name: str, help_text: str, func: Callable[[argparse.
     return p
 
 
+# Where mounts may go: the node decides (galleond's mount_roots), so this can only say how.
+_MOUNT_WHERE = ("Mount %s on PATH: an empty directory inside one of the node's mount roots "
+                "(galleond's mount_roots; default /mnt, /media, /srv, /run/galleonfs/mounts, "
+                "/var/lib/kubelet), with no symlink in the path. Only its last component is "
+                "created if missing. Mounts are always nosuid,nodev.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galleonctl", description="Manage GalleonFS volumes and storage classes on a node.",
@@ -478,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--size", required=True, help="the new size; shrinking is refused")
     p.set_defaults(func=volume_expand)
-    p = volume.add_parser("mount", help="mount a volume on a directory", description="Mount a volume on PATH (created if missing; must be empty).")
+    p = volume.add_parser("mount", help="mount a volume on a directory", description=_MOUNT_WHERE % "a volume")
     p.add_argument("name")
     p.add_argument("path")
     p.add_argument("--read-only", action="store_true")
@@ -538,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("old", metavar="VOLUME@OLD")
     p.add_argument("new", nargs="?", metavar="[VOLUME@]NEW", help="default: the live volume")
     p = snapshot.add_parser("mount", help="mount one snapshot read-only",
-                            description="Mount VOLUME@SNAPSHOT read-only on PATH.")
+                            description=_MOUNT_WHERE % "VOLUME@SNAPSHOT read-only")
     p.add_argument("snapshot", metavar="VOLUME@SNAPSHOT")
     p.add_argument("path")
     p.set_defaults(func=snapshot_mount)

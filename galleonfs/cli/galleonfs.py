@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
     p.add_argument("--foreground", "-f", action="store_true", help="serve in this process, logs to stderr")
     p.add_argument("-o", dest="options", default="", metavar="OPTS",
-                   help="comma-separated: ro, noatime, allow_other, nosuid, nodev, noexec")
+                   help="comma-separated: ro, noatime, allow_other, noexec (mounts are always "
+                        "nosuid,nodev; suid and dev are refused)")
     add_key_arguments(p)
     p.set_defaults(func=cmd_mount)
 

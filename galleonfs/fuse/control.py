@@ -7,9 +7,14 @@ One request per connection, one JSON object per line each way::
     -> {"op": "nope"}                  <- {"ok": false, "error": "unknown control operation 'nope'",
                                             "status": "INVALID_ARGUMENT", "class": "InvalidArgument"}
 
-The socket lives in the abstract namespace (``@galleonfs/<volume id>``): no path to clean
-up after a ``kill -9`` and no 108-byte path limit. Abstract sockets have no file mode, so
-the server checks the peer's uid (``SO_PEERCRED``): root or the worker's own user only.
+The socket is a path socket, ``<data-dir>/run/control/<volume id>.sock``, in a directory
+only root may enter (0700), and the daemon binds it itself and hands the listening socket
+to the worker (``--control-fd``). So no other local user can bind the address first (an
+abstract name could be taken by anyone who read the volume id in /proc/mounts), nor
+connect to it. Both ends still check each other (``SO_PEERCRED``): the worker answers
+root or its own user only, and the caller trusts a reply only from a socket that root (or
+its own user) listens on. A path longer than ``sun_path`` (108 bytes) is reached through
+``/proc/self/fd/<dir fd>/<name>``.
 
 What it must not do: block the worker's trio loop (handlers are the worker's own async
 functions) or accept unbounded input (one request is at most 64 KiB).
@@ -33,12 +38,38 @@ from ..errors import GalleonError, InvalidArgument, PermissionDenied, Unavailabl
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-def socket_name(volume_id: str) -> str:
-    return f"galleonfs/{volume_id}"
+_SUN_PATH_MAX = 107        # sockaddr_un.sun_path is 108 bytes with its NUL
 
 
-def _address(name: str) -> str:
-    return "\0" + name
+def socket_file(volume_id: str) -> str:
+    return f"{volume_id}.sock"
+
+
+def address(dir_path: str, dir_fd: int, name: str) -> str:
+    """How to reach ``name`` in the control directory: its path, or the same file through
+    our fd of the directory when the path is too long for a unix socket address."""
+    path = os.path.join(dir_path, name)
+    return path if len(os.fsencode(path)) <= _SUN_PATH_MAX else f"/proc/self/fd/{dir_fd}/{name}"
+
+
+def listen(dir_fd: int, name: str) -> socket.socket:
+    """Bind and listen on ``name`` in the (0700) control directory ``dir_fd``; a stale
+    socket of an earlier worker is replaced. The caller hands the socket to the worker."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(f"/proc/self/fd/{dir_fd}/{name}")
+        sock.listen(16)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _peer_uid(sock: socket.socket | trio.socket.SocketType) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
 
 
 async def _read_line(stream: trio.SocketStream, limit: int) -> bytes:
@@ -54,14 +85,14 @@ async def _read_line(stream: trio.SocketStream, limit: int) -> bytes:
 
 
 class ControlServer:
-    def __init__(self, name: str, handlers: dict[str, Handler]) -> None:
-        self.name = name
+    """Serves the listening socket the daemon handed over (``fd``)."""
+
+    def __init__(self, fd: int, handlers: dict[str, Handler]) -> None:
+        self.fd = fd
         self.handlers = handlers
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        await sock.bind(_address(self.name))
-        sock.listen(16)
+        sock = trio.socket.from_stdlib_socket(socket.socket(fileno=self.fd))
         listener = trio.SocketListener(sock)
         task_status.started()
         await trio.serve_listeners(self._handle, [listener])
@@ -80,8 +111,7 @@ class ControlServer:
                 await stream.send_all(json.dumps(reply).encode() + b"\n")
 
     async def _answer(self, stream: trio.SocketStream) -> dict[str, Any]:
-        creds = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _, uid, _ = struct.unpack("3i", creds)
+        uid = _peer_uid(stream.socket)
         if uid not in (0, os.getuid()):
             raise PermissionDenied(f"uid {uid} may not control this mount worker")
         with trio.fail_after(limits.control_timeout_s):
@@ -98,15 +128,21 @@ async def call(address: str, op: str, /, timeout_s: float = limits.control_timeo
                **args: Any) -> dict[str, Any]:
     """Ask the worker listening on ``address``; raise ``Unavailable`` if it does not answer.
 
-    ``address`` and ``op`` are positional-only, so requests may carry a field named ``name``.
+    The reply is trusted only from a socket root (or our own user) listens on: anything
+    else is not a worker the daemon started. ``address`` and ``op`` are positional-only,
+    so requests may carry a field named ``name``.
     """
     name = address
     try:
         with trio.fail_after(timeout_s):
             sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            await sock.connect(_address(name))
+            await sock.connect(name)
             stream = trio.SocketStream(sock)
             async with stream:
+                uid = _peer_uid(sock)
+                if uid not in (0, os.geteuid()):
+                    raise PermissionDenied(f"the control socket {name} is served by uid {uid}, not by "
+                                           f"root: refusing to trust it")
                 await stream.send_all(json.dumps({"op": op, **args}).encode() + b"\n")
                 line = await _read_line(stream, 16 * limits.control_request_bytes_max)
     except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:

@@ -2,7 +2,7 @@
 
 Entry point for ``galleonfs mount`` and, later, for ``galleond``'s supervisor::
 
-    python -m galleonfs.fuse.worker VOLUME_DIR MOUNTPOINT [-o OPTS] [--ready-fd N] [--control NAME]
+    python -m galleonfs.fuse.worker VOLUME_DIR MOUNTPOINT [-o OPTS] [--ready-fd N] [--control-fd N]
 
 Life of a worker: take the volume's lock and open (and recover) its engine; if the volume
 is marked for check, check it first and refuse to mount if it is not clean; mount; when
@@ -13,9 +13,13 @@ the volume for check; nothing unjournaled is ever checkpointed.
 
 Housekeeping runs in the same trio loop, between FUSE requests: a commit every
 ``commit_interval_s``, a checkpoint every ``checkpoint_interval_s`` or
-``checkpoint_journal_bytes``, and a GC step after each checkpoint. With ``--control`` the
-worker also answers the daemon on its control socket (``control.py``): stats, online
-resize, commit, checkpoint.
+``checkpoint_journal_bytes``, and a GC step after each checkpoint. With ``--control-fd``
+(a listening socket the daemon bound) the worker also answers the daemon on its control
+socket (``control.py``): stats, online resize, commit, checkpoint. ``galleonfs mount``
+alone needs none.
+
+Every mount is ``nosuid,nodev``: the files of a volume (anyone's data) must never run with
+someone else's privileges on the host, or stand for the host's devices.
 """
 
 from __future__ import annotations
@@ -54,7 +58,10 @@ EXIT_BUG = 70                      # EX_SOFTWARE: a handler raised something une
 
 # Mount options a user may pass with -o, and whether they are kernel mount options.
 _USER_OPTIONS = {"ro", "rw", "noatime", "relatime", "atime", "allow_other", "allow_root",
-                 "nosuid", "suid", "nodev", "dev", "noexec", "exec"}
+                 "nosuid", "nodev", "noexec", "exec"}
+# Always on, whatever -o says (see the module docstring); asking for the opposite is refused.
+_FORCED_OPTIONS = {"nosuid", "nodev"}
+_REFUSED_OPTIONS = {"suid": "nosuid", "dev": "nodev"}
 
 
 @dataclass
@@ -64,7 +71,7 @@ class WorkerConfig:
     options: set[str] = field(default_factory=set)
     commit_interval_s: float = limits.commit_interval_s
     checkpoint_interval_s: float = limits.checkpoint_interval_s
-    control: str | None = None
+    control_fd: int | None = None
     keys: KeySpec = field(default_factory=KeySpec)
 
     @property
@@ -78,6 +85,11 @@ class WorkerConfig:
 
 def parse_options(text: str | None) -> set[str]:
     options = {o.strip() for o in (text or "").split(",") if o.strip()}
+    for option, forced in sorted(_REFUSED_OPTIONS.items()):
+        if option in options:
+            raise InvalidArgument(
+                f"mount option {option!r} is refused: GalleonFS mounts are always {forced}, so that "
+                f"no file on a volume can gain privileges or reach devices on the host")
     unknown = options - _USER_OPTIONS
     if unknown:
         raise InvalidArgument(
@@ -92,7 +104,7 @@ def parse_options(text: str | None) -> set[str]:
 def fuse_options(config: WorkerConfig) -> set[str]:
     """The options handed to libfuse: ours, plus the user's kernel-level ones."""
     fsname = os.path.abspath(config.volume_dir).replace("\\", "\\\\").replace(",", "\\,")
-    opts = {f"fsname={fsname}", "subtype=galleonfs", "default_permissions"}
+    opts = {f"fsname={fsname}", "subtype=galleonfs", "default_permissions", *_FORCED_OPTIONS}
     opts |= config.options - {"rw", "atime", "relatime"}
     if "allow_other" not in opts and _may_allow_other():
         opts.add("allow_other")
@@ -146,8 +158,8 @@ class Worker:
             nursery.start_soon(self._housekeeping)
             if self.metering is not None:
                 nursery.start_soon(self.metering.run)
-            if self.config.control:
-                await nursery.start(ControlServer(self.config.control, self._control_handlers()).serve)
+            if self.config.control_fd is not None:
+                await nursery.start(ControlServer(self.config.control_fd, self._control_handlers()).serve)
             nursery.start_soon(self._report_ready, ready)
             await pyfuse3.main(min_tasks=1, max_tasks=limits.fuse_tasks_max)
             nursery.cancel_scope.cancel()
@@ -432,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mountpoint")
     parser.add_argument("-o", dest="options", default="")
     parser.add_argument("--ready-fd", type=int, default=None)
-    parser.add_argument("--control", default=None, help="abstract unix socket name to serve")
+    parser.add_argument("--control-fd", type=int, default=None,
+                        help="a listening unix socket (inherited) to answer control requests on")
     add_key_arguments(parser)
     parser.add_argument("--log-level", default=os.environ.get("GALLEONFS_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
@@ -447,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     config = WorkerConfig(os.path.abspath(args.volume_dir), os.path.abspath(args.mountpoint), options,
                           keys=key_spec(args),
-                          control=args.control)
+                          control_fd=args.control_fd)
     return run(config, ready)
 
 

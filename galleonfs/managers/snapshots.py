@@ -136,7 +136,7 @@ class SnapshotManager:
                     f"volume {volume.name} is mounted on {', '.join(m.path for m in points)}; "
                     f"unmount it first, or use --force to unmount, restore and mount it again")
             for point in points:
-                await mounts.unbind(point.path)
+                await mounts.unbind(point)
             await self.volumes.supervisor.stop(volume.id)
             try:
                 changed = await trio.to_thread.run_sync(
@@ -150,9 +150,7 @@ class SnapshotManager:
     async def _remount(self, volume: Volume, points: list[MountPoint]) -> None:
         worker = await self.volumes.supervisor.start(
             volume.id, self.volumes.volume_dir(volume.id), read_only=not volume.writable_modes)
-        for point in points:
-            source = worker.staging if not point.snapshot else os.path.join(worker.staging, ".snapshots", point.snapshot)
-            await mounts.bind(source, point.path, read_only=point.read_only)
+        await self.volumes._rebind(volume, worker.staging)   # records the new mounts' ids
 
     # --- mount one snapshot --------------------------------------------------------------------
     async def mount(self, volume_name: str, name: str, path: str) -> Volume:
@@ -161,20 +159,23 @@ class SnapshotManager:
         async with self._lock(volume):
             volume = self.volumes.get(volume.id)
             self._check_state(volume)
-            mounts.prepare_mount_point(path)
-            started = volume.id not in self.volumes.supervisor.workers
-            worker = self.volumes.supervisor.workers.get(volume.id) or await self.volumes.supervisor.start(
-                volume.id, self.volumes.volume_dir(volume.id), read_only=not volume.writable_modes)
-            source = os.path.join(worker.staging, ".snapshots", name)
-            try:
-                if not await trio.to_thread.run_sync(os.path.isdir, source):
-                    raise NotFound(f"volume {volume.name} has no snapshot {name!r}")
-                await mounts.bind(source, path, read_only=True)
-            except GalleonError:
-                if started:
-                    await self.volumes.supervisor.stop(volume.id)
-                raise
-            volume.mount_points.append(MountPoint(path, True, now_ns(), snapshot=name))
+            snaps.check_snapshot_name(name)      # one plain name: never '', '..' or a path
+            with await trio.to_thread.run_sync(mounts.open_target, path, self.volumes.mount_roots) as target:
+                started = volume.id not in self.volumes.supervisor.workers
+                worker = self.volumes.supervisor.workers.get(volume.id) or await self.volumes.supervisor.start(
+                    volume.id, self.volumes.volume_dir(volume.id), read_only=not volume.writable_modes)
+                try:
+                    # Resolved inside the worker's mount by fd: no symlink, no '..', no other mount.
+                    placed = await mounts.bind(worker.staging, target, read_only=True, snapshot=name)
+                except GalleonError as exc:
+                    if started:
+                        await self.volumes.supervisor.stop(volume.id)
+                    if isinstance(exc, NotFound):
+                        raise NotFound(f"volume {volume.name} has no snapshot {name!r}") from None
+                    raise
+            path = placed.path
+            volume.mount_points.append(MountPoint(path, True, now_ns(), snapshot=name, mount_id=placed.mount_id,
+                                                  mount_unique_id=placed.unique_id))
             if volume.state != VolumeState.MOUNTED:
                 volume.move_to(VolumeState.MOUNTED)
             self.volumes._save(volume)

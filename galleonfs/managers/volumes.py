@@ -17,6 +17,7 @@ one worker's FUSE mount, so they see each other's writes at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -79,6 +80,8 @@ class VolumeManager:
         self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
         self._restarts: dict[str, tuple[int, float]] = {}   # volume id -> (deaths in a row, last)
         os.makedirs(os.path.join(data_dir, "volumes"), mode=0o700, exist_ok=True)
+        # Where mount points may go (config mount_roots; the daemon sets it).
+        self.mount_roots: list[str] = list(mounts.DEFAULT_MOUNT_ROOTS)
 
     # --- lookups -------------------------------------------------------------------------------
     def volume_dir(self, volume_id: str) -> str:
@@ -158,11 +161,19 @@ class VolumeManager:
         self.catalog.put_volume(volume.to_json())
 
     def _by_mount_point(self, path: str) -> Volume:
-        path = os.path.abspath(path)
+        path = self._recorded_path(path)
         for volume in self.list():
             if volume.mount_point(path) is not None:
                 return volume
         raise NotFound(f"no volume is mounted on {path}")
+
+    def _recorded_path(self, path: str) -> str:
+        """The path a mount point was recorded under (real: no symlink, roots resolved).
+        Only used to find the record; unmount then checks the mount's ids."""
+        path = mounts.canonical(os.path.abspath(path), self.mount_roots)
+        if any(v.mount_point(path) for v in self.list()):
+            return path
+        return os.path.realpath(path)
 
     # --- create --------------------------------------------------------------------------------
     async def create(self, name: str, size: int, *, storage_class: str = "", access_modes: list[AccessMode] | None = None,
@@ -214,22 +225,25 @@ class VolumeManager:
             self._check_access(volume, read_only)
             if volume.state not in (VolumeState.AVAILABLE, VolumeState.MOUNTED):
                 raise FailedPrecondition(f"volume {volume.name} is {volume.state.value}; it cannot be mounted now")
-            mounts.prepare_mount_point(path)
-            worker = self.supervisor.workers.get(volume.id)
-            if worker is None:
+            # Pinned by fd until bound: nothing swapped in on the path can redirect the mount.
+            with await trio.to_thread.run_sync(mounts.open_target, path, self.mount_roots) as target:
+                worker = self.supervisor.workers.get(volume.id)
+                if worker is None:
+                    try:
+                        worker = await self.supervisor.start(volume.id, self.volume_dir(volume.id),
+                                                             read_only=self._worker_read_only(volume))
+                    except GalleonError as exc:
+                        raise type(exc)(f"cannot mount volume {volume.name}: {exc}") from None
+                    self._restarts.pop(volume.id, None)     # a mount asked for: a fresh start
                 try:
-                    worker = await self.supervisor.start(volume.id, self.volume_dir(volume.id),
-                                                         read_only=self._worker_read_only(volume))
-                except GalleonError as exc:
-                    raise type(exc)(f"cannot mount volume {volume.name}: {exc}") from None
-                self._restarts.pop(volume.id, None)     # a mount asked for: a fresh start
-            try:
-                await mounts.bind(worker.staging, path, read_only=read_only)
-            except GalleonError:
-                if not volume.mount_points:
-                    await self.supervisor.stop(volume.id)
-                raise
-            volume.mount_points.append(MountPoint(path, read_only, now_ns()))
+                    placed = await mounts.bind(worker.staging, target, read_only=read_only)
+                except GalleonError:
+                    if not volume.mount_points:
+                        await self.supervisor.stop(volume.id)
+                    raise
+            path = placed.path
+            volume.mount_points.append(MountPoint(path, read_only, now_ns(), mount_id=placed.mount_id,
+                                                  mount_unique_id=placed.unique_id))
             if volume.state != VolumeState.MOUNTED:
                 volume.move_to(VolumeState.MOUNTED)
             self._save(volume)
@@ -256,12 +270,12 @@ class VolumeManager:
         volume = self._by_mount_point(path) if path else self.get(name)
         async with self._locks[volume.name]:
             volume = self.get(volume.id)
-            targets = [volume.mount_point(os.path.abspath(path))] if path else list(volume.mount_points)
+            targets = [volume.mount_point(self._recorded_path(path))] if path else list(volume.mount_points)
             if not targets or targets == [None]:
                 raise FailedPrecondition(f"volume {volume.name} is not mounted")
             for point in targets:
                 assert point is not None
-                await mounts.unbind(point.path, lazy=lazy)
+                await mounts.unbind(point, lazy=lazy)
                 volume.mount_points.remove(point)
                 self._save(volume)
             if not volume.mount_points:
@@ -338,7 +352,7 @@ class VolumeManager:
                                f"{', '.join(m.path for m in volume.mount_points)}; unmount it first "
                                f"or use --force")
                 for point in list(volume.mount_points):
-                    await mounts.unbind(point.path, lazy=True)
+                    await mounts.unbind(point, lazy=True)
                     volume.mount_points.remove(point)
             await self.supervisor.stop(volume.id)
             volume.move_to(VolumeState.DELETING)
@@ -451,25 +465,38 @@ class VolumeManager:
                             "checking the volume and starting a new one", volume.name)
                 mark_needs_check(self.volume_dir(volume.id), "its mount worker died while the daemon was down")
             for point in volume.mount_points:
-                await mounts.clear_dead(point.path)
+                try:
+                    await mounts.unbind(point, lazy=True)     # its dead bind (ENOTCONN), if any
+                except GalleonError as exc:
+                    log.error("volume %s: %s", volume.name, exc)
             try:
                 worker = await self.supervisor.start(volume.id, self.volume_dir(volume.id),
                                                      read_only=self._worker_read_only(volume))
             except GalleonError as exc:
                 self._fail(volume, f"cannot restart its mount worker: {exc}")
                 return
-        for point in volume.mount_points:
-            if not mounts.is_mounted(point.path):
-                try:
-                    os.makedirs(point.path, exist_ok=True)
-                    source = (os.path.join(worker.staging, ".snapshots", point.snapshot)
-                              if point.snapshot else worker.staging)
-                    await mounts.bind(source, point.path, read_only=point.read_only)
-                except (GalleonError, OSError) as exc:
-                    log.error("volume %s: cannot restore mount point %s: %s", volume.name, point.path, exc)
+        await self._rebind(volume, worker.staging)
         if volume.state != VolumeState.MOUNTED:
             volume.state = VolumeState.MOUNTED
             self._save(volume)
+
+    async def _rebind(self, volume: Volume, staging: str) -> None:
+        """Bind every mount point whose recorded mount is gone, as a new mount would (under
+        the roots, through a pinned fd), and record the new mounts' ids."""
+        for i, point in enumerate(volume.mount_points):
+            try:
+                placed = await trio.to_thread.run_sync(mounts.locate, point)
+                if placed is None:
+                    with await trio.to_thread.run_sync(mounts.open_target, point.path, self.mount_roots) as target:
+                        placed = await mounts.bind(staging, target, read_only=point.read_only,
+                                                   snapshot=point.snapshot)
+            except (GalleonError, OSError) as exc:
+                log.error("volume %s: cannot restore mount point %s: %s", volume.name, point.path, exc)
+                continue
+            if (placed.mount_id, placed.unique_id) != (point.mount_id, point.mount_unique_id):
+                volume.mount_points[i] = dataclasses.replace(point, mount_id=placed.mount_id,
+                                                             mount_unique_id=placed.unique_id)
+                self._save(volume)
 
     def _fail(self, volume: Volume, message: str) -> None:
         log.error("volume %s failed: %s", volume.name, message)
@@ -517,7 +544,7 @@ class VolumeManager:
                     continue
                 for point in Volume.from_json(data).mount_points:
                     try:
-                        await mounts.unbind(point.path, lazy=True)
+                        await mounts.unbind(point, lazy=True)
                     except GalleonError as exc:
                         log.error("volume %s: %s", volume.name, exc)
                 try:

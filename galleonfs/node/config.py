@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import InvalidArgument
 from ..rpc.address import parse_address
+from .mounts import DEFAULT_MOUNT_ROOTS
 
 DEFAULT_CONFIG_FILE = "/etc/galleonfs/galleond.toml"
 ENV_PREFIX = "GALLEONFS_"
@@ -128,6 +129,8 @@ class NodeConfig:
     insecure_listen: list[str] = field(default_factory=list)
     tls_client_ca: str = ""
     operator_group: str = "galleonfs"
+    # Where volumes may be mounted (node/mounts.py): a mount point must lie inside one.
+    mount_roots: list[str] = field(default_factory=lambda: list(DEFAULT_MOUNT_ROOTS))
     sources: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
@@ -157,6 +160,17 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "insecure_listen": lambda v: _insecure_listen(v), "tls_client_ca": _path,
     "operator_group": lambda v: _group(v),
 }
+
+
+def _mount_roots(value: Any) -> list[str]:
+    """A TOML list, or comma-separated in the environment (as ``listen``); may be empty."""
+    from .mounts import check_roots
+
+    items = value if isinstance(value, list) else [s.strip() for s in str(value).split(",") if s.strip()]
+    return check_roots(str(i) for i in items)
+
+
+_PARSERS["mount_roots"] = _mount_roots
 
 
 def load(*, config_file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> NodeConfig:

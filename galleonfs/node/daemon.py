@@ -87,6 +87,7 @@ class Daemon:
         self.classes = StorageClassManager(self.catalog)
         self.volumes = VolumeManager(config.data_dir, self.catalog, self.classes,
                                      keys=KeySpec(config.key_file, config.key_passphrase_env, config.key_command))
+        self.volumes.mount_roots = list(config.mount_roots)
         self.snapshots = SnapshotManager(self.volumes, self.catalog)
         self.policies = PolicyManager(self.catalog, self.volumes, self.snapshots)
         self.qos = QosManager(self.catalog, self.volumes, node_iops=config.qos_node_iops,

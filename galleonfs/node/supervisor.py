@@ -9,6 +9,8 @@ mounts the volume on a private staging directory, and mount points are bind moun
   (the next worker checks it before mounting), and calls the owner back to restart it;
 * adopts workers left running by a previous daemon (``kill -9`` of galleond does not take
   the mounts down), recognising them by the volume lock and the control socket;
+* binds each worker's control socket itself, in ``<data-dir>/run/control`` (0700), and
+  hands it to the worker by fd: no other user can take or reach the address (``control.py``);
 * stops a worker with SIGTERM, which makes it flush, checkpoint and unmount, then exit 0.
 
 Workers run in their own session, so a signal to the daemon's process group does not
@@ -63,10 +65,6 @@ class MountWorker:
     exited: trio.Event = field(default_factory=trio.Event)
     exit_status: str = ""
 
-    @property
-    def control_name(self) -> str:
-        return control.socket_name(self.volume_id)
-
 
 def lock_holder(volume_dir: str) -> int | None:
     """The pid written in the volume's LOCK file, if that process still holds the lock."""
@@ -105,9 +103,13 @@ class Supervisor:
         self._on_death = on_death
         self._nursery: trio.Nursery | None = None
         self.log_dir = os.path.join(data_dir, "logs")
+        self.control_dir = os.path.join(data_dir, "run", "control")
+        self._control_dir_fd = -1
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the watcher tasks; runs until cancelled."""
+        # Made before any worker: from the start no one else can create anything there.
+        self.control_dir_fd()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
@@ -115,6 +117,18 @@ class Supervisor:
 
     def staging_dir(self, volume_id: str) -> str:
         return os.path.join(self.data_dir, "mounts", volume_id)
+
+    def control_dir_fd(self) -> int:
+        """The control sockets' directory, 0700 (made so if it was not), held open."""
+        if self._control_dir_fd < 0:
+            os.makedirs(self.control_dir, mode=0o700, exist_ok=True)
+            fd = os.open(self.control_dir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            os.chmod(f"/proc/self/fd/{fd}", 0o700)
+            self._control_dir_fd = fd
+        return self._control_dir_fd
+
+    def control_address(self, volume_id: str) -> str:
+        return control.address(self.control_dir, self.control_dir_fd(), control.socket_file(volume_id))
 
     def up(self) -> int:
         return sum(1 for w in self.workers.values() if not w.exited.is_set())
@@ -130,20 +144,22 @@ class Supervisor:
         await mounts.clear_dead(staging)
         os.makedirs(staging, mode=0o700, exist_ok=True)
         os.makedirs(self.log_dir, mode=0o700, exist_ok=True)
+        listener = control.listen(self.control_dir_fd(), control.socket_file(volume_id))
         read_fd, write_fd = os.pipe()
         command = [sys.executable, "-m", "galleonfs.fuse.worker", volume_dir, staging,
-                   "--ready-fd", str(write_fd), "--control", control.socket_name(volume_id)]
+                   "--ready-fd", str(write_fd), "--control-fd", str(listener.fileno())]
         if read_only:
             command += ["-o", "ro"]
         command += self.keys.arguments()
         with open(os.path.join(self.log_dir, f"{volume_id}.log"), "ab") as log_file:
             try:
                 process = await trio.lowlevel.open_process(
-                    command, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=log_file,
-                    stderr=log_file, start_new_session=True,
+                    command, pass_fds=(write_fd, listener.fileno()), stdin=subprocess.DEVNULL,
+                    stdout=log_file, stderr=log_file, start_new_session=True,
                 )
             finally:
                 os.close(write_fd)
+                listener.close()
         line = await self._read_ready(read_fd)
         if line != "ready":
             with trio.move_on_after(limits.unmount_timeout_s):
@@ -183,7 +199,7 @@ class Supervisor:
         if pid is None or not mounts.is_mounted(staging):
             return None
         try:
-            reply = await control.call(control.socket_name(volume_id), "ping", timeout_s=5)
+            reply = await control.call(self.control_address(volume_id), "ping", timeout_s=5)
         except GalleonError:
             return None
         if reply.get("pid") != pid:
@@ -239,11 +255,13 @@ class Supervisor:
             mark_needs_check(worker.volume_dir, "mount worker had to be killed on stop")
             await worker.exited.wait()
         await mounts.clear_dead(worker.staging)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(control.socket_file(volume_id), dir_fd=self.control_dir_fd())
         if worker.exit_status not in ("exited with code 0", "exited (adopted worker; status unknown)"):
             raise Unavailable(f"the mount worker of volume {volume_id} {worker.exit_status} on stop")
 
     async def call(self, volume_id: str, op: str, /, **args: object) -> dict[str, object]:
-        return await control.call(control.socket_name(volume_id), op, **args)
+        return await control.call(self.control_address(volume_id), op, **args)
 
 
 def mark_needs_check(volume_dir: str, reason: str) -> None:

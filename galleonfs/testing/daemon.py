@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class RunningDaemon:
         self.env.pop("GALLEONFS_CONFIG", None)
         # Port 0: a free port each, so that daemons of parallel tests never clash.
         self.env.setdefault("GALLEONFS_METRICS_LISTEN", "127.0.0.1:0")
+        # Tests mount under pytest's temporary directories; a test may pass its own roots.
+        self.env.setdefault("GALLEONFS_MOUNT_ROOTS", tempfile.gettempdir())
         self.proc: subprocess.Popen[bytes] | None = None
         self.args = list(args or [])       # more galleond flags (--listen, --insecure-listen)
 
