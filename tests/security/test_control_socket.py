@@ -24,12 +24,12 @@ import pytest
 import trio
 from node.conftest import _allows_warnings, finish
 from node.util import ctl_ok
-from security.conftest import LocalUser
 
 from galleonfs.engine.engine import NEEDS_CHECK_FILE
 from galleonfs.errors import PermissionDenied
 from galleonfs.fuse import control
 from galleonfs.testing.daemon import RunningDaemon
+from security.conftest import LocalUser
 
 _SYSTEM_PYTHON = "/usr/bin/python3"     # users cannot run the venv's (under root's 0700 home)
 

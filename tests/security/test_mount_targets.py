@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 from node.conftest import _allows_warnings, finish
 from node.util import ctl_ok, mounts_under, user_error
-from security.conftest import LocalUser
 
 from galleonfs.errors import GalleonError, InvalidArgument
 from galleonfs.fuse.kernel import find_mount
 from galleonfs.node import mountapi
 from galleonfs.rpc.client import Client
 from galleonfs.testing.daemon import RunningDaemon
+from security.conftest import LocalUser
 
 
 @pytest.fixture
