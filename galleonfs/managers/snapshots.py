@@ -99,6 +99,7 @@ class SnapshotManager:
         raise NotFound(f"volume {volume_name} has no snapshot {name!r} (see `galleonctl snapshot list {volume_name}`)")
 
     async def delete(self, volume_name: str, name: str) -> int:
+        snaps.check_snapshot_name(name)
         volume = self.volumes.get(volume_name)
         async with self._lock(volume):
             volume = self.volumes.get(volume.id)
@@ -116,6 +117,9 @@ class SnapshotManager:
         return int(reply["freed_bytes"])
 
     async def diff(self, volume_name: str, old: str, new: str | None) -> list[dict[str, str]]:
+        snaps.check_snapshot_name(old)
+        if new is not None:
+            snaps.check_snapshot_name(new)
         volume = self.volumes.get(volume_name)
         async with self._lock(volume):
             reply = await self.volumes.on_volume(
@@ -125,6 +129,7 @@ class SnapshotManager:
 
     # --- restore -------------------------------------------------------------------------------
     async def restore(self, volume_name: str, name: str, *, force: bool = False) -> Volume:
+        snaps.check_snapshot_name(name)
         volume = self.volumes.get(volume_name)
         async with self._lock(volume):
             volume = self.volumes.get(volume.id)
@@ -150,11 +155,12 @@ class SnapshotManager:
         worker = await self.volumes.supervisor.start(
             volume.id, self.volumes.volume_dir(volume.id), read_only=not volume.writable_modes)
         for point in points:
-            source = worker.staging if not point.snapshot else os.path.join(worker.staging, ".snapshots", point.snapshot)
+            source = worker.staging if not point.snapshot else snaps.view_path(worker.staging, point.snapshot)
             await mounts.bind(source, point.path, read_only=point.read_only)
 
     # --- mount one snapshot --------------------------------------------------------------------
     async def mount(self, volume_name: str, name: str, path: str) -> Volume:
+        snaps.check_snapshot_name(name)
         volume = self.volumes.get(volume_name)
         path = os.path.abspath(path)
         async with self._lock(volume):
@@ -164,7 +170,7 @@ class SnapshotManager:
             started = volume.id not in self.volumes.supervisor.workers
             worker = self.volumes.supervisor.workers.get(volume.id) or await self.volumes.supervisor.start(
                 volume.id, self.volumes.volume_dir(volume.id), read_only=not volume.writable_modes)
-            source = os.path.join(worker.staging, ".snapshots", name)
+            source = snaps.view_path(worker.staging, name)
             try:
                 if not await trio.to_thread.run_sync(os.path.isdir, source):
                     raise NotFound(f"volume {volume.name} has no snapshot {name!r}")
@@ -184,6 +190,7 @@ class SnapshotManager:
     async def clone(self, volume_name: str, snapshot: str, new_name: str, *, size: int = 0,
                     labels: dict[str, str] | None = None) -> Volume:
         check_name(new_name)
+        snaps.check_snapshot_name(snapshot)
         labels = check_labels(labels or {})
         source = self.volumes.get(volume_name)
         if self.catalog.volume_id(new_name) is not None:

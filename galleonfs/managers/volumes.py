@@ -30,6 +30,7 @@ import trio
 from .. import limits
 from ..crypto import volume_key
 from ..crypto.keys import PENDING, PREVIOUS, KeyFile, KeyManager, KeySpec
+from ..engine import snapshots
 from ..engine.engine import Engine
 from ..engine.storage import Storage, disk_bytes
 from ..errors import (
@@ -458,7 +459,7 @@ class VolumeManager:
             if not mounts.is_mounted(point.path):
                 try:
                     os.makedirs(point.path, exist_ok=True)
-                    source = (os.path.join(worker.staging, ".snapshots", point.snapshot)
+                    source = (snapshots.view_path(worker.staging, point.snapshot)
                               if point.snapshot else worker.staging)
                     await mounts.bind(source, point.path, read_only=point.read_only)
                 except (GalleonError, OSError) as exc:
