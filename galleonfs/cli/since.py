@@ -10,9 +10,11 @@ import re
 import time
 from datetime import UTC, datetime
 
+from .. import limits
 from ..errors import InvalidArgument
+from ..names import quote
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_DURATION = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,9})?)([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -21,12 +23,21 @@ def parse_since(text: str, *, now_ns: int | None = None) -> int:
     now_ns = time.time_ns() if now_ns is None else now_ns
     match = _DURATION.fullmatch(text.strip())
     if match:
-        return now_ns - int(float(match.group(1)) * _UNIT_S[match.group(2)] * 10**9)
+        return _in_range(text, now_ns - int(float(match.group(1)) * _UNIT_S[match.group(2)] * 10**9), now_ns)
     try:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidArgument(f"invalid --since {text!r}: give a duration (90s, 15m, 2h, 7d) "
+        raise InvalidArgument(f"invalid --since {quote(text)}: give a duration (90s, 15m, 2h, 7d) "
                               f"or a time (2026-11-30T20:00:00Z)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return int(when.timestamp()) * 10**9 + when.microsecond * 1000
+    return _in_range(text, int(when.timestamp()) * 10**9 + when.microsecond * 1000, now_ns)
+
+
+def _in_range(text: str, since_ns: int, now_ns: int) -> int:
+    """The daemon takes times from the epoch to a day ahead (``limits.since_ahead_max_s``);
+    a request outside could not even be encoded (protobuf's Timestamp ends in year 9999)."""
+    if not 0 <= since_ns <= now_ns + limits.since_ahead_max_s * 10**9:
+        raise InvalidArgument(f"invalid --since {quote(text)}: give a time after 1970-01-01 and "
+                              f"not more than a day ahead")
+    return since_ns
