@@ -91,11 +91,13 @@ def check_label(key: str, value: str) -> None:
         raise InvalidArgument(
             f"invalid label key {quote(key)}: use letters, digits, '-', '_' and '.' (at most "
             f"{limits.label_name_max_chars}), with an optional DNS prefix and '/'")
-    if value and (len(value) > limits.label_value_max_chars or not _LABEL_NAME.match(value)):
+    if len(value) > limits.label_value_max_chars:
+        raise InvalidArgument(f"invalid value for label {quote(key)}: {len(value)} characters, "
+                              f"at most {limits.label_value_max_chars}")
+    if value and not _LABEL_NAME.match(value):
         raise InvalidArgument(
-            f"invalid value {quote(value)} for label {quote(key)}: at most "
-            f"{limits.label_value_max_chars} letters, digits, '-', '_' and '.', starting and "
-            f"ending with a letter or digit")
+            f"invalid value {quote(value)} for label {quote(key)}: use letters, digits, '-', '_' "
+            f"and '.', starting and ending with a letter or digit")
 
 
 def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
