@@ -143,6 +143,3 @@ class_parameter_key_max_chars = 63
 class_parameter_value_max_chars = 64
 # A size as text ("512M", "10GiB"): 32 characters hold any size up to 1 PiB, in bytes.
 size_text_max_chars = 32
-# `since` in a request (audit list): not before the epoch (nothing is recorded earlier) and
-# at most a day ahead of the node's clock (clock skew between client and node, with room).
-since_ahead_max_s = 86_400
