@@ -425,3 +425,14 @@ def test_cli_prints_one_bounded_line(shared_daemon: RunningDaemon, victim: str, 
                          os.fsencode(tmp_path) + b"/\xff"), 2, "not valid UTF-8")
     assert host_state(shared_daemon, tmp_path) == before
 
+
+def test_standalone_mkfs_checks_the_name(tmp_path: Path) -> None:
+    """`galleonfs mkfs --name` follows galleond's rules: no look-alike 'base\\n' on disk either."""
+    volume_dir = tmp_path / "vol"
+    for name, phrase in (("base\n", "invalid volume name 'base\\n'"), ("../x", "invalid volume name"),
+                         (TEN_THOUSAND, "(10000 characters)")):
+        done = subprocess.run([sys.executable, "-m", "galleonfs.cli.galleonfs", "mkfs", str(volume_dir),
+                               "--size", "16M", "--name", name], capture_output=True, text=True, timeout=120)
+        message = user_error(done, 2, phrase, prog="galleonfs")
+        assert len(message) <= MESSAGE_CHARS_MAX
+        assert not volume_dir.exists()
