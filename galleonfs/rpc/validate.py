@@ -276,9 +276,9 @@ def check_request(request: Any) -> None:
         if unknown.field_number == MARKER_FIELD:
             reason = names.bounded(names.one_line(bytes(unknown.data).decode(errors="replace")),
                                    _MARKER_REASON_BYTES_MAX)
-            raise InvalidArgument(f"the request could not be decoded as "
-                                  f"{request.DESCRIPTOR.full_name} ({reason}); strings must be "
-                                  f"valid UTF-8")
+            hint = ("strings must be valid UTF-8" if "UTF-8" in reason
+                    else f"send a serialized {request.DESCRIPTOR.full_name}")
+            raise InvalidArgument(f"the request could not be decoded ({reason}); {hint}")
     check_message(request)
 
 

@@ -129,5 +129,6 @@ def test_undecodable_bytes_become_a_marked_empty_request() -> None:
     with pytest.raises(InvalidArgument, match=r"could not be decoded .*UTF-8"):
         validate.check_request(bad)
     truncated = decode(b"\x0a\x7f")                   # a length beyond the end
-    with pytest.raises(InvalidArgument, match="could not be decoded"):
+    with pytest.raises(InvalidArgument, match=r"could not be decoded .*send a serialized "
+                                              r"galleonfs\.v1\.CreateVolumeRequest"):
         validate.check_request(truncated)
