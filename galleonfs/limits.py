@@ -114,8 +114,6 @@ gate_buffer_bytes = 256 * KiB
 gate_stop_timeout_s = 5.0
 # A token's secret: 32 random bytes (256 bits), stored only as its SHA-256.
 token_secret_bytes = 32
-# Token and tenant names: DNS labels, like volume names (63 bytes).
-access_name_bytes_max = 63
 # Bounds on the catalog's access tables, so that a loop in a script cannot fill the node's
 # catalog: 10,000 of each is far more than one node has principals or tenants.
 tokens_max = 10_000
@@ -125,3 +123,46 @@ tenants_max = 10_000
 token_lifetime_max_s = 10 * 365 * 86_400
 # A --token-file bigger than this is not a token (a token is ~60 characters).
 token_file_bytes_max = 4 * KiB
+
+# --- names and requests at the API edge (galleonfs.names, galleonfs.rpc.validate) -----------
+# Volume, storage class and policy names are DNS labels (RFC 1123: 63 characters), so that
+# they can be Kubernetes object names and parts of host names as they are.
+dns_label_max_chars = 63
+# Snapshot names: 128, what they have allowed since snapshots exist (room for a policy's
+# name, a 63-character DNS label, plus its "-YYYYmmdd-HHMMSS-N" suffix).
+snapshot_name_max_chars = 128
+# Label keys and values follow Kubernetes: an optional DNS-subdomain prefix of at most 253
+# characters and '/', a name of at most 63, a value of at most 63.
+label_prefix_max_chars = 253
+label_name_max_chars = 63
+label_value_max_chars = 63
+# Labels in one request (a volume's labels, a selector): Kubernetes objects rarely carry
+# more than a dozen; 64 keeps the request's audit record far below its 64 KiB bound.
+labels_max = 64
+# Principals (people, certificates' names, services) may be e-mail-like; 128 is what
+# snapshot names allow and far above any account name.
+principal_name_max_chars = 128
+# Error messages quote at most this much of what was sent: enough to recognise the value,
+# never enough to echo a payload back or to make an answer large.
+quote_chars_max = 64
+# Backstop on every gRPC status message: gRPC sends it as trailing metadata, whose default
+# limit is 8 KiB on the client; beyond it the answer turns into RESOURCE_EXHAUSTED.
+status_message_bytes_max = 1 * KiB
+# A string field of a request that no narrower rule covers (schedules, filters, output-only
+# fields a client echoes back): 1 KiB, the bound the audit log cuts request strings to.
+request_string_bytes_max = 1 * KiB
+# Repeated fields of a request (access modes, ...): no request needs more than a handful.
+request_repeated_max = 64
+# Paths at the API (mount targets): PATH_MAX - 1 bytes, NAME_MAX per component, and at most
+# 64 components: kubelet's deepest target has 10, and a path of 3,000 components made
+# os.makedirs recurse past Python's limit (a bug answered as INTERNAL).
+path_max_bytes = 4095
+path_components_max = 64
+# Cron schedules of snapshot policies: six fields with lists fit in far less.
+schedule_max_chars = 128
+# Storage-class parameter names and values ("block_size", "aes-256-gcm", "64K"): short
+# tokens; a 5,000-digit block size made int() refuse the conversion (answered as INTERNAL).
+class_parameter_key_max_chars = 63
+class_parameter_value_max_chars = 64
+# A size as text ("512M", "10GiB"): 32 characters hold any size up to 1 PiB, in bytes.
+size_text_max_chars = 32

@@ -6,26 +6,30 @@ optional ``i`` and ``B`` ("10GiB", "10GB") and treats them all as binary multipl
 
 from __future__ import annotations
 
+import math
 import re
 
+from . import limits
 from .errors import InvalidArgument
+from .names import quote
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"\A\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(?:I?B)?\s*\Z", re.IGNORECASE)
 
 
 def parse_size(text: str, *, what: str = "size") -> int:
     """Return the number of bytes ``text`` names, or raise ``InvalidArgument``."""
-    match = _SIZE_RE.match(text)
+    # Bounded first: float() of 400 digits is infinity, and int() of it raised OverflowError.
+    match = _SIZE_RE.match(text) if len(text) <= limits.size_text_max_chars else None
     if match is None:
         raise InvalidArgument(
-            f"invalid {what} {text!r}: use a number with an optional unit K, M, G, T or P "
+            f"invalid {what} {quote(text)}: use a number with an optional unit K, M, G, T or P "
             f"(for example 512M or 10G)"
         )
     number, unit = match.groups()
     value = float(number) * _UNITS[unit.upper()]
-    if value != int(value):
-        raise InvalidArgument(f"invalid {what} {text!r}: it is not a whole number of bytes")
+    if not math.isfinite(value) or value != int(value):
+        raise InvalidArgument(f"invalid {what} {quote(text)}: it is not a whole number of bytes")
     return int(value)
 
 

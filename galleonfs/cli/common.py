@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from .. import limits, names
 from ..errors import ExitCode, GalleonError
 
 
@@ -37,8 +38,15 @@ def run(argv: list[str] | None, parser: argparse.ArgumentParser, prog: str) -> i
     try:
         return func(args)
     except GalleonError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        # One line, bounded like the daemon's status messages, whatever the error quotes.
+        message = names.bounded(names.one_line(str(exc)), limits.status_message_bytes_max)
+        print(f"{prog}: error: {message}", file=sys.stderr)
         return exc.exit_code
+    except UnicodeEncodeError as exc:
+        # An argument that is not UTF-8 (argv's undecodable bytes) cannot go into a request.
+        print(f"{prog}: error: an argument is not valid UTF-8 ({names.quote(str(exc.object))}); "
+              f"use UTF-8 names and paths", file=sys.stderr)
+        return ExitCode.USAGE
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .. import names
 from ..errors import InvalidArgument
 from ..managers.model import AccessMode, VolumeType
 from ..units import format_size, parse_size
@@ -157,10 +158,7 @@ def volume_unmount(args: argparse.Namespace) -> int:
 
 # --- snapshots and clones ------------------------------------------------------------------------
 def split_snapshot(text: str) -> tuple[str, str]:
-    volume, sep, snap = text.partition("@")
-    if not sep or not volume or not snap:
-        raise InvalidArgument(f"name a snapshot as VOLUME@SNAPSHOT, not {text!r}")
-    return volume, snap
+    return names.split_snapshot_ref(text)
 
 
 def snapshot_create(args: argparse.Namespace) -> int:

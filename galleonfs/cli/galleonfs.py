@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from .. import limits
+from .. import limits, names
 from ..crypto.keys import add_key_arguments, key_spec
 from ..engine.engine import LOCK_FILE, NEEDS_CHECK_FILE, Engine
 from ..errors import Busy, ExitCode, GalleonError, InvalidArgument, NotFound, Unavailable
@@ -45,6 +45,7 @@ exit codes: 0 ok, 1 error (fsck: problems found and repaired), 2 usage, 3 not fo
 
 
 def cmd_mkfs(args: argparse.Namespace) -> int:
+    name = names.check(args.name, names.VOLUME) if args.name else ""     # the rules galleond uses
     size = parse_size(args.size, what="volume size")
     block_size = parse_size(args.block_size, what="block size")
     spec = key_spec(args)
@@ -52,7 +53,7 @@ def cmd_mkfs(args: argparse.Namespace) -> int:
         raise InvalidArgument("--encrypt needs a key source: --key-file, --key-passphrase-env or --key-command")
     if spec.configured and not args.encrypt:
         raise InvalidArgument("a key source was given without --encrypt; add --encrypt to encrypt the volume")
-    volume_id = Engine.create(args.volume_dir, size=size, block_size=block_size, name=args.name or "",
+    volume_id = Engine.create(args.volume_dir, size=size, block_size=block_size, name=name,
                               keys=spec.manager() if args.encrypt else None,
                               compression=args.compression, dedup=not args.no_dedup)
     extras = [x for x in ("encrypted (aes-256-gcm)" if args.encrypt else "",
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("volume_dir", metavar="VOLUME_DIR")
     p.add_argument("--size", required=True, help="capacity, a hard quota: e.g. 512M, 10G")
     p.add_argument("--block-size", default="64K", help="4K to 1M, a power of two (default 64K)")
-    p.add_argument("--name", help="a name to remember the volume by")
+    p.add_argument("--name", help="a name to remember the volume by (a DNS label, like galleond's)")
     p.add_argument("--encrypt", action="store_true", help="encrypt everything with AES-256-GCM")
     p.add_argument("--compression", choices=["none", "lz4", "zstd"], default="none",
                    help="compress each block (kept only when it shrinks); default none")

@@ -26,20 +26,20 @@ releases it. So a block is freed when neither the live tree nor any snapshot use
 from __future__ import annotations
 
 import json
-import re
+import os
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from ..errors import AlreadyExists, Busy, FailedPrecondition, InvalidArgument, NotFound
+from .. import names
+from ..errors import AlreadyExists, Busy, FailedPrecondition, NotFound
 from ..meta import schema
 from ..meta.schema import Db, Inode
 from ..meta.store import MetaStore
 from .engine import Engine, newest_snapshot_gen
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 CHUNK = 8192            # history versions or restored keys handled per journal record
 
 
@@ -65,11 +65,16 @@ class Snapshot:
 
 
 def check_snapshot_name(name: str) -> str:
-    if not _NAME.match(name) or name in (".", ".."):
-        raise InvalidArgument(
-            f"invalid snapshot name {name!r}: use up to 128 letters, digits, '_', '.', ':' "
-            f"and '-', not starting with '.', '-' or ':'")
-    return name
+    """A snapshot's name becomes a directory name under ``.snapshots/``: ``galleonfs.names``
+    decides (never '', '.', '..', '/', NUL or another control character)."""
+    return names.check(name, names.SNAPSHOT)
+
+
+def view_path(mount_root: str, name: str) -> str:
+    """Where snapshot ``name`` shows in a mounted volume (``ROOT/.snapshots/NAME``): the one
+    place a snapshot's name becomes part of a path, so it is checked here as well, whatever
+    the caller checked (a name stored by an older version included)."""
+    return os.path.join(mount_root, ".snapshots", check_snapshot_name(name))
 
 
 # --- listing ---------------------------------------------------------------------------------------

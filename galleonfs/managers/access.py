@@ -30,16 +30,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import limits
+from .. import limits, names
 from ..errors import AlreadyExists, Busy, InvalidArgument, NotFound, Unauthenticated
 from ..meta.catalog import Catalog
 from .model import now_ns
 
 TOKEN_PREFIX = "gfs1"
-# Token and tenant names are DNS labels. TODO(lead): switch to galleonfs/names.py's
-# validator once it lands (issue 9); this local one is anchored with \Z so that a trailing
-# newline is refused, as that module will.
-_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?\Z")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{43}\Z")     # 32 bytes, base64url without padding
 
 
@@ -60,25 +56,10 @@ class Role(enum.StrEnum):
         try:
             return cls(text.strip().lower())
         except ValueError:
-            raise InvalidArgument(f"unknown role {_quote(text)}: use admin, operator or viewer") from None
+            raise InvalidArgument(f"unknown role {names.quote(text)}: use admin, operator or viewer") from None
 
 
 _RANKS = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
-
-
-def check_access_name(name: str, what: str) -> str:
-    if not name:
-        raise InvalidArgument(f"a {what} needs a name")
-    if len(name) > limits.access_name_bytes_max or not _NAME.match(name):
-        raise InvalidArgument(f"invalid {what} name {_quote(name)}: use at most "
-                              f"{limits.access_name_bytes_max} lowercase letters, digits and '-', "
-                              f"starting and ending with a letter or digit")
-    return name
-
-
-def _quote(text: str) -> str:
-    """``text`` quoted for a message, cut to 64 characters (messages never echo unbounded input)."""
-    return repr(text if len(text) <= 64 else text[:64] + "…")
 
 
 def _when(ns: int) -> str:
@@ -144,7 +125,7 @@ class AccessManager:
     def create_token(self, name: str, role: Role, *, tenant: str = "", ttl_s: int = 0,
                      created_by: str = "") -> tuple[Token, str]:
         """A new token and its secret (the only time the secret exists outside the caller)."""
-        check_access_name(name, "token")
+        names.check(name, names.TOKEN)
         if tenant:
             self.tenant(tenant)
             if role == Role.ADMIN:
@@ -172,7 +153,7 @@ class AccessManager:
     def revoke_token(self, name: str) -> Token:
         data = self.catalog.token(name)
         if data is None:
-            raise NotFound(f"token {_quote(name)} does not exist (see `galleonctl token list`)")
+            raise NotFound(f"token {names.quote(name)} does not exist (see `galleonctl token list`)")
         token = Token.from_json(data)
         if not token.revoked_ns:
             token.revoked_ns = now_ns()
@@ -183,7 +164,7 @@ class AccessManager:
         """The token whose secret ``presented`` is, if it is valid now; else ``Unauthenticated``."""
         prefix, _, rest = presented.strip().partition(".")
         name, _, secret = rest.partition(".")
-        if prefix != TOKEN_PREFIX or not _NAME.match(name) or not _SECRET.match(secret):
+        if prefix != TOKEN_PREFIX or not names.TOKEN.pattern.match(name) or not _SECRET.match(secret):
             raise Unauthenticated("the bearer token is malformed: a GalleonFS token looks like "
                                   "gfs1.NAME.SECRET, as `galleonctl token create` printed it")
         data = self.catalog.token(name)
@@ -204,12 +185,12 @@ class AccessManager:
 
     # --- tenants ---------------------------------------------------------------------------------
     def create_tenant(self, tenant: Tenant, known_classes: list[str]) -> Tenant:
-        check_access_name(tenant.name, "tenant")
+        names.check(tenant.name, names.TENANT)
         if tenant.max_bytes < 0 or tenant.max_volumes < 0:
             raise InvalidArgument("a tenant's quotas are 0 (no limit) or more")
         unknown = [c for c in tenant.storage_classes if c not in known_classes]
         if unknown:
-            raise InvalidArgument(f"storage class {_quote(unknown[0])} does not exist "
+            raise InvalidArgument(f"storage class {names.quote(unknown[0])} does not exist "
                                   f"(known: {', '.join(known_classes)})")
         if self.catalog.tenant(tenant.name) is not None:
             raise AlreadyExists(f"a tenant named {tenant.name!r} already exists")
@@ -223,7 +204,7 @@ class AccessManager:
     def tenant(self, name: str) -> Tenant:
         data = self.catalog.tenant(name) if name else None
         if data is None:
-            raise NotFound(f"tenant {_quote(name)} does not exist (see `galleonctl tenant list`)")
+            raise NotFound(f"tenant {names.quote(name)} does not exist (see `galleonctl tenant list`)")
         return Tenant.from_json(data)
 
     def tenants(self) -> list[Tenant]:

@@ -10,12 +10,11 @@ What it must not do: I/O. The managers load and store these through the catalog.
 from __future__ import annotations
 
 import enum
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import limits
+from .. import limits, names
 from ..errors import FailedPrecondition, InvalidArgument
 from ..units import format_size, parse_size
 
@@ -74,31 +73,16 @@ TRANSITIONS: dict[VolumeState, frozenset[VolumeState]] = {
     VolumeState.DELETING: frozenset(),
 }
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+# One source of truth for names: ``galleonfs.names`` (anchored patterns, bounded lengths).
+_KINDS = {k.what: k for k in (names.VOLUME, names.STORAGE_CLASS, names.SNAPSHOT_POLICY, names.QOS_POLICY)}
 
 
 def check_name(name: str, what: str = "volume") -> str:
-    if not name:
-        raise InvalidArgument(f"a {what} needs a name")
-    if len(name) > 63 or not _DNS_LABEL.match(name):
-        raise InvalidArgument(
-            f"invalid {what} name {name!r}: use at most 63 lowercase letters, digits and '-', "
-            f"starting and ending with a letter or digit (a DNS label)"
-        )
-    return name
+    return names.check(name, _KINDS[what])
 
 
 def check_labels(labels: dict[str, str]) -> dict[str, str]:
-    for key, value in labels.items():
-        if len(key) > 253 or not _LABEL_KEY.match(key):
-            raise InvalidArgument(f"invalid label key {key!r}: use letters, digits, '-', '_' and '.', "
-                                  f"with an optional DNS prefix and '/'")
-        if len(value) > 63 or not _LABEL_VALUE.match(value):
-            raise InvalidArgument(f"invalid value {value!r} for label {key!r}: at most 63 letters, "
-                                  f"digits, '-', '_' and '.'")
-    return dict(labels)
+    return names.check_labels(labels)
 
 
 def now_ns() -> int:
@@ -188,14 +172,15 @@ class SnapshotPolicy:
     def validate(self) -> SnapshotPolicy:
         check_name(self.name, "snapshot policy")
         check_labels(self.selector)
+        names.check_text(self.schedule, "schedule", max_bytes=limits.schedule_max_chars)
         fields = self.schedule.split()
         if len(fields) not in (5, 6):
-            raise InvalidArgument(f"invalid schedule {self.schedule!r}: use cron's five fields "
+            raise InvalidArgument(f"invalid schedule {names.quote(self.schedule)}: use cron's five fields "
                                   f"(minute hour day month weekday), or six with seconds last")
         from croniter import croniter
 
         if not croniter.is_valid(self.schedule):
-            raise InvalidArgument(f"invalid schedule {self.schedule!r}: not a cron expression")
+            raise InvalidArgument(f"invalid schedule {names.quote(self.schedule)}: not a cron expression")
         if not 1 <= self.retention <= 10000:
             raise InvalidArgument(f"retention must be from 1 to 10000, not {self.retention}")
         return self
@@ -217,21 +202,21 @@ class SnapshotPolicy:
 def _block_size(value: str) -> str:
     size = parse_size(value, what="block size")
     if not limits.block_size_min_bytes <= size <= limits.block_size_max_bytes or size & (size - 1):
-        raise InvalidArgument(f"block_size {value!r} must be a power of two from 4K to 1M")
+        raise InvalidArgument(f"block_size {names.quote(value)} must be a power of two from 4K to 1M")
     return format_size(size)
 
 
 def _choice(*allowed: str) -> Any:
     def check(value: str) -> str:
         if value.lower() not in allowed:
-            raise InvalidArgument(f"must be one of {', '.join(allowed)}, not {value!r}")
+            raise InvalidArgument(f"must be one of {', '.join(allowed)}, not {names.quote(value)}")
         return value.lower()
     return check
 
 
 def _replication(value: str) -> str:
     if not value.isdigit() or not 1 <= int(value) <= 5:
-        raise InvalidArgument(f"replication_factor must be a whole number from 1 to 5, not {value!r}")
+        raise InvalidArgument(f"replication_factor must be a whole number from 1 to 5, not {names.quote(value)}")
     return value
 
 
@@ -265,7 +250,7 @@ class StorageClass:
             check = PARAMETERS.get(key)
             if check is None:
                 raise InvalidArgument(
-                    f"unknown storage class parameter {key!r}; known parameters: "
+                    f"unknown storage class parameter {names.quote(key)}; known parameters: "
                     f"{', '.join(sorted(PARAMETERS))}"
                 )
             try:

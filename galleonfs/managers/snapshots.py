@@ -100,6 +100,7 @@ class SnapshotManager:
         raise NotFound(f"volume {volume_name} has no snapshot {name!r} (see `galleonctl snapshot list {volume_name}`)")
 
     async def delete(self, volume_name: str, name: str) -> int:
+        snaps.check_snapshot_name(name)
         volume = self.volumes.get(volume_name)
         async with self._lock(volume):
             volume = self.volumes.get(volume.id)
@@ -117,6 +118,9 @@ class SnapshotManager:
         return int(reply["freed_bytes"])
 
     async def diff(self, volume_name: str, old: str, new: str | None) -> list[dict[str, str]]:
+        snaps.check_snapshot_name(old)
+        if new is not None:
+            snaps.check_snapshot_name(new)
         volume = self.volumes.get(volume_name)
         async with self._lock(volume):
             reply = await self.volumes.on_volume(
@@ -126,6 +130,7 @@ class SnapshotManager:
 
     # --- restore -------------------------------------------------------------------------------
     async def restore(self, volume_name: str, name: str, *, force: bool = False) -> Volume:
+        snaps.check_snapshot_name(name)
         volume = self.volumes.get(volume_name)
         async with self._lock(volume):
             volume = self.volumes.get(volume.id)
@@ -154,6 +159,7 @@ class SnapshotManager:
 
     # --- mount one snapshot --------------------------------------------------------------------
     async def mount(self, volume_name: str, name: str, path: str) -> Volume:
+        snaps.check_snapshot_name(name)
         volume = self.volumes.get(volume_name)
         path = os.path.abspath(path)
         async with self._lock(volume):
@@ -186,6 +192,7 @@ class SnapshotManager:
     async def clone(self, volume_name: str, snapshot: str, new_name: str, *, size: int = 0,
                     labels: dict[str, str] | None = None) -> Volume:
         check_name(new_name)
+        snaps.check_snapshot_name(snapshot)
         labels = check_labels(labels or {})
         source = self.volumes.get(volume_name)
         if self.catalog.volume_id(new_name) is not None:

@@ -45,6 +45,7 @@ from ..v1 import (
 from .address import Address, parse_address
 from .gate import UnixGate
 from .status import ErrorInterceptor
+from .validate import RequestValidator
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,11 @@ class RpcServer:
     def __init__(self, servicers: dict[str, object], *, threads: int, socket_mode: int = 0o660,
                  tls: Tls | None = None, interceptors: tuple[grpc.ServerInterceptor, ...] = (),
                  gate: UnixGate | None = None, socket_gid: int | None = None) -> None:
-        # ``interceptors`` run outside the error interceptor: they see the status it set.
+        # ``interceptors`` run outside the error interceptor: they see the status it set. The
+        # request validator runs inside it: its refusals are answered like any error.
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
-            interceptors=[*interceptors, ErrorInterceptor()],
+            interceptors=[*interceptors, ErrorInterceptor(), RequestValidator()],
             options=[("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
                      ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
                      ("grpc.so_reuseport", 0)],
