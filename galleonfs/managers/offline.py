@@ -15,8 +15,8 @@ then exit 0. A ``GalleonError`` crosses back with its class, as on the mount wor
 socket (``fuse/control.py``), and the operations answer what the worker's handlers of the same
 name answer, so a caller sees one interface: the worker online, this helper offline (issue 10
 makes that a typed "volume operations" interface; ``OPS`` is its offline half). Anything else
-(a signal such as SIGBUS or SIGSEGV, an exit without an answer, a helper that outlives its
-timeout and is killed) is ``HelperFailed``: the caller marks that volume FAILED, and the
+(a signal such as SIGBUS or SIGSEGV, an LMDB error of a damaged page, an exit without an
+answer, a helper that outlives its timeout and is killed) is ``HelperFailed``: the caller marks that volume FAILED, and the
 process that asked stays up. The key source travels on stdin, never in argv (which every
 local user can read in /proc).
 
@@ -50,7 +50,7 @@ from .. import limits
 from ..crypto.keys import KeySpec
 from ..errors import GalleonError, HelperFailed, InvalidArgument, error_from_status
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("galleonfs.managers.offline")   # also when run as __main__
 
 Progress = Callable[[int, int], None]
 Reply = dict[str, Any]
@@ -312,6 +312,14 @@ def main() -> int:
     except (ValueError, TypeError) as exc:
         emit({"ok": False, "error": f"bad helper request: {exc}", "status": "INVALID_ARGUMENT",
               "class": "InvalidArgument"})
+    except Exception as exc:
+        # LMDB reports a damaged page it can see (MDB_CORRUPTED, MDB_PAGE_NOTFOUND) with its
+        # own exceptions, from anywhere in the engine: the same verdict as a SIGBUS.
+        if type(exc).__module__ != "lmdb":
+            raise
+        log.error("the metadata store is damaged", exc_info=True)
+        emit({"ok": False, "error": f"the helper found the metadata store damaged ({exc})",
+              "status": "DATA_LOSS", "class": HelperFailed.__name__})
     return 0
 
 
@@ -361,11 +369,14 @@ def run(request: Request, progress: Progress | None = None, *, timeout_s: float 
             code = proc.wait()
             stderr = _tail(err)
     subject = what or request.volume_dir or request.op
-    _relay(stderr, subject, failed=timed_out or final is None or code != 0)
+    failure = ""
     if timed_out:
-        raise HelperFailed(f"the helper did not finish {request.op} in {timeout_s:.0f} s and was killed")
-    if final is None or code != 0:
-        raise HelperFailed(f"the helper {describe_death(code)} during {request.op}")
+        failure = f"the helper did not finish {request.op} in {timeout_s:.0f} s and was killed"
+    elif final is None or code != 0:
+        failure = f"the helper {describe_death(code)} during {request.op}"
+    _relay(stderr, subject, failure)
+    if failure:
+        raise HelperFailed(failure)
     if not final.get("ok"):
         raise error_from_status(str(final.get("status", "INTERNAL")), str(final.get("error", "unknown error")),
                                 str(final.get("class") or "") or None)
@@ -423,12 +434,12 @@ _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARN
            "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
 
 
-def _relay(stderr: str, subject: str, *, failed: bool) -> None:
+def _relay(stderr: str, subject: str, failure: str) -> None:
     """The helper's log lines, into the daemon's log at their own level ("LEVEL name: msg");
-    a helper that failed gets its whole (bounded) stderr as one ERROR."""
-    if failed:
-        if stderr.strip():
-            log.error("offline helper for %s failed; its last output:\n%s", subject, stderr.rstrip())
+    a helper that failed is one ERROR with its (bounded) last output."""
+    if failure:
+        tail = f"; its last output:\n{stderr.rstrip()}" if stderr.strip() else " (no output)"
+        log.error("offline helper for %s: %s%s", subject, failure, tail)
         return
     for line in stderr.splitlines():
         level, _, message = line.partition(" ")

@@ -368,7 +368,7 @@ class VolumeManager:
         except HelperFailed as exc:
             name = (self.catalog.volume(volume_id) or {}).get("name", volume_id)
             reason = str(exc)
-            if "died of SIG" in reason:
+            if "died of SIG" in reason or "damaged" in reason:
                 why = f"its metadata is damaged ({reason})"
             else:
                 why = f"an operation on it failed ({reason}; see the node log)"

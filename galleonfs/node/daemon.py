@@ -11,6 +11,9 @@ SIGTERM or SIGINT: stop taking calls (5 s grace for running ones), unmount every
 point, stop every worker (each flushes and checkpoints its volume), exit 0. The catalog
 keeps the mount points, so the next start mounts them again.
 
+The catalog is checked (in a helper process) before it is opened, and backed up after
+changes and at a clean stop; ``galleond recover-catalog`` rebuilds it (``recovery.py``).
+
 Logs are JSON lines on stderr (``log_format = "text"`` for people).
 """
 
@@ -28,7 +31,7 @@ from typing import Any
 
 import trio
 
-from .. import __version__
+from .. import __version__, limits
 from ..audit.log import AuditLog
 from ..crypto.keys import KeySpec
 from ..errors import Busy, ExitCode, GalleonError
@@ -38,6 +41,7 @@ from ..managers.storage_classes import StorageClassManager
 from ..managers.volumes import VolumeManager
 from ..meta.catalog import Catalog
 from . import config as node_config
+from . import recovery
 from .status import NodeInfo
 
 log = logging.getLogger("galleond")
@@ -103,6 +107,7 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.volumes.supervisor.run)
+                nursery.start_soon(self._backup_catalog)
                 self._start_metrics()
                 self._start_server()
                 task_status.started(list(self.info.listen))
@@ -200,18 +205,34 @@ class Daemon:
         if self.server is not None:
             await trio.to_thread.run_sync(self.server.stop, STOP_GRACE_S)
         await self.volumes.shutdown()
+        await self._backup_catalog_now()
         if self.metrics is not None:
             await trio.to_thread.run_sync(self.metrics.stop)
         self.catalog.close()
         self.audit.close()
         log.info("galleond stopped cleanly")
 
+    async def _backup_catalog(self) -> None:
+        """Refresh ``node.lmdb.backup`` after changes, at most every catalog_backup_interval_s
+        (the copy is skipped when nothing changed: LMDB's transaction id tells)."""
+        while True:
+            await self._backup_catalog_now()
+            await trio.sleep(limits.catalog_backup_interval_s)
+
+    async def _backup_catalog_now(self) -> None:
+        try:
+            await trio.to_thread.run_sync(self.catalog.backup)
+        except (GalleonError, OSError) as exc:
+            log.error("cannot back up the node catalog: %s", exc)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galleond", description="The GalleonFS node daemon.",
         epilog="Settings come from defaults, then the TOML file, then GALLEONFS_* variables "
-               "(GALLEONFS_DATA_DIR, GALLEONFS_LISTEN, ...), then flags.\n\nexample:\n"
+               "(GALLEONFS_DATA_DIR, GALLEONFS_LISTEN, ...), then flags.\n\n"
+               "galleond recover-catalog [--data-dir DIR]: rebuild a damaged or empty node catalog "
+               "from its backup and the volumes' own records (galleond stopped).\n\nexample:\n"
                "  galleond --data-dir /var/lib/galleonfs --listen unix:/run/galleonfs/galleond.sock",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="where volumes and the node catalog live "
@@ -235,6 +256,10 @@ def _sole_error(exc: BaseException) -> BaseException:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["recover-catalog"]:
+        from .recovery import main as recover_catalog
+        return recover_catalog(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         config = node_config.load(
@@ -247,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(config.log_level, config.log_format)
         lock_fd = lock_data_dir(config.data_dir)
         try:
+            recovery.check_at_start(config.data_dir)
             trio.run(Daemon(config).run)
         except BaseExceptionGroup as group:
             # trio wraps even the nursery body's own error in a group; a user error at
