@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .. import limits
 from ..errors import InvalidArgument
 from ..rpc.address import parse_address
 
@@ -98,6 +99,17 @@ def _path(value: Any) -> str:
     return os.path.abspath(os.path.expanduser(text))
 
 
+def _audit_rotate_bytes(value: Any) -> int:
+    """A size ("64M") at which audit.log is rotated; at least limits.audit_file_bytes_min."""
+    from ..units import parse_size
+
+    size = value if isinstance(value, int) and not isinstance(value, bool) else parse_size(str(value))
+    if size < limits.audit_file_bytes_min:
+        raise InvalidArgument(f"{value!r} is too small: the audit log rotates at "
+                              f"{limits.audit_file_bytes_min // 1024}K or more")
+    return size
+
+
 def _data_dir(value: Any) -> str:
     if not str(value):
         raise InvalidArgument("the data directory cannot be empty")
@@ -122,6 +134,7 @@ class NodeConfig:
     key_file: str = ""                       # a 32-byte key-encryption key, created 0600
     key_passphrase_env: str = ""             # the variable holding the passphrase
     key_command: str = ""                    # "CMD wrap" / "CMD unwrap" (a KMS/HSM hook)
+    audit_rotate_bytes: int = limits.audit_file_bytes_default   # audit.log -> audit.log.N past this
     sources: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
@@ -148,6 +161,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "metrics_listen": _metrics_listen,
     "qos_node_iops": _non_negative, "qos_node_throughput_mbps": _non_negative,
     "key_file": _path, "key_passphrase_env": str, "key_command": str,
+    "audit_rotate_bytes": _audit_rotate_bytes,
 }
 
 

@@ -96,7 +96,7 @@ class Daemon:
         self.qos = QosManager(self.catalog, self.volumes, node_iops=config.qos_node_iops,
                               node_throughput_mbps=config.qos_node_throughput_mbps)
         self.info = NodeInfo(self.catalog.node_id, config.data_dir, [], self.volumes)
-        self.audit = AuditLog.open(config.data_dir)
+        self.audit = AuditLog.open(config.data_dir, rotate_bytes=config.audit_rotate_bytes)
         self.server: Any = None
         self.metrics: Any = None
         self._restored = trio.Event()
