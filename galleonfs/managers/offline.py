@@ -163,7 +163,7 @@ def _describe(request: Request, progress: Progress) -> Reply:
     from ..meta.store import MetaStore
 
     encrypted = volume_key.is_encrypted(request.volume_dir)
-    keys = request.keys.manager() if request.keys.configured and encrypted else None
+    keys = request.keys.manager(create=False) if request.keys.configured and encrypted else None
     try:
         engine = Engine.open(request.volume_dir, read_only=True, ignore_needs_check=True, keys=keys)
     except KeyUnavailable:
@@ -268,7 +268,7 @@ def execute(request: Request, progress: Progress) -> Reply:
             raise InvalidArgument(  # mirrors VolumeManager.key_manager's sentence
                 "this volume is encrypted and this node has no key source; set key_file (or "
                 "key_passphrase_env, or key_command) in galleond's configuration")
-        keys = request.keys.manager()
+        keys = request.keys.manager(create=False)
     engine = Engine.open(request.volume_dir, keys=keys, read_only=op.read_only,
                          ignore_needs_check=op.read_only)
     try:

@@ -36,6 +36,7 @@ from ..errors import (
     AlreadyExists,
     Busy,
     FailedPrecondition,
+    FormatError,
     GalleonError,
     HelperFailed,
     InvalidArgument,
@@ -93,7 +94,7 @@ class VolumeManager:
                     f"{needed_for} needs an encryption key and this node has no key source; set "
                     f"key_file (or key_passphrase_env, or key_command) in galleond's configuration")
             return None
-        return self.keys.manager()
+        return self.keys.manager()       # galleond's key file: made on first use (README)
 
     def rotate_key(self) -> tuple[int, str, str]:
         """Re-wrap every volume's keys under a new key file (blocking: run on a thread).
@@ -365,10 +366,12 @@ class VolumeManager:
         path = self.volume_dir(volume_id)
         try:
             return offline.run(offline.Request(op, path, args, self.keys), progress, what=f"volume {volume_id}")
-        except HelperFailed as exc:
+        except (HelperFailed, FormatError) as exc:
+            # FormatError: the helper opened the volume and found its metadata unreadable
+            # (damaged pages, an unknown format): as failed as a helper that died of it.
             name = (self.catalog.volume(volume_id) or {}).get("name", volume_id)
             reason = str(exc)
-            if "died of SIG" in reason or "damaged" in reason:
+            if isinstance(exc, FormatError) or "died of SIG" in reason or "damaged" in reason:
                 why = f"its metadata is damaged ({reason})"
             else:
                 why = f"an operation on it failed ({reason}; see the node log)"

@@ -71,7 +71,7 @@ def check_failed_alone(daemon: RunningDaemon, tmp_path: Path, bad_dir: Path, how
     failed = wait_until(lambda: (v := api(daemon, "get_volume", "bad"))["state"] == "FAILED" and v,
                         "the damaged volume is FAILED")
     assert failed["message"].startswith("its metadata is damaged"), failed["message"]
-    assert "offline helper for volume" in daemon.log()
+    assert "volume bad failed: its metadata is damaged" in daemon.log()
 
     # Every other volume goes on: mounted, written, read back, stats, unmounted.
     mnt = tmp_path / "mnt"
