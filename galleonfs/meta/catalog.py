@@ -21,6 +21,7 @@ What it must not do: validate (the managers do) or hold state outside LMDB.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import threading
@@ -200,12 +201,15 @@ class Catalog:
             tmp = self.backup_path + ".tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
-                self._env.copyfd(fd, compact=True)
-                os.fsync(fd)
-            except lmdb.Error as exc:
+                try:
+                    self._env.copyfd(fd, compact=True)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except (lmdb.Error, OSError) as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)             # a full disk: give the space of the part back
                 raise IOFailure(f"cannot back up the node catalog to {tmp}: {exc}") from None
-            finally:
-                os.close(fd)
             os.replace(tmp, self.backup_path)
             _sync_dir(os.path.dirname(self.backup_path))
             self._backed_up_txn = txn_id

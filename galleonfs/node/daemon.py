@@ -101,6 +101,7 @@ class Daemon:
         self.metrics: Any = None
         self._restored = trio.Event()
         self._stopping = False
+        self._backup_failing = False
 
     async def run(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         # Signals are caught from the start: a SIGTERM during start-up still shuts down cleanly.
@@ -223,7 +224,14 @@ class Daemon:
         try:
             await trio.to_thread.run_sync(self.catalog.backup)
         except (GalleonError, OSError) as exc:
-            log.error("cannot back up the node catalog: %s", exc)
+            if not self._backup_failing:     # once per outage, not every interval
+                log.error("cannot back up the node catalog (tried again every %.0f s): %s",
+                          limits.catalog_backup_interval_s, exc)
+            self._backup_failing = True
+        else:
+            if self._backup_failing:
+                log.info("the node catalog is backed up again")
+            self._backup_failing = False
 
 
 def build_parser() -> argparse.ArgumentParser:
