@@ -375,7 +375,7 @@ def run(request: Request, progress: Progress | None = None, *, timeout_s: float 
     elif final is None or code != 0:
         failure = f"the helper {describe_death(code)} during {request.op}"
     _relay(stderr, subject, failure)
-    if failure:
+    if failure or final is None:
         raise HelperFailed(failure)
     if not final.get("ok"):
         raise error_from_status(str(final.get("status", "INTERNAL")), str(final.get("error", "unknown error")),
