@@ -99,6 +99,10 @@ audit_file_bytes_default = 64 * MiB
 audit_file_bytes_min = 256 * KiB
 # One record is at most this long; each field is cut to fit (see audit/bound.py).
 audit_record_bytes_max = 64 * KiB
+# Space kept allocated past the audit log's end (fallocate KEEP_SIZE), refilled when half
+# used: on a full disk ~1,500 more records (~700 bytes each) still go in, enough to unmount
+# and delete volumes to make room; past it, state-changing calls are refused.
+audit_reserve_bytes = 1 * MiB
 
 # --- quality of service ----------------------------------------------------------------------
 # A token bucket holds this many seconds of its rate: at 500 IOPS, 50 requests may go at

@@ -15,7 +15,10 @@ calls by themselves. ``calls`` pairs them back into one entry per call.
 Every field is bounded (``bound.py``), so a record always fits in
 ``limits.audit_record_bytes_max`` bytes: no call is ever left unrecorded because of its size.
 A failed or short write is cut back off the file (``ftruncate`` to where it began), so a
-full disk leaves no torn line behind; the call is refused (``AuditUnavailable``).
+full disk leaves no torn line behind; the call is refused (``AuditUnavailable``). Before it
+comes to that, a reserve (``limits.audit_reserve_bytes``, allocated past the end of the file
+with ``fallocate(FALLOC_FL_KEEP_SIZE)`` and refilled when half used) lets an operator on a
+full disk still unmount and delete volumes, each call recorded.
 
 Rotation: when a record would take ``audit.log`` past ``rotate_bytes``, the file is renamed
 ``audit.log.N`` (N one above the highest existing: a single atomic rename, never a shift of
@@ -82,6 +85,16 @@ class AuditLog:
         st = os.fstat(self._fd)
         self._identity = (st.st_dev, st.st_ino)
         self._size = st.st_size
+        self._reserved_to = st.st_size
+        self._reserve()
+
+    def _reserve(self) -> None:
+        """Keep ``audit_reserve_bytes`` allocated past the end (best effort: a full disk or a
+        file system without fallocate just has less, or none)."""
+        if self._reserved_to - self._size >= limits.audit_reserve_bytes // 2:
+            return
+        if _fallocate_keep_size(self._fd, self._size, limits.audit_reserve_bytes):
+            self._reserved_to = self._size + limits.audit_reserve_bytes
 
     def close(self) -> None:
         with self._lock:
@@ -154,6 +167,7 @@ class AuditLog:
         last = int(numbered[-1].rsplit(".", 1)[1]) if numbered else 0
         target = f"{self.path}.{last + 1}"
         try:
+            os.ftruncate(self._fd, self._size)     # the old file gives its reserve back
             os.fsync(self._fd)
             os.rename(self.path, target)
             os.close(self._fd)
@@ -195,9 +209,11 @@ class AuditLog:
             # No torn line may stay behind: the next record would follow garbage.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, start)
+            self._reserved_to = start              # a truncate frees what lay past the end
             raise AuditUnavailable(f"cannot append to the audit log {self.path}: "
                                    f"{exc.strerror or exc}") from None
         self._size = start + len(line)
+        self._reserve()
 
     # --- reading -------------------------------------------------------------------------------
     def _read_all(self) -> tuple[list[tuple[str, bytes]], Head, str]:
@@ -262,6 +278,17 @@ class AuditLog:
         if verdict.intact:
             return Verdict(verdict.records, file=self.path)
         return verdict
+
+
+def _fallocate_keep_size(fd: int, offset: int, length: int) -> bool:
+    """``fallocate(fd, FALLOC_FL_KEEP_SIZE, offset, length)``: blocks past the end that later
+    appends use without asking the file system for space. False if it could not."""
+    import ctypes
+
+    falloc_fl_keep_size = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    return int(libc.fallocate(fd, falloc_fl_keep_size, offset, length)) == 0
 
 
 def _sync_dir(path: str) -> None:

@@ -3,9 +3,9 @@
 * A call whose request is huge (hundreds of long labels) is recorded, its fields cut with a
   marker that says how much was left out; before, a record over 64 KiB was skipped and the
   call ran unrecorded while `audit verify` said intact.
-* An audit log that cannot be written (its file system full) refuses the call before it
-  takes effect: UNAVAILABLE, exit 9, nothing created or deleted; once there is room again
-  calls go through and the chain is intact.
+* An audit log that cannot be written (its file system full, its reserve used up) refuses
+  the call before it takes effect: UNAVAILABLE, exit 9, nothing created or deleted; once
+  there is room again calls go through and the chain is intact.
 * `audit verify` reads the files at their paths: a replaced audit.log is named as such
   (it read the daemon's open descriptor and said intact), and calls are refused until it is
   put back or galleond restarts.
@@ -71,11 +71,11 @@ def test_a_call_with_many_labels_is_recorded_with_what_was_cut(daemon: RunningDa
 
 @pytest.fixture
 def small_audit_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs holding the audit log, bind-mounted over DATA_DIR/audit.log: filling it
+    """A 4 MiB tmpfs holding the audit log, bind-mounted over DATA_DIR/audit.log: filling it
     fills the audit log's file system and nothing else's."""
     fs = tmp_path / "auditfs"
     fs.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M,mode=0700", "tmpfs", str(fs)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M,mode=0700", "tmpfs", str(fs)], check=True)
     try:
         yield fs
     finally:
@@ -100,27 +100,42 @@ def test_an_audit_log_that_cannot_be_written_refuses_the_call_before_it_runs(
         with open(filler, "wb", buffering=0) as f, pytest.raises(OSError, match="No space left on device"):
             while True:
                 f.write(b"\0" * 4096)
+
+        # The log's reserve (allocated past its end) still takes records: an operator on a
+        # full disk can unmount and delete. Refused calls (bad names, ~30 KiB of labels
+        # each) eat it up, as any calls would, until the log can take no more.
+        ctl_ok(d, "volume", "create", "second", "--size", "16M")
+        recorded = 0
+        with Client(d.address) as client:
+            while True:
+                with pytest.raises(GalleonError) as refused:
+                    client.create_volume("Bad_Name", 16 << 20, labels=many_labels(100))
+                if refused.value.grpc_status != "INVALID_ARGUMENT":
+                    break
+                recorded += 1
+                assert recorded < 100, "the audit log took far more than its reserve"
+        assert recorded >= 15, f"the reserve took only {recorded} calls"      # ~1 MiB of records
         before = sorted(os.listdir(d.data_dir / "volumes"))
 
-        # A record needs new blocks of the full file system (~30 KiB of labels: a small one
-        # could still fit in the file's last, partly used page, as on any disk).
         for _ in range(2):              # twice: the first failure left the file as it was
             with pytest.raises(GalleonError) as refused, Client(d.address) as client:
-                client.create_volume("second", 16 << 20, labels=many_labels(100))
+                client.create_volume("third", 16 << 20, labels=many_labels(100))
             assert (type(refused.value).__name__, refused.value.exit_code) == ("AuditUnavailable",
                                                                                ExitCode.UNAVAILABLE)
             assert str(refused.value).startswith(
                 "the call was not carried out: its audit record cannot be written (cannot append to "
                 f"the audit log {audit}: No space left on device)"), str(refused.value)
-        assert [v["name"] for v in api(d, "list_volumes")] == ["first"]
+        assert [v["name"] for v in api(d, "list_volumes")] == ["first", "second"]
         assert sorted(os.listdir(d.data_dir / "volumes")) == before
         assert audit.read_bytes().endswith(b"\n")                  # no torn line left behind
 
         filler.unlink()                                            # room again: calls go through
-        ctl_ok(d, "volume", "create", "second", "--size", "16M")
-        assert ctl_ok(d, "audit", "verify") == "audit log intact: 4 records\n"
-        assert [(c["volume"], c["code"]) for c in ctl_json(d, "audit", "list")] == [
-            ("first", "OK"), ("second", "OK")]
+        ctl_ok(d, "volume", "create", "third", "--size", "16M")
+        assert ctl_ok(d, "audit", "verify") == f"audit log intact: {2 * (3 + recorded)} records\n"
+        calls = ctl_json(d, "audit", "list")
+        assert [(c["volume"], c["code"]) for c in calls if c["code"] == "OK"] == [
+            ("first", "OK"), ("second", "OK"), ("third", "OK")]
+        assert len(calls) == 3 + recorded
     finally:
         if d.proc is not None:
             assert d.stop() == 0
