@@ -190,6 +190,27 @@ class FormatError(Corrupt):
     grpc_status = "FAILED_PRECONDITION"
 
 
+class HelperFailed(Corrupt):
+    """{detail}"""
+
+    # A short-lived helper process that opened a volume (or the catalog) died of a signal,
+    # hung, or exited without an answer. Damaged metadata maps as SIGBUS, so what it was
+    # working on is suspect; the process that asked stays up.
+
+
+class CatalogDamaged(Corrupt):
+    """{detail}"""
+
+    # The node catalog is damaged, empty or missing while volumes exist: galleond refuses to
+    # start on it (`galleond recover-catalog` is the way out).
+
+
+class AuditUnavailable(Unavailable):
+    """{detail}"""
+
+    # The audit record of a call could not be written: the call is refused before it runs.
+
+
 class NeedsCheck(GalleonError):
     """volume {volume} needs a check ({reason}); run `galleonfs fsck --repair {volume}` first"""
 

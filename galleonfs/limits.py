@@ -70,6 +70,39 @@ unmount_timeout_s = 60.0             # `galleonfs umount` waits this long for th
 fuse_tasks_max = 32                  # pyfuse3 reader tasks; most handlers never await
 control_request_bytes_max = 64 * KiB
 control_timeout_s = 10.0             # a worker that takes longer to answer is stuck
+# Offline helper (managers/offline.py): one process per operation on an unmounted volume.
+# Metadata-only operations (stats, resize, snapshot create/delete/list/diff) take well under
+# a second plus the journal replay at open (at most checkpoint_journal_bytes, a few seconds);
+# past 5 minutes the helper is stuck (a damaged page can make LMDB loop) and is killed.
+offline_op_timeout_s = 300.0
+# Operations that touch every block (rekey, flatten, clone, restore) run at disk speed:
+# 1 TiB at ~100 MB/s is about 3 h; 12 h bounds them without cutting a real one short.
+offline_bulk_op_timeout_s = 12 * 3600.0
+# A helper's answer: a snapshot diff lists every changed path (~100 bytes each), so 64 MiB
+# is ~600k changes; a bigger answer is refused rather than held in the daemon's memory.
+offline_reply_bytes_max = 64 * MiB
+# What the daemon keeps of a helper's stderr for its log (the tail: a traceback's end).
+offline_stderr_bytes_max = 16 * KiB
+# The catalog check at galleond start walks every record of node.lmdb (100k volumes is
+# ~100 MB, a few seconds); a check that takes longer is stuck on damage.
+catalog_check_timeout_s = 120.0
+# The catalog backup (node.lmdb.backup) is refreshed at most this often after a change, and
+# at a clean stop. A crash loses at most this much of the backup, and recover-catalog
+# still finds every volume created meanwhile through its own super record.
+catalog_backup_interval_s = 5.0
+
+# --- audit log ------------------------------------------------------------------------------
+# audit.log is rotated (renamed audit.log.N, N counting up) when it would grow past this:
+# 64 MiB is ~150k records, and verify reads one file at a time.
+audit_file_bytes_default = 64 * MiB
+# Smallest rotation size allowed: a file must hold at least a few whole records.
+audit_file_bytes_min = 256 * KiB
+# One record is at most this long; each field is cut to fit (see audit/bound.py).
+audit_record_bytes_max = 64 * KiB
+# Space kept allocated past the audit log's end (fallocate KEEP_SIZE), refilled when half
+# used: on a full disk ~1,500 more records (~700 bytes each) still go in, enough to unmount
+# and delete volumes to make room; past it, state-changing calls are refused.
+audit_reserve_bytes = 1 * MiB
 
 # --- quality of service ----------------------------------------------------------------------
 # A token bucket holds this many seconds of its rate: at 500 IOPS, 50 requests may go at

@@ -1,10 +1,15 @@
 """Records of the audit log and the hash chain that makes edits evident. No I/O here.
 
-One record is one line: a JSON object with sorted keys and no spaces, then ``\\n``::
+One record is one line: a JSON object with sorted keys and no spaces, then ``\\n``. A call
+is two records (``log.py``): its intent, written before it runs, and its outcome::
 
-    {"code":"OK","hash":"9f…","message":"","method":"galleonfs.v1.VolumeService/Create",
-     "peer":{…},"prev":"5d…","request":{…},"seq":1,"time":"2026-11-30T20:41:07.123456Z",
+    {"hash":"9f…","method":"galleonfs.v1.VolumeService/Create","peer":{…},"phase":"intent",
+     "prev":"5d…","request":{…},"seq":1,"time":"2026-11-30T20:41:07.123456Z",
      "time_ns":1796071267123456000,"volume":"data"}
+    {"call":1,"code":"OK","hash":"c2…","message":"","method":"galleonfs.v1.VolumeService/Create",
+     "phase":"outcome","prev":"9f…","seq":2,"time":"…","time_ns":…,"volume":"data"}
+
+(Logs written before the intent/outcome format hold one record per call, with no ``phase``.)
 
 ``hash`` is the SHA-256 (hex) of the record's canonical JSON *without* ``hash``; ``prev`` is
 the previous record's ``hash``, and the first record's ``prev`` is ``GENESIS``; ``seq``
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,19 +49,24 @@ GENESIS_HEAD = Head(0, GENESIS)
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of checking a whole log. ``bad_line`` is 1-based; 0 when intact."""
+    """The outcome of checking a whole log. ``bad_line`` is 1-based, in ``file`` (the file of
+    the first bad line, when the log spans rotated files); 0 when intact, or when the problem
+    is not a line (the file at the path was replaced)."""
 
     records: int
     bad_line: int = 0
     problem: str = ""
+    file: str = ""
 
     @property
     def intact(self) -> bool:
-        return self.bad_line == 0
+        return not self.problem
 
     def sentence(self) -> str:
         if self.intact:
             return f"audit log intact: {self.records} records"
+        if not self.bad_line:
+            return f"audit log broken: {self.problem}"
         return f"audit log broken at line {self.bad_line}: {self.problem}"
 
 
@@ -94,31 +105,41 @@ def verify(data: bytes, head: Head | None = None) -> Verdict:
     ``head``, when given, is the last record the writer knows it wrote: the file must end
     exactly there (catches a removed last line and a forged line appended at the end).
     """
-    lines = data.split(b"\n")
-    torn_tail = lines[-1] != b""      # a complete file ends with a newline
-    if not torn_tail:
-        lines.pop()
+    return verify_files([("", data)], head)
+
+
+def verify_files(files: Iterable[tuple[str, bytes]], head: Head | None = None) -> Verdict:
+    """``verify`` over a log rotated into several files, oldest first: the chain runs on
+    from the last record of one file to the first of the next. Line numbers are per file."""
     prev = GENESIS_HEAD
-    for number, line in enumerate(lines, start=1):
-        if torn_tail and number == len(lines):
-            return Verdict(prev.seq, number, "the last line is incomplete (torn by a crash "
-                                             "during an append, or cut short)")
-        record = parse(line)
-        if record is None:
-            return Verdict(prev.seq, number, "it is not an audit record (torn by a crash, "
-                                             "or edited)")
-        if record_hash(record) != record["hash"]:
-            return Verdict(prev.seq, number, "its contents do not match its hash (the line "
-                                             "was edited)")
-        problem = _link_problem(record, prev)
-        if problem:
-            return Verdict(prev.seq, number, problem)
-        prev = Head(record["seq"], record["hash"])
+    name, first_seq = "", 1
+    for name, data in files:
+        first_seq = prev.seq + 1
+        lines = data.split(b"\n")
+        torn_tail = lines[-1] != b""      # a complete file ends with a newline
+        if not torn_tail:
+            lines.pop()
+        for number, line in enumerate(lines, start=1):
+            if torn_tail and number == len(lines):
+                return Verdict(prev.seq, number, "the last line is incomplete (torn by a crash "
+                                                 "during an append, or cut short)", name)
+            record = parse(line)
+            if record is None:
+                return Verdict(prev.seq, number, "it is not an audit record (torn by a crash, "
+                                                 "or edited)", name)
+            if record_hash(record) != record["hash"]:
+                return Verdict(prev.seq, number, "its contents do not match its hash (the line "
+                                                 "was edited)", name)
+            problem = _link_problem(record, prev)
+            if problem:
+                return Verdict(prev.seq, number, problem, name)
+            prev = Head(record["seq"], record["hash"])
     if head is not None and prev != head:
-        # Up to here line numbers equal record numbers: the first bad line is the first
-        # record the two disagree on (a missing one is the line after the file's end).
-        bad = min(prev.seq, head.seq) + (0 if prev.seq == head.seq else 1)
-        return Verdict(prev.seq, bad, _head_problem(prev, head))
+        # Up to here, in the last file, line n holds record first_seq + n - 1: the first bad
+        # line is the first record the two disagree on (a missing one is the line after the
+        # file's end).
+        bad = min(prev.seq, head.seq) + (0 if prev.seq == head.seq else 1) - (first_seq - 1)
+        return Verdict(prev.seq, bad, _head_problem(prev, head), name)
     return Verdict(prev.seq)
 
 

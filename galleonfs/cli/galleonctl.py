@@ -399,7 +399,8 @@ def audit_verify(args: argparse.Namespace) -> int:
     with _client(args) as c:
         reply = c.verify_audit()
     if not reply.intact:
-        raise Corrupt(f"audit log {reply.path} is broken at line {reply.bad_line}: {reply.problem}")
+        where = f" at line {reply.bad_line}" if reply.bad_line else ""
+        raise Corrupt(f"audit log {reply.path} is broken{where}: {reply.problem}")
     print(f"audit log intact: {reply.records} records")
     return 0
 

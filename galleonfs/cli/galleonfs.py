@@ -40,7 +40,22 @@ examples:
   galleonfs mount /srv/sec /mnt/sec --key-file /etc/galleonfs/kek
 
 exit codes: 0 ok, 1 error (fsck: problems found and repaired), 2 usage, 3 not found,
-            4 exists, 5 busy, 6 no space, 7 corrupt (fsck: problems remain), 9 unavailable
+            4 exists, 5 busy, 6 no space, 7 corrupt (fsck: problems remain),
+            8 permission or key (missing, wrong or unreadable), 9 unavailable
+"""
+
+FSCK_EXIT_CODES = """\
+exit codes:
+  0  clean: no problem found
+  1  problems were found and all of them repaired (with --repair), or another error
+  2  bad arguments
+  3  VOLUME_DIR does not exist or is not a GalleonFS volume
+  5  the volume is in use (mounted, or being checked by another process)
+  6  no space left to write the repairs
+  7  problems remain (found without --repair, or not repairable), or the volume's
+     metadata is damaged or of an unknown format
+  8  the volume is encrypted and its key is missing, wrong or unreadable (a mistyped
+     --key-file is never created), or permission denied
 """
 
 
@@ -70,18 +85,20 @@ def cmd_mount(args: argparse.Namespace) -> int:
     parse_options(args.options)
     if not os.path.isdir(args.mountpoint):
         raise NotFound(f"mount point {args.mountpoint} does not exist or is not a directory")
+    spec = key_spec(args)
     command = [sys.executable, "-m", "galleonfs.fuse.worker", os.path.abspath(args.volume_dir),
-               os.path.abspath(args.mountpoint), *key_spec(args).arguments()]
+               os.path.abspath(args.mountpoint), *spec.arguments()]
+    env = {**os.environ, **spec.environment()}       # the key command: not in the worker's argv
     if args.options:
         command += ["-o", args.options]
     if args.foreground:
-        os.execv(sys.executable, command)
+        os.execve(sys.executable, command, env)
     read_fd, write_fd = os.pipe()
     log_path = os.path.join(args.volume_dir, "worker.log") if os.path.isdir(args.volume_dir) else os.devnull
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
             [*command, "--ready-fd", str(write_fd)], pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True, env=env,
         )
     os.close(write_fd)
     line = read_line(read_fd, limits.mount_ready_timeout_s + 5)
@@ -149,7 +166,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     from ..engine.fsck import fsck
 
     spec = key_spec(args)
-    report = fsck(args.volume_dir, repair=args.repair, keys=spec.manager() if spec.configured else None)
+    report = fsck(args.volume_dir, repair=args.repair,
+                  keys=spec.manager(create=False) if spec.configured else None)
     print(report.render())
     if report.clean:
         return ExitCode.OK
@@ -165,7 +183,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     if not spec.configured:
         raise InvalidArgument("rekey needs the volume's key source: --key-file, --key-passphrase-env or --key-command")
     progress = ProgressLine("rekeying")
-    engine = Engine.open(args.volume_dir, keys=spec.manager())
+    engine = Engine.open(args.volume_dir, keys=spec.manager(create=False))
     try:
         epoch = rekey.run(engine, progress)
     finally:
@@ -215,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fsck", help="check (and repair) an unmounted volume",
                        description="Check every invariant: refcounts, reachability, block "
-                                   "checksums, journal. Exit 0 when clean.")
+                                   "checksums, journal. Exit 0 when clean.",
+                       epilog=FSCK_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("volume_dir", metavar="VOLUME_DIR")
     p.add_argument("--repair", action="store_true", help="fix what can be fixed")
     add_key_arguments(p)

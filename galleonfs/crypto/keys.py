@@ -8,7 +8,11 @@ wrapped (encrypted) by the node's KEK, in the volume's ``KEY`` file. Three sourc
   r=8, i.e. 32 MiB per derivation), a fresh salt per wrapped key;
 * ``Command``: an external program that wraps and unwraps (the hook for a KMS or an HSM):
   ``CMD wrap`` and ``CMD unwrap`` read the key on stdin and write the result on stdout,
-  both base64.
+  both base64. The command line may hold a token: it travels to other processes in the
+  environment (``KEY_COMMAND_ENV``, readable only by the same user), never in argv (which
+  every local user can read), and messages name only its program. What it prints on stderr
+  when it fails goes to the log of the process that ran it (bounded), never into an error
+  message (which reaches API callers and the audit log).
 
 Wrapped key format (before base64)::
 
@@ -17,13 +21,15 @@ Wrapped key format (before base64)::
 The KEK id (the first 8 bytes of SHA-256 of the KEK) lets an unwrap with the wrong KEK say
 so in one sentence instead of failing an authentication tag.
 
-What it must not do: keep a plaintext KEK or data key anywhere but in this process's memory.
+What it must not do: keep a plaintext KEK or data key anywhere but in this process's memory,
+or put the key command's arguments or output in argv or a message.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import secrets
 import subprocess
@@ -35,6 +41,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import InvalidArgument, KeyUnavailable, PermissionDenied, WrongKey
 
+log = logging.getLogger(__name__)
+
 MAGIC = b"GKW1"
 KIND_KEY_FILE = 1
 KIND_PASSPHRASE = 2
@@ -42,6 +50,11 @@ KIND_COMMAND = 3
 _AAD = b"galleonfs data key"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 COMMAND_TIMEOUT_S = 30.0
+# What a failing key command's stderr may add to the log: its tail, enough for a KMS's
+# error line, not enough to flood the log.
+COMMAND_STDERR_BYTES_MAX = 512
+# The variable a child process finds the key command in (``KeySpec.environment``).
+KEY_COMMAND_ENV = "GALLEONFS_KEY_COMMAND"
 
 
 PENDING = ".new"        # a key file's successor while a rotation runs
@@ -100,7 +113,10 @@ class KeyFile(KeyManager):
             st = os.stat(self.path)
         except FileNotFoundError:
             if not create:
-                raise KeyUnavailable(f"the {self.source} does not exist") from None
+                # Never made up here: a mistyped path would get a new random key, and
+                # whatever it opened would not unwrap (or mkfs'd volumes could be lost).
+                raise KeyUnavailable(f"the {self.source} does not exist; check the path (only "
+                                     f"`galleonfs mkfs --encrypt` creates a key file)") from None
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -150,17 +166,24 @@ class Command(KeyManager):
 
     def __init__(self, command: str) -> None:
         self.command = command
-        self.source = f"key command {command}"
+        words = command.split()
+        # The program only: the arguments may be a token.
+        self.source = f"key command {words[0] if words else '(empty)'}"
 
     def _run(self, verb: str, data: bytes) -> bytes:
         try:
             done = subprocess.run([*self.command.split(), verb], input=base64.b64encode(data),
                                   capture_output=True, timeout=COMMAND_TIMEOUT_S, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise KeyUnavailable(f"the {self.source} could not run: {exc}") from None
+        except subprocess.TimeoutExpired:
+            raise KeyUnavailable(f"the {self.source} did not answer within {COMMAND_TIMEOUT_S:.0f} s") from None
+        except OSError as exc:
+            raise KeyUnavailable(f"the {self.source} could not run: {exc.strerror}") from None
         if done.returncode != 0:
-            err = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-            raise WrongKey(f"the {self.source} refused to {verb} the volume's key: {err[0]}")
+            tail = done.stderr[-COMMAND_STDERR_BYTES_MAX:].decode(errors="replace").strip()
+            log.error("the %s failed to %s a key (exit %d); its stderr: %s", self.source, verb,
+                      done.returncode, " | ".join(tail.splitlines()) or "(none)")
+            raise KeyUnavailable(f"the {self.source} failed to {verb} the volume's key (exit "
+                                 f"{done.returncode}); see the node log")
         try:
             return base64.b64decode(done.stdout.strip(), validate=True)
         except ValueError:
@@ -190,13 +213,17 @@ class KeySpec:
     def configured(self) -> bool:
         return bool(self.key_file or self.passphrase_env or self.command)
 
-    def manager(self) -> KeyManager:
+    def manager(self, *, create: bool = True) -> KeyManager:
+        """The key manager. ``create=False`` wherever a key file must already exist (a
+        mount, fsck, rekey, an offline operation): there a missing file is an error, never
+        a new random key that nothing was wrapped with. Only mkfs and galleond's own
+        configured key file (first encrypted create) make one."""
         chosen = [x for x in (self.key_file, self.passphrase_env, self.command) if x]
         if len(chosen) != 1:
             raise InvalidArgument("configure exactly one key source: a key file, a passphrase "
                                   "environment variable, or a key command")
         if self.key_file:
-            return KeyFile(self.key_file)
+            return KeyFile(self.key_file, create=create)
         if self.passphrase_env:
             value = os.environ.get(self.passphrase_env)
             if value is None:
@@ -205,13 +232,18 @@ class KeySpec:
         return Command(self.command)
 
     def arguments(self) -> list[str]:
+        """The options that hand this key source to a child; with ``environment()`` in its
+        environment (the key command is there, not in argv)."""
         if self.key_file:
             return ["--key-file", self.key_file]
         if self.passphrase_env:
             return ["--key-passphrase-env", self.passphrase_env]
         if self.command:
-            return ["--key-command", self.command]
+            return ["--key-command-env", KEY_COMMAND_ENV]
         return []
+
+    def environment(self) -> dict[str, str]:
+        return {KEY_COMMAND_ENV: self.command} if self.command else {}
 
 
 def new_data_key() -> bytes:
@@ -226,9 +258,20 @@ def add_key_arguments(parser: Any) -> None:
     group.add_argument("--key-passphrase-env", metavar="VAR",
                        help="take the passphrase from this environment variable")
     group.add_argument("--key-command", metavar="CMD",
-                       help="'CMD wrap' / 'CMD unwrap' wrap and unwrap keys (KMS/HSM hook)")
+                       help="'CMD wrap' / 'CMD unwrap' wrap and unwrap keys (KMS/HSM hook); "
+                            "visible to local users in the process list: prefer --key-command-env")
+    group.add_argument("--key-command-env", metavar="VAR",
+                       help="take the key command from this environment variable")
 
 
 def key_spec(args: Any) -> KeySpec:
+    command = args.key_command or ""
+    variable = getattr(args, "key_command_env", None)
+    if variable:
+        if command:
+            raise InvalidArgument("give --key-command or --key-command-env, not both")
+        command = os.environ.get(variable, "")
+        if not command:
+            raise KeyUnavailable(f"the key command variable {variable} is not set")
     return KeySpec(key_file=os.path.abspath(args.key_file) if args.key_file else "",
-                   passphrase_env=args.key_passphrase_env or "", command=args.key_command or "")
+                   passphrase_env=args.key_passphrase_env or "", command=command)

@@ -138,6 +138,10 @@ class Engine:
                 raise InvalidArgument(
                     f"{volume_dir} is not empty; mkfs needs a new or empty directory"
                 )
+        # 0700: file names, sizes and (unencrypted) contents are the volume owner's business,
+        # not every local user's; an empty directory given to mkfs is narrowed too.
+        os.makedirs(volume_dir, mode=0o700, exist_ok=True)
+        os.chmod(volume_dir, 0o700)
         os.makedirs(os.path.join(volume_dir, JOURNAL_DIR), mode=0o700, exist_ok=True)
         os.makedirs(os.path.join(volume_dir, DATA_DIR), mode=0o700, exist_ok=True)
         volume_id = str(uuid.uuid4())

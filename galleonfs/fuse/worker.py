@@ -374,7 +374,7 @@ class ReadyPipe:
 
 def open_engine(config: WorkerConfig) -> Engine:
     """Open the volume; a volume marked for check is checked, and mounted only if clean."""
-    keys = config.keys.manager() if config.keys.configured else None
+    keys = config.keys.manager(create=False) if config.keys.configured else None   # no new random key
     try:
         return Engine.open(config.volume_dir, read_only=config.read_only, keys=keys)
     except NeedsCheck as exc:

@@ -1,7 +1,9 @@
 """Snapshots, clones and snapshot policies as a managed service (the daemon's side).
 
 Every operation runs where the volume's engine is (``VolumeManager.on_volume``): in the
-mount worker of a mounted volume, else on a daemon thread with the volume opened for it.
+mount worker of a mounted volume, else in a helper process that opens it for the occasion
+(``managers/offline.py``). Operations are named (``snapshot_create`` ...), with the same
+arguments and answers on both sides; the daemon never opens a volume itself.
 The per-volume lock of the ``VolumeManager`` serialises them with mounts and deletes.
 
 What lives here rather than in the engine: names of other volumes (a snapshot's clones
@@ -15,14 +17,12 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import asdict
 from typing import Any
 
 import trio
 
 from ..engine import clones
 from ..engine import snapshots as snaps
-from ..engine.engine import Engine
 from ..errors import (
     AlreadyExists,
     Busy,
@@ -69,9 +69,7 @@ class SnapshotManager:
         async with self._lock(volume):
             volume = self.volumes.get(volume.id)
             self._check_state(volume)
-            reply = await self.volumes.on_volume(
-                volume, "snapshot_create", {"name": name},
-                lambda e: {"snapshot": snaps.info(e, snaps.create(e, name))})
+            reply = await self.volumes.on_volume(volume, "snapshot_create", {"name": name})
         log.info("volume %s: snapshot %s created", volume.name, name)
         return self._decorate(volume, reply["snapshot"])
 
@@ -86,10 +84,7 @@ class SnapshotManager:
             if volume.state not in (VolumeState.AVAILABLE, VolumeState.MOUNTED):
                 continue
             async with self._lock(volume):
-                reply = await self.volumes.on_volume(
-                    volume, "snapshot_list", {},
-                    lambda e: {"snapshots": [snaps.info(e, s) for s in snaps.snapshots(e)]},
-                    read_only=True)
+                reply = await self.volumes.on_volume(volume, "snapshot_list", {})
             out += [self._decorate(volume, s) for s in reply["snapshots"]]
         return out
 
@@ -111,9 +106,7 @@ class SnapshotManager:
             mounted = [m.path for m in volume.mount_points if m.snapshot == name]
             if mounted:
                 raise Busy(f"snapshot {volume.name}@{name} is mounted on {', '.join(mounted)}; unmount it first")
-            reply = await self.volumes.on_volume(
-                volume, "snapshot_delete", {"name": name},
-                lambda e: {"freed_bytes": snaps.delete(e, name)})
+            reply = await self.volumes.on_volume(volume, "snapshot_delete", {"name": name})
         log.info("volume %s: snapshot %s deleted, %d bytes freed", volume.name, name, reply["freed_bytes"])
         return int(reply["freed_bytes"])
 
@@ -123,9 +116,7 @@ class SnapshotManager:
             snaps.check_snapshot_name(new)
         volume = self.volumes.get(volume_name)
         async with self._lock(volume):
-            reply = await self.volumes.on_volume(
-                volume, "snapshot_diff", {"old": old, "new": new},
-                lambda e: {"changes": [asdict(c) for c in snaps.diff(e, old, new)]}, read_only=True)
+            reply = await self.volumes.on_volume(volume, "snapshot_diff", {"old": old, "new": new})
         return list(reply["changes"])
 
     # --- restore -------------------------------------------------------------------------------
@@ -144,8 +135,7 @@ class SnapshotManager:
                 await mounts.unbind(point)
             await self.volumes.supervisor.stop(volume.id)
             try:
-                changed = await trio.to_thread.run_sync(
-                    self.volumes._offline, volume.id, lambda e: snaps.restore(e, name), False)
+                changed = int((await self.volumes.offline(volume, "snapshot_restore", {"name": name}))["changed"])
             finally:
                 if points:
                     await self._remount(volume, points)
@@ -214,8 +204,7 @@ class SnapshotManager:
             args = {"snapshot": snapshot, "target_dir": target, "clone_id": clone.id,
                     "name": new_name, "size": clone.size}
             try:
-                await self.volumes.on_volume(source, "clone", args, lambda e: {"volume_id": clones.create(
-                    e, snapshot, target, clone_id=clone.id, name=new_name, size=clone.size)})
+                await self.volumes.on_volume(source, "clone", args)
             except BaseException:
                 clones.remove_dir(target)
                 self.catalog.delete_volume(clone.id)
@@ -231,11 +220,7 @@ class SnapshotManager:
             raise FailedPrecondition(f"volume {clone.name} is not a clone (or was flattened already)")
         async with self._lock(clone):
             clone = self.volumes.get(clone.id)
-
-            def offline(e: Engine) -> dict[str, Any]:
-                origin, copied = clones.flatten(e)
-                return {"origin_volume": origin.volume_id, "origin_snapshot": origin.snapshot, "copied_bytes": copied}
-            reply = await self.volumes.on_volume(clone, "flatten", {}, offline)
+            reply = await self.volumes.on_volume(clone, "flatten", {})
             flattened = Volume.from_json(clone.to_json())
             clone.origin_volume = clone.origin_snapshot = ""
             self.volumes._save(clone)

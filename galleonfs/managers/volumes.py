@@ -37,7 +37,9 @@ from ..errors import (
     AlreadyExists,
     Busy,
     FailedPrecondition,
+    FormatError,
     GalleonError,
+    HelperFailed,
     InvalidArgument,
     NotFound,
     Unimplemented,
@@ -96,7 +98,7 @@ class VolumeManager:
                     f"{needed_for} needs an encryption key and this node has no key source; set "
                     f"key_file (or key_passphrase_env, or key_command) in galleond's configuration")
             return None
-        return self.keys.manager()
+        return self.keys.manager()       # galleond's key file: made on first use (README)
 
     def rotate_key(self) -> tuple[int, str, str]:
         """Re-wrap every volume's keys under a new key file (blocking: run on a thread).
@@ -120,25 +122,15 @@ class VolumeManager:
         log.info("rotated the key-encryption key: %d volume(s) re-wrapped, previous key in %s", count, previous)
         return count, path, previous
 
-    def rekey_offline(self, volume_id: str, progress: Callable[[int, int], None]) -> int:
-        """Rekey an unmounted volume (blocking: run on a thread); its new epoch."""
-        from ..engine import rekey
-
+    async def rekey_offline(self, volume_id: str, progress: Callable[[int, int], None]) -> int:
+        """Rekey an unmounted volume (in a helper process); its new epoch. ``progress`` is
+        called on the thread that waits for the helper."""
         if volume_id in self.supervisor.workers:
             raise Busy("the volume is mounted; unmount it before a rekey (online rekey is not supported yet)")
-        engine = self.open_engine(volume_id)
-        try:
-            epoch = rekey.run(engine, progress)
-        finally:
-            engine.close()
+        reply = await self.offline(self.get(volume_id), "rekey", {}, progress)
+        epoch = int(reply["epoch"])
         log.info("volume %s rekeyed: key epoch %d", volume_id, epoch)
         return epoch
-
-    def open_engine(self, volume_id: str, **kwargs: Any) -> Engine:
-        """Open a volume here (not mounted), with the node's keys if it is encrypted."""
-        path = self.volume_dir(volume_id)
-        keys = self.key_manager(needed_for=f"volume {volume_id}") if volume_key.is_encrypted(path) else None
-        return Engine.open(path, keys=keys, **kwargs)
 
     def get(self, name: str) -> Volume:
         """A volume by name or id."""
@@ -328,13 +320,8 @@ class VolumeManager:
         return volume
 
     def _resize_offline(self, volume_id: str, size: int) -> None:
-        engine = self.open_engine(volume_id)
-        try:
-            engine.check_writable()
-            engine.set_int(b"size", size)
-            engine.end_op()
-        finally:
-            engine.close()
+        """On a thread: the new size, written by a helper process (``offline``)."""
+        self._run_offline(volume_id, "resize", {"size": size})
 
     # --- delete --------------------------------------------------------------------------------
     async def delete(self, name: str, *, force: bool = False) -> tuple[str, str]:
@@ -375,20 +362,57 @@ class VolumeManager:
         return volume.id, retained
 
     # --- running engine operations where the engine is -----------------------------------------
-    async def on_volume(self, volume: Volume, op: str, args: dict[str, object],
-                        offline: Callable[[Engine], Any], *, read_only: bool = False) -> Any:
-        """Run an engine operation: in the mount worker if the volume is mounted (it owns
-        the engine), else here on a thread with the volume opened for the occasion."""
+    async def on_volume(self, volume: Volume, op: str, args: dict[str, Any]) -> Any:
+        """Run a named volume operation: in the mount worker if the volume is mounted (it owns
+        the engine), else in a helper process that opens it for the occasion (``offline``)."""
         if volume.id in self.supervisor.workers:
             return await self.supervisor.call(volume.id, op, **args)
-        return await trio.to_thread.run_sync(self._offline, volume.id, offline, read_only)
+        return await self.offline(volume, op, args)
 
-    def _offline(self, volume_id: str, fn: Callable[[Engine], Any], read_only: bool) -> Any:
-        engine = self.open_engine(volume_id, read_only=read_only, ignore_needs_check=read_only)
+    async def offline(self, volume: Volume, op: str, args: dict[str, Any],
+                      progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Run ``op`` (``managers.offline.OPS``) on the unmounted volume in a helper process,
+        never in this one: damaged metadata kills the helper, not the daemon. A helper that
+        dies or hangs leaves the volume FAILED with a sentence; every other volume goes on."""
+        return await trio.to_thread.run_sync(self._run_offline, volume.id, op, args, progress)
+
+    def _run_offline(self, volume_id: str, op: str, args: dict[str, Any],
+                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """``offline``'s body, on a thread that trio started (it waits for the helper)."""
+        from . import offline
+
+        path = self.volume_dir(volume_id)
         try:
-            return fn(engine)
-        finally:
-            engine.close(checkpoint=not read_only)
+            return offline.run(offline.Request(op, path, args, self.keys), progress, what=f"volume {volume_id}")
+        except (HelperFailed, FormatError) as exc:
+            # FormatError: the helper opened the volume and found its metadata unreadable
+            # (damaged pages, an unknown format): as failed as a helper that died of it.
+            name = (self.catalog.volume(volume_id) or {}).get("name", volume_id)
+            reason = str(exc)
+            if isinstance(exc, FormatError) or "died of SIG" in reason or "damaged" in reason:
+                why = f"its metadata is damaged ({reason})"
+            else:
+                why = f"an operation on it failed ({reason}; see the node log)"
+            message = f"{why}; run `galleonfs fsck --repair {path}`"
+            trio.from_thread.run_sync(self._fail_when_free, volume_id, message)
+            raise HelperFailed(f"volume {name} is failed: {message}; the other volumes are not "
+                               f"affected") from None
+
+    def _fail_when_free(self, volume_id: str, message: str) -> None:
+        """Mark the volume FAILED as soon as nobody holds its lock. Not at once: the operation
+        that ran the helper may hold the lock and put its own state back on the way out (an
+        expand returns from EXPANDING), and FAILED must be the last word."""
+        trio.lowlevel.spawn_system_task(self._fail_under_lock, volume_id, message)
+
+    async def _fail_under_lock(self, volume_id: str, message: str) -> None:
+        data = self.catalog.volume(volume_id)
+        if data is None:
+            return
+        async with self._locks[Volume.from_json(data).name]:
+            data = self.catalog.volume(volume_id)
+            if data is None or volume_id in self.supervisor.workers:
+                return              # deleted meanwhile, or a worker opened it after all
+            self._fail(Volume.from_json(data), message)
 
     def clones_of(self, volume_id: str, snapshot: str | None = None) -> list[Volume]:
         return [v for v in self.list() if v.origin_volume == volume_id
@@ -396,8 +420,6 @@ class VolumeManager:
 
     async def release_origin(self, clone: Volume) -> None:
         """The clone no longer needs its origin's snapshot: let the origin release its hold."""
-        from ..engine import clones
-
         origin = self.catalog.volume(clone.origin_volume)
         if origin is None:
             return
@@ -405,8 +427,7 @@ class VolumeManager:
         try:
             async with self._locks[source.name]:
                 await self.on_volume(
-                    source, "snapshot_release", {"name": clone.origin_snapshot, "clone_id": clone.id},
-                    lambda e: clones.release(e, clone.origin_snapshot, clone.id))
+                    source, "snapshot_release", {"name": clone.origin_snapshot, "clone_id": clone.id})
         except GalleonError as exc:
             log.error("volume %s: could not release snapshot %s held for %s: %s", source.name,
                       clone.origin_snapshot, clone.name, exc)
@@ -419,31 +440,29 @@ class VolumeManager:
             stats["mounted"] = True
         else:
             async with self._locks[volume.name]:
-                stats = await trio.to_thread.run_sync(self._stats_offline, volume.id)
+                stats = await self.offline(volume, "stats", {})
+                volume = self._revive(volume)
         stats["disk_bytes"] = await trio.to_thread.run_sync(disk_bytes, self.volume_dir(volume.id))
         return volume, stats
 
-    def _stats_offline(self, volume_id: str) -> dict[str, object]:
-        from ..vfs.vfs import Vfs
-
-        engine = self.open_engine(volume_id, read_only=True, ignore_needs_check=True)
-        try:
-            fs = Vfs(engine).statfs()
-            return {"pid": 0, "size": engine.size, "used_bytes": engine.used_bytes,
-                    "inodes_used": engine.get_int(b"inode_count"), "inodes_total": fs.files,
-                    "failsafe": engine.needs_check() or "", "counters": dict(engine.counters),
-                    "mounted": False}
-        finally:
-            engine.close(checkpoint=False)
+    def _revive(self, volume: Volume) -> Volume:
+        """A volume its helper had left FAILED opened cleanly: it was repaired (fsck), so it is
+        AVAILABLE again. (A volume FAILED with mount points is the supervisor's: left alone.)"""
+        current = self.get(volume.id)
+        if current.state == VolumeState.FAILED and not current.mount_points:
+            log.info("volume %s opens cleanly again (repaired?): available", current.name)
+            current.move_to(VolumeState.AVAILABLE)
+            self._save(current)
+        return current
 
     # --- daemon start, worker deaths, shutdown -------------------------------------------------
     async def reconcile(self) -> None:
-        """At daemon start: adopt live workers, restart dead ones, redo lost bind mounts."""
+        """At daemon start: adopt live workers, restart dead ones, redo lost bind mounts; then
+        roll back the creates and finish the deletes that a killed daemon left half done."""
+        interrupted = []
         for volume in self.list():
             if volume.state in (VolumeState.PROVISIONING, VolumeState.DELETING):
-                log.warning("volume %s was left %s by the last daemon; marking it failed",
-                            volume.name, volume.state.value)
-                self._fail(volume, f"the daemon stopped while it was {volume.state.value}")
+                interrupted.append(volume)
                 continue
             if volume.state == VolumeState.EXPANDING:
                 volume.state = VolumeState.MOUNTED if volume.mount_points else VolumeState.AVAILABLE
@@ -451,6 +470,31 @@ class VolumeManager:
             if volume.mount_points:
                 async with self._locks[volume.name]:
                     await self._restore_mounts(volume, at_start=True)
+        # After the mounts: rolling back a clone releases its origin's hold, which goes to the
+        # origin's worker if it is mounted (adopted or restarted above).
+        for volume in interrupted:
+            await self._finish_interrupted(volume)
+
+    async def _finish_interrupted(self, volume: Volume) -> None:
+        """A create that never finished is undone (its directory and entry go); a delete that
+        never finished is finished. Either way nothing is left FAILED for an operator to clean."""
+        state = volume.state
+        try:
+            if state == VolumeState.PROVISIONING:
+                log.warning("volume %s: the last daemon stopped while creating it; rolling the create back",
+                            volume.name)
+                async with self._locks[volume.name]:
+                    await trio.to_thread.run_sync(shutil.rmtree, self.volume_dir(volume.id), True)
+                    self.catalog.delete_volume(volume.id)
+                if volume.origin_volume:
+                    await self.release_origin(volume)
+            else:
+                log.warning("volume %s: the last daemon stopped while deleting it; finishing the delete",
+                            volume.name)
+                await self.delete(volume.id, force=True)
+        except (GalleonError, OSError) as exc:
+            self._fail(volume, f"the daemon stopped while it was {state.value}, and finishing that "
+                               f"failed: {exc}")
 
     async def _restore_mounts(self, volume: Volume, *, at_start: bool) -> None:
         """Adopt or start the volume's worker, and bind every mount point that is not bound."""

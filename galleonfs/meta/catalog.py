@@ -9,13 +9,23 @@ class), ``node`` (key -> value: format version, node id), ``qos_policies`` (name
 policy), ``qos_assignments`` (volume id -> QoS policy name), ``tokens`` (name -> API token:
 role, tenant, SHA-256 of its secret, times; never the secret), ``tenants`` (name -> tenant).
 
+Backup: ``backup()`` copies the catalog (compacted) to ``node.lmdb.backup``, a single LMDB
+data file written to a temporary name, synced and renamed, so a backup is always whole. The
+daemon calls it after changes (at most every ``limits.catalog_backup_interval_s``) and at a
+clean stop. ``check`` and ``dump`` read a catalog or a backup without writing; galleond runs
+them in a helper process (``managers/offline.py``), so that a damaged page is a dead helper
+and a sentence, never a SIGBUS of the daemon.
+
 What it must not do: validate (the managers do) or hold state outside LMDB.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,19 +33,28 @@ from typing import Any
 import lmdb
 
 from .. import limits
-from ..errors import FormatError
+from ..errors import CatalogDamaged, FormatError, IOFailure
 
 CATALOG_FORMAT = 1
 _MAP_SIZE = 1 * limits.GiB      # address space; a catalog of 100k volumes is ~100 MB
 _KEY_BYTES_MAX = 511            # LMDB's compiled-in limit (Environment.max_key_size())
+_MAX_DBS = 16
+CATALOG_DIR = "node.lmdb"
+BACKUP_FILE = "node.lmdb.backup"
+# Databases whose values are JSON documents: a check decodes every one of them.
+_JSON_DBS = frozenset({b"volumes", b"classes", b"policies", b"qos_policies"})
 
 
 class Catalog:
     def __init__(self, data_dir: str) -> None:
-        path = os.path.join(data_dir, "node.lmdb")
+        path = os.path.join(data_dir, CATALOG_DIR)
+        self.backup_path = os.path.join(data_dir, BACKUP_FILE)
+        self._backup_lock = threading.Lock()      # a backup on a thread vs. close()
+        self._backed_up_txn = -1
         try:
-            self._env = lmdb.open(path, subdir=True, create=True, max_dbs=16, map_size=_MAP_SIZE,
-                                  sync=True, metasync=True)
+            # 0700/0600: volume names and labels are nobody else's business.
+            self._env = lmdb.open(path, subdir=True, create=True, max_dbs=_MAX_DBS, map_size=_MAP_SIZE,
+                                  sync=True, metasync=True, mode=0o700)
         except lmdb.Error as exc:
             raise FormatError(f"cannot open the node catalog at {path}: {exc}") from exc
         self._volumes = self._env.open_db(b"volumes")
@@ -202,10 +221,112 @@ class Catalog:
         return None if raw is None else json.loads(raw)
 
     def close(self) -> None:
-        self._env.close()
+        with self._backup_lock:
+            self._env.close()
+            self._backed_up_txn = -2
+
+    # --- backup ------------------------------------------------------------------------------------
+    def backup(self, *, force: bool = False) -> bool:
+        """Copy the catalog to ``node.lmdb.backup`` if it changed since the last copy (LMDB's
+        last transaction id tells); True if it copied. Safe on any thread."""
+        with self._backup_lock:
+            if self._backed_up_txn == -2:
+                return False                       # closed
+            txn_id = int(self._env.info()["last_txnid"])
+            if txn_id == self._backed_up_txn and not force:
+                return False
+            tmp = self.backup_path + ".tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                try:
+                    self._env.copyfd(fd, compact=True)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except (lmdb.Error, OSError) as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)             # a full disk: give the space of the part back
+                raise IOFailure(f"cannot back up the node catalog to {tmp}: {exc}") from None
+            os.replace(tmp, self.backup_path)
+            _sync_dir(os.path.dirname(self.backup_path))
+            self._backed_up_txn = txn_id
+            return True
+
+    def load_records(self, dbs: dict[str, dict[str, str]]) -> None:
+        """Write raw records (``dump``'s ``dbs``: base64 keys and values) in one transaction:
+        how ``galleond recover-catalog`` carries a backup's databases into a new catalog."""
+        with self._env.begin(write=True) as txn:
+            for name, records in dbs.items():
+                db = self._env.open_db(base64.b64decode(name), txn=txn)
+                for key, value in records.items():
+                    txn.put(base64.b64decode(key), base64.b64decode(value), db=db)
 
 
 def _storable(key: str) -> bool:
     """Whether LMDB can hold ``key``. A lookup of one it cannot is simply "not there": none
     was ever stored, and LMDB answers an empty key with MDB_BAD_VALSIZE, not "not found"."""
     return 0 < len(key.encode()) <= _KEY_BYTES_MAX
+
+
+
+def _sync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _walk(path: str) -> dict[bytes, dict[bytes, bytes]]:
+    """Every record of every database of a catalog directory or backup file, read (and JSON
+    decoded where it is JSON) without writing anything: a damaged page shows up here, as an
+    LMDB error or as a signal of the process that walks. No lock file: the data directory's
+    lock keeps writers away meanwhile."""
+    try:
+        env = lmdb.open(path, subdir=os.path.isdir(path), readonly=True, lock=False,
+                        max_dbs=_MAX_DBS, map_size=_MAP_SIZE, create=False)
+    except lmdb.Error as exc:
+        raise CatalogDamaged(f"{path} cannot be opened as a catalog: {exc}") from None
+    records: dict[bytes, dict[bytes, bytes]] = {}
+    try:
+        with env.begin() as txn:
+            for name in [bytes(k) for k, _ in txn.cursor()]:
+                db = env.open_db(name, txn=txn, create=False)
+                kept = records.setdefault(name, {})
+                for key, value in txn.cursor(db=db):
+                    if name in _JSON_DBS:
+                        json.loads(bytes(value))
+                    kept[bytes(key)] = bytes(value)
+    except (lmdb.Error, ValueError) as exc:
+        raise CatalogDamaged(f"{path} is damaged: {exc}") from None
+    finally:
+        env.close()
+    version = records.get(b"node", {}).get(b"format")
+    if version is None or not version.isdigit() or int(version) != CATALOG_FORMAT:
+        raise CatalogDamaged(f"{path} is not a GalleonFS catalog of format {CATALOG_FORMAT} "
+                             f"(its format record is {version!r})")
+    return records
+
+
+def check(path: str) -> dict[str, Any]:
+    """Walk a catalog (or a backup) entirely: its node id, volume ids and record counts.
+    Raises ``CatalogDamaged`` with the reason. Run it in a helper process: it maps the file."""
+    return _summary(_walk(path))
+
+
+def _summary(records: dict[bytes, dict[bytes, bytes]]) -> dict[str, Any]:
+    return {"node_id": records[b"node"].get(b"node_id", b"").decode(errors="replace"),
+            "volumes": sorted(k.decode(errors="replace") for k in records.get(b"volumes", {})),
+            "records": {k.decode(errors="replace"): len(v) for k, v in records.items()}}
+
+
+def dump(path: str) -> dict[str, Any]:
+    """``check``'s summary plus every record of every database in base64 (what
+    ``Catalog.load_records`` takes). Run it in a helper process: it maps the file."""
+    records = _walk(path)
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return {**_summary(records), "dbs": {b64(name): {b64(k): b64(v) for k, v in recs.items()}
+                                         for name, recs in records.items()}}

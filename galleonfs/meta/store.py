@@ -49,13 +49,17 @@ class MetaStore:
         try:
             self._env = lmdb.open(
                 path, subdir=True, create=True, max_dbs=len(Db) + 4, map_size=map_size,
-                sync=True, metasync=True, writemap=False,
+                sync=True, metasync=True, writemap=False, mode=0o700,   # data.mdb 0600
                 # readahead off: metadata access is random; LMDB's own advice for large DBs.
                 readahead=False, max_readers=16,
             )
         except lmdb.Error as exc:
             raise FormatError(f"cannot open the metadata store at {path}: {exc}") from exc
-        self._dbs = [self._env.open_db(db.name.lower().encode()) for db in Db]
+        try:
+            self._dbs = [self._env.open_db(db.name.lower().encode()) for db in Db]
+        except lmdb.Error as exc:       # damaged pages (MDB_CORRUPTED): a sentence, not a traceback
+            self._env.close()
+            raise FormatError(f"the metadata store at {path} is damaged: {exc}") from exc
         self._versioned = [db in VERSIONED for db in Db]
         self._sealing: MetaSealing | None = None
         self._sealed = [False] * len(Db)

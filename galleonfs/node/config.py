@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .. import limits
 from ..errors import InvalidArgument
 from ..rpc.address import parse_address
 from .mounts import DEFAULT_MOUNT_ROOTS
@@ -99,6 +100,17 @@ def _path(value: Any) -> str:
     return os.path.abspath(os.path.expanduser(text))
 
 
+def _audit_rotate_bytes(value: Any) -> int:
+    """A size ("64M") at which audit.log is rotated; at least limits.audit_file_bytes_min."""
+    from ..units import parse_size
+
+    size = value if isinstance(value, int) and not isinstance(value, bool) else parse_size(str(value))
+    if size < limits.audit_file_bytes_min:
+        raise InvalidArgument(f"{value!r} is too small: the audit log rotates at "
+                              f"{limits.audit_file_bytes_min // 1024}K or more")
+    return size
+
+
 def _data_dir(value: Any) -> str:
     if not str(value):
         raise InvalidArgument("the data directory cannot be empty")
@@ -131,6 +143,7 @@ class NodeConfig:
     operator_group: str = "galleonfs"
     # Where volumes may be mounted (node/mounts.py): a mount point must lie inside one.
     mount_roots: list[str] = field(default_factory=lambda: list(DEFAULT_MOUNT_ROOTS))
+    audit_rotate_bytes: int = limits.audit_file_bytes_default   # audit.log -> audit.log.N past this
     sources: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
@@ -159,6 +172,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "key_file": _path, "key_passphrase_env": str, "key_command": str,
     "insecure_listen": lambda v: _insecure_listen(v), "tls_client_ca": _path,
     "operator_group": lambda v: _group(v),
+    "audit_rotate_bytes": _audit_rotate_bytes,
 }
 
 

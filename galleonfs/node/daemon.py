@@ -11,6 +11,9 @@ SIGTERM or SIGINT: stop taking calls (5 s grace for running ones), unmount every
 point, stop every worker (each flushes and checkpoints its volume), exit 0. The catalog
 keeps the mount points, so the next start mounts them again.
 
+The catalog is checked (in a helper process) before it is opened, and backed up after
+changes and at a clean stop; ``galleond recover-catalog`` rebuilds it (``recovery.py``).
+
 Logs are JSON lines on stderr (``log_format = "text"`` for people).
 """
 
@@ -28,7 +31,7 @@ from typing import Any
 
 import trio
 
-from .. import __version__
+from .. import __version__, limits
 from ..audit.log import AuditLog
 from ..crypto.keys import KeySpec
 from ..errors import Busy, ExitCode, GalleonError
@@ -38,6 +41,7 @@ from ..managers.storage_classes import StorageClassManager
 from ..managers.volumes import VolumeManager
 from ..meta.catalog import Catalog
 from . import config as node_config
+from . import recovery
 from .status import NodeInfo
 
 log = logging.getLogger("galleond")
@@ -93,17 +97,19 @@ class Daemon:
         self.qos = QosManager(self.catalog, self.volumes, node_iops=config.qos_node_iops,
                               node_throughput_mbps=config.qos_node_throughput_mbps)
         self.info = NodeInfo(self.catalog.node_id, config.data_dir, [], self.volumes)
-        self.audit = AuditLog.open(config.data_dir)
+        self.audit = AuditLog.open(config.data_dir, rotate_bytes=config.audit_rotate_bytes)
         self.server: Any = None
         self.metrics: Any = None
         self._restored = trio.Event()
         self._stopping = False
+        self._backup_failing = False
 
     async def run(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         # Signals are caught from the start: a SIGTERM during start-up still shuts down cleanly.
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.volumes.supervisor.run)
+                nursery.start_soon(self._backup_catalog)
                 self._start_metrics()
                 self._start_server()
                 task_status.started(list(self.info.listen))
@@ -121,7 +127,6 @@ class Daemon:
 
     def _start_server(self) -> None:
         from ..rpc import convert
-        from ..rpc.address import parse_address
         from ..rpc.audit import AuditInterceptor, AuditService
         from ..rpc.bridge import TrioBridge
         from ..rpc.keys import KeyService
@@ -139,7 +144,6 @@ class Daemon:
         bridge = TrioBridge(trio.lowlevel.current_trio_token())
         tls = (Tls(self.config.tls_cert, self.config.tls_key, self.config.tls_client_ca)
                if self.config.tls_cert else None)
-        unix_paths = [p for p in (parse_address(a).unix_path for a in self.config.listen) if p]
         gate, auth_interceptor, access_servicers = self._access(bridge)
         self.server = RpcServer(
             {"volume": VolumeService(bridge, self.volumes, self.snapshots),
@@ -151,7 +155,8 @@ class Daemon:
              "audit": AuditService(self.audit),
              "key": KeyService(bridge, self.volumes), **access_servicers},
             threads=self.config.rpc_threads, socket_mode=self.config.socket_mode, tls=tls,
-            interceptors=(AuditInterceptor(self.audit, unix_paths), auth_interceptor),
+            interceptors=(AuditInterceptor(self.audit, auth_interceptor.authenticator.peer_entry),
+                          auth_interceptor),
             gate=gate, socket_gid=_group_id(self.config.operator_group))
         try:
             for address in self.config.listen:
@@ -227,11 +232,32 @@ class Daemon:
         if self.server is not None:
             await trio.to_thread.run_sync(self.server.stop, STOP_GRACE_S)
         await self.volumes.shutdown()
+        await self._backup_catalog_now()
         if self.metrics is not None:
             await trio.to_thread.run_sync(self.metrics.stop)
         self.catalog.close()
         self.audit.close()
         log.info("galleond stopped cleanly")
+
+    async def _backup_catalog(self) -> None:
+        """Refresh ``node.lmdb.backup`` after changes, at most every catalog_backup_interval_s
+        (the copy is skipped when nothing changed: LMDB's transaction id tells)."""
+        while True:
+            await self._backup_catalog_now()
+            await trio.sleep(limits.catalog_backup_interval_s)
+
+    async def _backup_catalog_now(self) -> None:
+        try:
+            await trio.to_thread.run_sync(self.catalog.backup)
+        except (GalleonError, OSError) as exc:
+            if not self._backup_failing:     # once per outage, not every interval
+                log.error("cannot back up the node catalog (tried again every %.0f s): %s",
+                          limits.catalog_backup_interval_s, exc)
+            self._backup_failing = True
+        else:
+            if self._backup_failing:
+                log.info("the node catalog is backed up again")
+            self._backup_failing = False
 
 
 def _group_id(name: str) -> int | None:
@@ -250,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galleond", description="The GalleonFS node daemon.",
         epilog="Settings come from defaults, then the TOML file, then GALLEONFS_* variables "
-               "(GALLEONFS_DATA_DIR, GALLEONFS_LISTEN, ...), then flags.\n\nexample:\n"
+               "(GALLEONFS_DATA_DIR, GALLEONFS_LISTEN, ...), then flags.\n\n"
+               "galleond recover-catalog [--data-dir DIR]: rebuild a damaged or empty node catalog "
+               "from its backup and the volumes' own records (galleond stopped).\n\nexample:\n"
                "  galleond --data-dir /var/lib/galleonfs --listen unix:/run/galleonfs/galleond.sock",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="where volumes and the node catalog live "
@@ -277,6 +305,10 @@ def _sole_error(exc: BaseException) -> BaseException:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["recover-catalog"]:
+        from .recovery import main as recover_catalog
+        return recover_catalog(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         config = node_config.load(
@@ -289,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(config.log_level, config.log_format)
         lock_fd = lock_data_dir(config.data_dir)
         try:
+            recovery.check_at_start(config.data_dir)
             trio.run(Daemon(config).run)
         except BaseExceptionGroup as group:
             # trio wraps even the nursery body's own error in a group; a user error at

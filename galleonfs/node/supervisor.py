@@ -156,6 +156,7 @@ class Supervisor:
                 process = await trio.lowlevel.open_process(
                     command, pass_fds=(write_fd, listener.fileno()), stdin=subprocess.DEVNULL,
                     stdout=log_file, stderr=log_file, start_new_session=True,
+                    env={**os.environ, **self.keys.environment()},   # the key command, not in argv
                 )
             finally:
                 os.close(write_fd)

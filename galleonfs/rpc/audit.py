@@ -2,11 +2,16 @@
 
 ``AuditInterceptor`` wraps every unary call (and server stream) of a ``galleonfs.v1`` service that is not a
 read (``READ_VERBS``; so a method added later is audited unless it is declared a read). It
-sits outside ``status.ErrorInterceptor`` and records what the client was answered: the
-status code and sentence that interceptor set, or OK. It appends on the pool thread that
-served the call, after the call and before the answer leaves, so an answered call is in the
-log. An audit log that cannot be written is logged as an ERROR and the answer still goes
-out: the change has been made by then, and denying it would mislead the caller.
+sits outside ``status.ErrorInterceptor`` and writes two records per call, on the pool thread
+that serves it (``audit/log.py``):
+
+* the *intent* (who asks for what), durable *before* the handler runs. If it cannot be
+  written (a full disk, an I/O error, the file replaced) the call is refused with
+  UNAVAILABLE and never runs: no state change without its record;
+* the *outcome*, after the call and before the answer leaves: the status code and sentence
+  that ``ErrorInterceptor`` set, or OK. If that one cannot be written the change has been
+  made, so the answer still goes out; an ERROR says so, the intent shows the call as
+  unfinished, and the next call's intent (on the same broken log) is refused.
 """
 
 from __future__ import annotations
@@ -20,12 +25,12 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from ..audit import peer as peers
 from ..audit.log import AuditLog, audit_string_bytes_max, list_records_max
-from ..errors import GalleonError
+from ..errors import AuditUnavailable, GalleonError
 from ..v1 import audit_pb2, audit_pb2_grpc
 from . import auth
 from .convert import timestamp
+from .status import ERROR_CLASS_KEY, status_code
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +61,11 @@ def redact(value: Any) -> Any:
 
 
 class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, audit: AuditLog, unix_paths: list[str]) -> None:
+    def __init__(self, audit: AuditLog, identify: Callable[[grpc.ServicerContext], dict[str, Any]]) -> None:
         self.audit = audit
-        self.unix_paths = unix_paths
+        # Who is calling, as the auth layer knows it exactly (rpc.auth.Authenticator.peer_entry):
+        # the intent is written before the auth interceptor (inside this one) admits the call.
+        self.identify = identify
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
@@ -69,12 +76,13 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             inner_stream = handler.unary_stream
 
             def recorded_stream(request: Any, context: grpc.ServicerContext) -> Any:
+                call = self._append(method, request, None, context)
                 last = None
                 try:
                     for last in inner_stream(request, context):
                         yield last
                 finally:
-                    self._append(method, request, last, context)
+                    self._finish(call, method, request, last, context)
 
             return grpc.unary_stream_rpc_method_handler(
                 recorded_stream, request_deserializer=handler.request_deserializer,
@@ -84,25 +92,46 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         inner = handler.unary_unary
 
         def recorded(request: Any, context: grpc.ServicerContext) -> Any:
+            call = self._append(method, request, None, context)
             reply = None
             try:
                 reply = inner(request, context)
                 return reply
             finally:
-                self._append(method, request, reply, context)
+                self._finish(call, method, request, reply, context)
 
         return grpc.unary_unary_rpc_method_handler(
             recorded, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
 
-    def _append(self, method: str, request: Any, reply: Any, context: grpc.ServicerContext) -> None:
+    def _append(self, method: str, request: Any, reply: Any, context: grpc.ServicerContext) -> int:
+        """The call's intent record, durable before the call runs; its ``seq``. A log that
+        cannot take it refuses the call (``context.abort`` raises: the handler never runs)."""
+        fields = {
+            "phase": "intent", "time_ns": time.time_ns(), "method": method,
+            "peer": self.identify(context),
+            "request": redact(MessageToDict(request, preserving_proto_field_name=True)),
+            "volume": _volume_of(method, request, reply),
+        }
+        fields["time"] = _rfc3339(fields["time_ns"])
+        try:
+            return int(self.audit.append(fields)["seq"])
+        except GalleonError as exc:
+            log.error("%s refused: its audit record cannot be written: %s", method, exc)
+            refusal = AuditUnavailable(f"the call was not carried out: its audit record cannot be written "
+                                       f"({exc})")
+            context.set_trailing_metadata(((ERROR_CLASS_KEY, type(refusal).__name__),))
+            context.abort(status_code(refusal), str(refusal))
+            raise AssertionError("context.abort returned") from None
+
+    def _finish(self, call: int, method: str, request: Any, reply: Any, context: grpc.ServicerContext) -> None:
+        """The outcome record: what the client was answered."""
         code = context.code() or grpc.StatusCode.OK
         details = context.details() or b""          # grpcio keeps what abort() got, as bytes
         message = details.decode(errors="replace") if isinstance(details, bytes) else str(details)
-        fields = {
-            "time_ns": time.time_ns(), "method": method,
-            "peer": auth.audit_peer(context) or self._peer(context.peer()),   # exact, from rpc.auth
-            "request": redact(MessageToDict(request, preserving_proto_field_name=True)),
+        fields: dict[str, Any] = {
+            "phase": "outcome", "call": call, "time_ns": time.time_ns(), "method": method,
+            "peer": auth.audit_peer(context) or self.identify(context),
             "volume": _volume_of(method, request, reply),
             "code": code.name, "message": message if code != grpc.StatusCode.OK else "",
         }
@@ -110,22 +139,8 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         try:
             self.audit.append(fields)
         except GalleonError as exc:
-            log.error("%s was served but not audited: %s", method, exc)
-
-    def _peer(self, address: str) -> dict[str, Any]:
-        if not address.startswith("unix:"):
-            return {"transport": "tcp", "address": address}
-        entry: dict[str, Any] = {"transport": "unix", "address": ",".join(self.unix_paths)}
-        clients = peers.unix_peers(self.unix_paths)
-        ids = {(c.uid, c.gid) for c in clients}
-        if len(ids) == 1:
-            (entry["uid"], entry["gid"]), = ids
-            if len(clients) == 1:
-                entry["pid"] = clients[0].pid
-        else:
-            seen = ", ".join(f"uid {c.uid} gid {c.gid} pid {c.pid}" for c in clients) or "none"
-            entry["note"] = f"{len(clients)} clients with different credentials were connected: {seen}"
-        return entry
+            log.error("%s was served but its outcome was not audited (the intent, record %d, was): %s",
+                      method, call, exc)
 
 
 def _volume_of(method: str, request: Any, reply: Any) -> str:
@@ -167,8 +182,9 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc]
         self.audit = audit
 
     def List(self, request: Any, context: Any) -> Any:
+        """One entry per call: its intent record, with the outcome's code and message."""
         since_ns = request.since.ToNanoseconds() if request.HasField("since") else 0
-        matching = list(self.audit.records(since_ns=since_ns, volume=request.volume))
+        matching = self.audit.calls(since_ns=since_ns, volume=request.volume)
         kept = matching[-list_records_max:]
         return audit_pb2.ListAuditRecordsResponse(
             records=[record_to_pb(n, r) for n, r in kept], truncated=len(kept) < len(matching))
@@ -177,4 +193,4 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc]
         verdict = self.audit.verify()
         return audit_pb2.VerifyAuditResponse(intact=verdict.intact, records=verdict.records,
                                              bad_line=verdict.bad_line, problem=verdict.problem,
-                                             path=self.audit.path)
+                                             path=verdict.file or self.audit.path)

@@ -184,6 +184,18 @@ class Authenticator:
         self.tenant_exists = tenant_exists
         self.operator_group = operator_group
 
+    def peer_entry(self, context: Any) -> dict[str, Any]:
+        """The audit log's ``peer`` entry for a call: who is calling, even when the call is
+        about to be refused (then what is known of the caller, and why not more)."""
+        seen: dict[str, Any] = {}
+        try:
+            principal = self.identify(context, seen)
+        except GalleonError as exc:
+            seen["refused"] = str(exc)[:200]
+            return seen
+        seen.update(principal=principal.name, role=principal.role.value, tenant=principal.tenant)
+        return seen
+
     def identify(self, context: Any, seen: dict[str, Any]) -> Principal:
         """The principal of the call; fills ``seen`` with what is known even on a refusal."""
         peer = str(context.peer())

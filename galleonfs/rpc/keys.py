@@ -1,8 +1,9 @@
 """KeyService: rotate the node's key-encryption key, rekey a volume (with progress).
 
-Both are long, blocking disk work: they run on a thread of their own, never on the trio
-thread (which keeps serving every other call). A rekey streams ``RekeyProgress`` messages
-as chunks finish; the last one has ``done == total`` and the new epoch.
+Both are long, blocking disk work: they run on a thread of their own (a rekey in a helper
+process that a thread waits for), never on the trio thread (which keeps serving every other
+call). A rekey streams ``RekeyProgress`` messages as chunks finish; the last one has
+``done == total`` and the new epoch.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class KeyService(key_pb2_grpc.KeyServiceServicer):  # type: ignore[misc]
 
         def work() -> None:
             try:
-                outcome["epoch"] = self.volumes.rekey_offline(volume.id, lambda d, t: updates.put((d, t)))
+                outcome["epoch"] = self.bridge.run(self.volumes.rekey_offline, volume.id,
+                                                   lambda d, t: updates.put((d, t)))
             except BaseException as exc:       # handed to the caller's thread below
                 outcome["error"] = exc
             finally:

@@ -1,8 +1,10 @@
-"""Finding and damaging stored block frames of a closed volume, the way a bad disk or an
-attacker with the disk would (corruption and tamper tests)."""
+"""Finding and damaging stored block frames of a closed volume, and pages of an LMDB file
+(a volume's ``meta.lmdb``, the node catalog), the way a bad disk or an attacker with the
+disk would (corruption and tamper tests)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..crypto.keys import KeyManager
@@ -51,3 +53,28 @@ def flip_byte(volume_dir: str | Path, loc: BlockLoc, at: int) -> None:
     frame = bytearray(read_frame(volume_dir, loc))
     frame[at] ^= 0x5A
     put_frame(volume_dir, loc, bytes(frame))
+
+
+LMDB_PAGE_BYTES = 4096
+LMDB_META_PAGES = 2        # pages 0 and 1 point at the trees; everything else hangs off them
+
+
+def truncate_lmdb(lmdb_dir: str | Path, keep_pages: int = LMDB_META_PAGES) -> None:
+    """Cut ``data.mdb`` after its first pages: the trees they point at lie past the end of
+    the file, so whoever maps and reads them dies of SIGBUS (a lost tail of the disk)."""
+    path = Path(lmdb_dir) / "data.mdb"
+    assert path.stat().st_size > keep_pages * LMDB_PAGE_BYTES, f"{path} is too small to cut"
+    os.truncate(path, keep_pages * LMDB_PAGE_BYTES)
+
+
+def scribble_lmdb(lmdb_dir: str | Path, first_page: int = LMDB_META_PAGES, byte: int = 0xA5) -> None:
+    """Overwrite every page of ``data.mdb`` from ``first_page`` on with one byte: LMDB then
+    finds pages of the wrong type (MDB_CORRUPTED), as after a bad disk's garbage."""
+    path = Path(lmdb_dir) / "data.mdb"
+    size = path.stat().st_size
+    assert size > first_page * LMDB_PAGE_BYTES, f"{path} is too small to scribble on"
+    with open(path, "r+b") as f:
+        f.seek(first_page * LMDB_PAGE_BYTES)
+        f.write(bytes([byte]) * (size - first_page * LMDB_PAGE_BYTES))
+        f.flush()
+        os.fsync(f.fileno())

@@ -71,7 +71,7 @@ class MountedVolume:
                    str(self.mountpoint), "--ready-fd", str(write_fd), *self.keys.arguments()]
         if self.options:
             command += ["-o", self.options]
-        env = dict(os.environ, **(self.env or {}))
+        env = dict(os.environ, **self.keys.environment(), **(self.env or {}))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(command, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log, env=env)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from galleonfs.audit import chain
 from galleonfs.audit.log import AuditLog
 from galleonfs.cli.since import parse_since
 from galleonfs.errors import InvalidArgument
+from galleonfs.limits import audit_record_bytes_max
 from galleonfs.rpc.audit import audited, redact
 
 RECORDS = 5
@@ -198,23 +198,31 @@ def test_since_takes_durations_and_times() -> None:
         parse_since("yesterday")
 
 
-def test_peer_credentials_come_from_the_kernel(tmp_path: Path) -> None:
-    """The daemon's own accepted connections on its listening path, and nothing else."""
-    import socket
-
-    from galleonfs.audit.peer import Credentials, unix_peers
-
-    path = str(tmp_path / "s.sock")
-    other = str(tmp_path / "other.sock")
-    with socket.socket(socket.AF_UNIX) as listener, socket.socket(socket.AF_UNIX) as elsewhere:
-        listener.bind(path)
-        listener.listen()
-        elsewhere.bind(other)
-        elsewhere.listen()
-        assert unix_peers([path]) == []                       # a listening socket is no peer
-        with socket.socket(socket.AF_UNIX) as client:
-            client.connect(path)
-            accepted, _ = listener.accept()
-            with accepted:
-                assert unix_peers([path]) == [Credentials(os.getpid(), os.getuid(), os.getgid())]
-                assert unix_peers([other]) == []
+def test_every_field_is_cut_to_fit_and_says_how_much_was_left_out(tmp_path: Path) -> None:
+    """A record never exceeds the limit, whatever the request: 5,000 labels, a 1 MiB string,
+    fields nobody budgeted for. Nothing is skipped; each cut says what it left out."""
+    audit = AuditLog(str(tmp_path / "audit.log"))
+    labels = {f"key-{i:05d}": "v" * 63 for i in range(5000)}
+    record = audit.append({"method": "m", "request": {"labels": labels, "blob": "x" * (1 << 20)},
+                           "message": "é" * 10_000, "extra": ["y" * 5000] * 100, "other": "z" * 70_000})
+    line = lines_of(tmp_path / "audit.log")[0]
+    assert len(line) <= audit_record_bytes_max
+    kept = record["request"]["labels"]
+    marker = kept.pop("…")
+    assert len(kept) + int(marker.removeprefix("+").removesuffix(" entries")) == 5000
+    assert all(labels[k] == v for k, v in kept.items()) and len(kept) > 100
+    blob = record["request"]["blob"]
+    cut = int(blob.rsplit("…[+", 1)[1].removesuffix(" bytes]"))
+    head = blob.rsplit("…[+", 1)[0]
+    assert head == "x" * len(head) and len(head) + cut == 1 << 20
+    assert record["message"].startswith("é" * 100) and "…[+" in record["message"]
+    assert record["extra"][-1].startswith("…[+") and record["extra"][-1].endswith(" items]")
+    assert record["other"].startswith("z" * 1000) and record["other"].endswith(" bytes]")
+    assert audit.verify().sentence() == "audit log intact: 1 records"
+    huge = {f"field{i}": "w" * 2000 for i in range(60)}             # 120 KiB of unbudgeted fields
+    audit.append(huge)
+    assert all(len(line) <= audit_record_bytes_max for line in lines_of(tmp_path / "audit.log"))
+    last = json.loads(lines_of(tmp_path / "audit.log")[1])
+    replaced = [v for v in last.values() if isinstance(v, dict) and "sha256" in v]
+    assert replaced and all(v["…"] == "not recorded: 2002 bytes" for v in replaced)
+    assert audit.verify().intact
