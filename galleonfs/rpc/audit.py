@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf.json_format import Error as JsonFormatError
 from google.protobuf.json_format import MessageToDict
 
 from ..audit.log import AuditLog, audit_string_bytes_max, list_records_max
@@ -58,6 +59,17 @@ def redact(value: Any) -> Any:
     if isinstance(value, str) and len(value.encode()) > audit_string_bytes_max:
         return value.encode()[:audit_string_bytes_max].decode(errors="ignore") + "…"
     return value
+
+
+def request_fields(request: Any) -> Any:
+    """The request as the record shows it. The intent is written before the request validator
+    runs (it is inside), so a request that JSON cannot express (a timestamp out of range)
+    is recorded as such, not allowed to fail the call with a traceback; the validator then
+    refuses it."""
+    try:
+        return redact(MessageToDict(request, preserving_proto_field_name=True))
+    except (JsonFormatError, ValueError) as exc:
+        return {"unreadable": str(exc)[:200]}
 
 
 class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -110,7 +122,7 @@ class AuditInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         fields = {
             "phase": "intent", "time_ns": time.time_ns(), "method": method,
             "peer": self.identify(context),
-            "request": redact(MessageToDict(request, preserving_proto_field_name=True)),
+            "request": request_fields(request),
             "volume": _volume_of(method, request, reply),
         }
         fields["time"] = _rfc3339(fields["time_ns"])
