@@ -146,10 +146,21 @@ class Segments:
             offset += header.frame_len
 
     def forget(self, seg: int) -> None:
-        """Close a reader before its file is deleted."""
+        """Close every descriptor of ``seg`` before its file is deleted: a reader, and the
+        writer if the segment was rolled and still waits for a sync. Its frames are dead, so
+        the sync no longer matters; an open descriptor would keep the deleted file's blocks
+        from the disk until unmount (a segment rolled with nothing left to sync is never in
+        a commit again, so ``close_retired`` would not close it)."""
         f = self._readers.pop(seg, None)
         if f is not None:
             f.close()
+        path = self.path(seg)
+        for f in [f for f in self._retired if f.path == path]:
+            self._retired.remove(f)
+            if f in self._unsynced:
+                self._unsynced.remove(f)
+            f.close()
+
 
     def close(self) -> None:
         for f in [*self._readers.values(), *self._retired, *([self._file] if self._file else [])]:
