@@ -21,6 +21,7 @@ on stored keys and values. ``original_key`` maps a stored key from an index back
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from typing import TypeAlias
 import lmdb
 
 from .. import limits
-from ..errors import FormatError, NoSpace
+from ..errors import FormatError, IOFailure, NoSpace
 from . import schema
 from .schema import VERSIONED, Db
 from .sealing import NAMED, SEALED, MetaSealing
@@ -45,17 +46,12 @@ _META_DIR = "meta.lmdb"
 
 class MetaStore:
     def __init__(self, volume_dir: str, *, map_size: int = limits.meta_map_size_bytes) -> None:
-        path = os.path.join(volume_dir, _META_DIR)
+        self._path = os.path.join(volume_dir, _META_DIR)
+        self._map_size = map_size
         try:
-            self._env = lmdb.open(
-                path, subdir=True, create=True, max_dbs=len(Db) + 4, map_size=map_size,
-                sync=True, metasync=True, writemap=False,
-                # readahead off: metadata access is random; LMDB's own advice for large DBs.
-                readahead=False, max_readers=16,
-            )
+            self._open_env()
         except lmdb.Error as exc:
-            raise FormatError(f"cannot open the metadata store at {path}: {exc}") from exc
-        self._dbs = [self._env.open_db(db.name.lower().encode()) for db in Db]
+            raise FormatError(f"cannot open the metadata store at {self._path}: {exc}") from exc
         self._versioned = [db in VERSIONED for db in Db]
         self._sealing: MetaSealing | None = None
         self._sealed = [False] * len(Db)
@@ -66,6 +62,15 @@ class MetaStore:
         # The newest snapshot's generation (0: no snapshots, so nothing is ever versioned and
         # no index is kept). The engine sets it from the snapshots database.
         self.snap_gen_max = 0
+
+    def _open_env(self) -> None:
+        self._env = lmdb.open(
+            self._path, subdir=True, create=True, max_dbs=len(Db) + 4, map_size=self._map_size,
+            sync=True, metasync=True, writemap=False,
+            # readahead off: metadata access is random; LMDB's own advice for large DBs.
+            readahead=False, max_readers=16,
+        )
+        self._dbs = [self._env.open_db(db.name.lower().encode()) for db in Db]
 
     def set_sealing(self, sealing: MetaSealing | None) -> None:
         """Seal from now on (an encrypted volume, right after its keys are unwrapped)."""
@@ -340,7 +345,29 @@ class MetaStore:
         metadata references durable first.
         """
         assert not self._changes, "changes not yet journaled would be committed"
-        self._txn.commit()
+        try:
+            self._txn.commit()
+        except lmdb.Error as exc:
+            # LMDB aborted the transaction: every change since the last commit is gone from
+            # here (the caller has them in its journal). A full disk reads "Input/output
+            # error": LMDB reports a short write as EIO. The caller calls ``restart``.
+            raise IOFailure(f"the metadata store could not commit: {exc}") from exc
+        self._txn = self._env.begin(write=True)
+
+    def restart(self) -> None:
+        """Drop the current transaction (or what a failed commit left of it) and begin a new
+        one at the last commit. Reopens the environment if LMDB refuses new transactions
+        (after a failed write of its meta page it does, until reopened)."""
+        self._changes = []
+        with contextlib.suppress(lmdb.Error):
+            self._txn.abort()
+        try:
+            self._txn = self._env.begin(write=True)
+            return
+        except lmdb.Error:
+            pass
+        self._env.close()
+        self._open_env()
         self._txn = self._env.begin(write=True)
 
     def abort(self) -> None:
