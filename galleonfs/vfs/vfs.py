@@ -99,6 +99,7 @@ class StatFs:
     files: int
     files_free: int
     name_max: int
+    blocks_avail: int = -1     # what writers can still use (-1: blocks_free)
 
 
 @dataclass(slots=True, frozen=True)
@@ -1036,14 +1037,21 @@ class Vfs:
 
     # --- volume --------------------------------------------------------------------------------
     def statfs(self) -> StatFs:
+        """The volume's size and what is left of it. What writers can still use is never
+        more than the host disk under it has (an overcommitted node), and nothing while
+        that disk is full: ``df`` shows it in Avail, Used stays the volume's own."""
         frsize = 4096
         size, used = self.engine.size, self.engine.used_bytes
+        free = max(0, size - used)
+        avail = free
+        if not self.engine.read_only:
+            avail = 0 if self.engine.space.full else min(free, self.engine.space.free_bytes())
         files = self._files_max()
         return StatFs(
             block_size=frsize, blocks=size // frsize,
-            blocks_free=max(0, size - used) // frsize, files=files,
+            blocks_free=free // frsize, files=files,
             files_free=max(0, files - self.engine.get_int(b"inode_count")),
-            name_max=limits.name_max_bytes,
+            name_max=limits.name_max_bytes, blocks_avail=avail // frsize,
         )
 
     def check_same_volume(self, other: Vfs) -> None:
