@@ -197,6 +197,7 @@ class SnapshotManager:
                            storage_class=source.storage_class, type=VolumeType.PERSISTENT,
                            access_modes=list(source.access_modes), labels=labels,
                            block_size=source.block_size, origin_volume=source.id, origin_snapshot=snapshot)
+            self.volumes.check_capacity(f"create the clone {new_name}", clone.size)
             self.volumes._save(clone)
             target = self.volumes.volume_dir(clone.id)
             args = {"snapshot": snapshot, "target_dir": target, "clone_id": clone.id,

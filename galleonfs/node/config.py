@@ -56,6 +56,19 @@ def _non_negative(value: Any) -> float:
     return number
 
 
+def _ratio(value: Any) -> float:
+    """How many times the data directory's capacity volumes may be provisioned for."""
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{value!r} is not a number") from None
+    if not 0 < number < float("inf"):
+        raise InvalidArgument(f"{value!r} must be a number above 0 (1.0: no overcommit)")
+    return number
+
+
 def _metrics_listen(value: Any) -> str:
     """host:port of /metrics, /healthz and /readyz; port 0 picks a free port; "" is off."""
     from ..metrics.http import parse_listen
@@ -122,6 +135,9 @@ class NodeConfig:
     key_file: str = ""                       # a 32-byte key-encryption key, created 0600
     key_passphrase_env: str = ""             # the variable holding the passphrase
     key_command: str = ""                    # "CMD wrap" / "CMD unwrap" (a KMS/HSM hook)
+    # Volumes may be provisioned for this many times the data directory's capacity (2.0:
+    # twice the disk; writes then meet a full disk before a full volume).
+    overcommit_ratio: float = 1.0
     sources: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
@@ -148,6 +164,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "metrics_listen": _metrics_listen,
     "qos_node_iops": _non_negative, "qos_node_throughput_mbps": _non_negative,
     "key_file": _path, "key_passphrase_env": str, "key_command": str,
+    "overcommit_ratio": _ratio,
 }
 
 
