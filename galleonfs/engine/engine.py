@@ -822,12 +822,12 @@ class Engine:
             try:
                 self.meta.commit()
                 return
-            except IOFailure as exc:
+            except (IOFailure, NoSpace) as exc:
                 self._ints[b"applied_lsn"] = before
                 self._rebuild_meta()
                 if not self.space.nearly_full():
                     self.enter_failsafe(f"a checkpoint could not commit the metadata: {exc}")
-                    raise
+                    raise IOFailure(str(exc)) from None
                 self.space.enter_full("a checkpoint")
                 if not self.space.release():
                     raise NoSpace(f"volume {self.name or self.volume_id}: checkpoint deferred, the host "

@@ -445,7 +445,12 @@ def run(config: WorkerConfig, ready: ReadyPipe) -> int:
         ready.send(f"error {exc.exit_code} {exc}")
         return exc.exit_code
     worker = Worker(config, engine, tuning)
-    purged = worker.vfs.purge_orphans()
+    try:
+        purged = worker.vfs.purge_orphans()
+    except GalleonError as exc:
+        # A full disk: the orphans stay marked and the next mount deletes them.
+        log.warning("volume %s: could not finish deleting files left open: %s", config.volume_dir, exc)
+        purged = 0
     if purged:
         log.info("finished deleting %d files left open or half-deleted", purged)
     try:

@@ -349,10 +349,20 @@ class MetaStore:
             self._txn.commit()
         except lmdb.Error as exc:
             # LMDB aborted the transaction: every change since the last commit is gone from
-            # here (the caller has them in its journal). A full disk reads "Input/output
-            # error": LMDB reports a short write as EIO. The caller calls ``restart``.
-            raise IOFailure(f"the metadata store could not commit: {exc}") from exc
+            # here (the caller has them in its journal) and the caller calls ``restart``. A
+            # full disk reads "Input/output error" (LMDB reports a short write as EIO), so
+            # the free space tells which it was.
+            if self._disk_full():
+                raise NoSpace(f"the metadata store {self._path} could not commit: its disk is full") from exc
+            raise IOFailure(f"the metadata store {self._path} could not commit: {exc}") from exc
         self._txn = self._env.begin(write=True)
+
+    def _disk_full(self) -> bool:
+        try:
+            st = os.statvfs(self._path)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < limits.volume_reserve_bytes
 
     def restart(self) -> None:
         """Drop the current transaction (or what a failed commit left of it) and begin a new

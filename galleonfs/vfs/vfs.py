@@ -818,8 +818,10 @@ class Vfs:
         return parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
 
     def _note_access(self, inode: Inode) -> None:
-        """relatime: update atime if it is older than mtime/ctime or a day old."""
-        if not self.atime or not self.engine.writable or views.is_snapshot(inode.ino):
+        """relatime: update atime if it is older than mtime/ctime or a day old. Not while
+        the host disk is full: a read must not fail for an atime."""
+        if (not self.atime or not self.engine.writable or views.is_snapshot(inode.ino)
+                or self.engine.space.full):
             return
         now = time.time_ns()
         a = inode.atime_ns
