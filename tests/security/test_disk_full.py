@@ -21,6 +21,8 @@ import mmap
 import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from metrics.util import get, scrape, value
 from node.conftest import finish
 from node.util import ctl_json, ctl_ok, user_error, wait_until
 
+from galleonfs import limits
 from galleonfs.engine.engine import NEEDS_CHECK_FILE
 from galleonfs.testing.daemon import RunningDaemon
 from galleonfs.testing.disk import SmallDisk
@@ -208,11 +211,12 @@ def test_filling_the_disk_through_a_volume_gives_enospc_and_both_volumes_survive
     assert left < 16 * MiB
 
     _assert_survived(d, a, b, keep_a, keep_b, (pid_a, pid_b))
-    # The other volume may take what little is left; then a direct write gets ENOSPC from
-    # the write syscall itself.
+    # The other volume may take what little is left (and a reserve volume a gives back
+    # meanwhile for its journal or a checkpoint); then a direct write gets ENOSPC from the
+    # write syscall itself.
     written, refused = _direct_write(b / "direct", DISK_BYTES)
     assert refused is not None and refused.errno == errno.ENOSPC, refused
-    assert written <= left
+    assert written <= left + limits.volume_reserve_bytes
     # Metadata still works on the full disk (the journal has its space allocated ahead).
     (a / "made-while-full").mkdir()
     (b / "renamed-keep").symlink_to("keep")
@@ -318,3 +322,19 @@ def test_volumes_beyond_the_disk_are_refused_unless_overcommit_allows_them(
             d.cleanup()
             raise
         finish(d, check_logs=True)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many", "inf"])
+def test_a_bad_overcommit_ratio_is_refused_in_one_line(value: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "galleonfs.node.daemon", "--config", os.devnull,
+                           "--print-config"], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, GALLEONFS_OVERCOMMIT_RATIO=value))
+    user_error(done, 2, "bad value for GALLEONFS_OVERCOMMIT_RATIO", prog="galleond")
+
+
+def test_overcommit_ratio_is_shown_with_its_source() -> None:
+    done = subprocess.run([sys.executable, "-m", "galleonfs.node.daemon", "--config", os.devnull,
+                           "--print-config"], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, GALLEONFS_OVERCOMMIT_RATIO="2.5"))
+    assert done.returncode == 0, done.stderr
+    assert "overcommit_ratio = 2.5  # from environment" in done.stdout.splitlines()
