@@ -31,10 +31,12 @@ makes nothing get lost is 2. and the journal.
 released), writes that need new data space are refused up front with ENOSPC, so that what
 is left goes to the journal, checkpoints and GC. Metadata operations go on while the
 journal's allocated headroom lasts; unlink and truncate still work, and free space: GC
-deletes emptied segments (it copies nothing while full) and the next checkpoint unlinks
-them. ``poll``, called by the mount worker every ``limits.space_poll_interval_s`` while
-full, leaves full mode once the reserve could be allocated again and
-``limits.space_resume_free_bytes`` are free besides: writing works again without a remount.
+deletes emptied segments, compacts a mostly dead one only when the copy leaves room for
+the checkpoint that frees it (``room_for``, which may release the reserve for that), and
+the next checkpoint unlinks them. ``poll``, called by the mount worker every
+``limits.space_poll_interval_s`` while full, leaves full mode once the reserve could be
+allocated again and ``limits.space_resume_free_bytes`` are free besides: writing works
+again without a remount.
 
 Logging: one WARNING when the volume enters full mode, one when it releases its reserve,
 one INFO when it leaves; each names the volume and the file system. Never a line per
