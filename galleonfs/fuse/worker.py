@@ -13,12 +13,9 @@ the volume for check; nothing unjournaled is ever checkpointed.
 
 Housekeeping runs in the same trio loop, between FUSE requests: a commit every
 ``commit_interval_s``, a checkpoint every ``checkpoint_interval_s`` or
-``checkpoint_journal_bytes``, and a GC step after each checkpoint. While the host disk is
-full (``engine/space.py``) it also looks every ``space_poll_interval_s`` whether space came
-back, and collects emptied segments at once so that deletes give space back. A failure of
-housekeeping (a full disk, a failed commit) is the volume's state, never the worker's end.
-With ``--control`` the worker also answers the daemon on its control socket
-(``control.py``): stats, online resize, commit, checkpoint, space.
+``checkpoint_journal_bytes``, and a GC step after each checkpoint. With ``--control`` the
+worker also answers the daemon on its control socket (``control.py``): stats, online
+resize, commit, checkpoint.
 """
 
 from __future__ import annotations
@@ -180,6 +177,10 @@ class Worker:
                 return
 
     async def _housekeeping(self) -> None:
+        """Commit, checkpoint and GC on their intervals. While the host disk is full
+        (``engine/space.py``) also, every ``space_poll_interval_s``: collect emptied segments
+        at once, so that deletes give space back, and look whether space came back. A failure
+        here (a full disk, a failed commit) is the volume's state, never the worker's end."""
         engine = self.engine
         last_commit = time.monotonic()
         while True:

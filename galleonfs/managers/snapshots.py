@@ -191,13 +191,13 @@ class SnapshotManager:
         async with self._lock(source):
             source = self.volumes.get(source.id)
             self._check_state(source)
+            self.volumes.check_capacity(f"create the clone {new_name}", size or source.size)
             if size and size < 0:
                 raise InvalidArgument("a clone needs a positive size")
             clone = Volume(id=str(uuid.uuid4()), name=new_name, size=size or source.size,
                            storage_class=source.storage_class, type=VolumeType.PERSISTENT,
                            access_modes=list(source.access_modes), labels=labels,
                            block_size=source.block_size, origin_volume=source.id, origin_snapshot=snapshot)
-            self.volumes.check_capacity(f"create the clone {new_name}", clone.size)
             self.volumes._save(clone)
             target = self.volumes.volume_dir(clone.id)
             args = {"snapshot": snapshot, "target_dir": target, "clone_id": clone.id,

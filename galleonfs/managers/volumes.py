@@ -46,7 +46,6 @@ from ..meta.catalog import Catalog
 from ..metrics import multiproc
 from ..node import mounts
 from ..node.supervisor import Supervisor, mark_needs_check
-from ..units import format_size
 from .model import (
     AccessMode,
     MountPoint,
@@ -184,11 +183,11 @@ class VolumeManager:
             raise InvalidArgument(f"volume size {size} is out of range: use at least 1M and at most 1P")
         modes = list(dict.fromkeys(access_modes or [AccessMode.RWO]))
         async with self._locks[name]:
+            self.check_capacity(f"create volume {name}", size)
             if self.catalog.volume_id(name) is not None:
                 raise AlreadyExists(f"a volume named {name!r} already exists")
             volume = Volume(id=str(uuid.uuid4()), name=name, size=size, storage_class=cls.name,
                             type=type, access_modes=modes, labels=labels, block_size=cls.block_size)
-            self.check_capacity(f"create volume {name} of {format_size(size)}", size)
             self._save(volume)
             try:
                 params = cls.parameters
@@ -214,6 +213,8 @@ class VolumeManager:
         bytes when the volumes' sizes would then add up to more than the data directory's
         file system holds, times ``overcommit_ratio``. Synchronous: the caller saves the
         volume before its next ``await``, so two creates cannot both slip under the bound."""
+        from ..units import format_size
+
         fs = os.statvfs(self.data_dir)
         capacity, free = fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize
         allowed = int(capacity * self.overcommit_ratio)
@@ -222,8 +223,9 @@ class VolumeManager:
             return
         ratio = f"{self.overcommit_ratio:g}"
         raise NoSpace(
-            f"cannot {what}: volumes would be provisioned for {format_size(provisioned + adding)} "
-            f"(now {format_size(provisioned)}), more than the {format_size(allowed)} that "
+            f"cannot {what} ({format_size(adding)} more): volumes would be provisioned for "
+            f"{format_size(provisioned + adding)} (now {format_size(provisioned)}), more than the "
+            f"{format_size(allowed)} that "
             f"overcommit_ratio {ratio} allows on the data directory's disk ({format_size(capacity)}, "
             f"{format_size(free)} free); delete volumes, or raise overcommit_ratio in galleond's "
             f"configuration to provision beyond the disk")
@@ -317,7 +319,7 @@ class VolumeManager:
                 raise FailedPrecondition(
                     f"volume {volume.name} is mounted read-only (ReadOnlyMany), so it cannot grow "
                     f"online; unmount it, expand it, and mount it again")
-            self.check_capacity(f"expand volume {volume.name} to {format_size(size)}", size - volume.size)
+            self.check_capacity(f"expand volume {volume.name}", size - volume.size)
             back = volume.state
             volume.move_to(VolumeState.EXPANDING)
             self._save(volume)

@@ -46,31 +46,28 @@ _META_DIR = "meta.lmdb"
 
 class MetaStore:
     def __init__(self, volume_dir: str, *, map_size: int = limits.meta_map_size_bytes) -> None:
-        self._path = os.path.join(volume_dir, _META_DIR)
-        self._map_size = map_size
+        path = os.path.join(volume_dir, _META_DIR)
         try:
-            self._open_env()
+            self._env = lmdb.open(
+                path, subdir=True, create=True, max_dbs=len(Db) + 4, map_size=map_size,
+                sync=True, metasync=True, writemap=False,
+                # readahead off: metadata access is random; LMDB's own advice for large DBs.
+                readahead=False, max_readers=16,
+            )
         except lmdb.Error as exc:
-            raise FormatError(f"cannot open the metadata store at {self._path}: {exc}") from exc
+            raise FormatError(f"cannot open the metadata store at {path}: {exc}") from exc
+        self._dbs = [self._env.open_db(db.name.lower().encode()) for db in Db]
         self._versioned = [db in VERSIONED for db in Db]
         self._sealing: MetaSealing | None = None
         self._sealed = [False] * len(Db)
         self._txn = self._env.begin(write=True)
+        self._reopen = (path, map_size)      # for restart(), after LMDB refused to go on
         self._changes: list[Change] = []
         self._born = _BORN.pack(0)
         self.generation = 0
         # The newest snapshot's generation (0: no snapshots, so nothing is ever versioned and
         # no index is kept). The engine sets it from the snapshots database.
         self.snap_gen_max = 0
-
-    def _open_env(self) -> None:
-        self._env = lmdb.open(
-            self._path, subdir=True, create=True, max_dbs=len(Db) + 4, map_size=self._map_size,
-            sync=True, metasync=True, writemap=False,
-            # readahead off: metadata access is random; LMDB's own advice for large DBs.
-            readahead=False, max_readers=16,
-        )
-        self._dbs = [self._env.open_db(db.name.lower().encode()) for db in Db]
 
     def set_sealing(self, sealing: MetaSealing | None) -> None:
         """Seal from now on (an encrypted volume, right after its keys are unwrapped)."""
@@ -352,14 +349,15 @@ class MetaStore:
             # here (the caller has them in its journal) and the caller calls ``restart``. A
             # full disk reads "Input/output error" (LMDB reports a short write as EIO), so
             # the free space tells which it was.
+            path = self._reopen[0]
             if self._disk_full():
-                raise NoSpace(f"the metadata store {self._path} could not commit: its disk is full") from exc
-            raise IOFailure(f"the metadata store {self._path} could not commit: {exc}") from exc
+                raise NoSpace(f"the metadata store {path} could not commit: its disk is full") from exc
+            raise IOFailure(f"the metadata store {path} could not commit: {exc}") from exc
         self._txn = self._env.begin(write=True)
 
     def _disk_full(self) -> bool:
         try:
-            st = os.statvfs(self._path)
+            st = os.statvfs(self._reopen[0])
         except OSError:
             return False
         return st.f_bavail * st.f_frsize < limits.volume_reserve_bytes
@@ -377,7 +375,11 @@ class MetaStore:
         except lmdb.Error:
             pass
         self._env.close()
-        self._open_env()
+        path, map_size = self._reopen
+        # __init__'s settings; create=False: the files are there.
+        self._env = lmdb.open(path, subdir=True, create=False, max_dbs=len(Db) + 4, map_size=map_size,
+                              sync=True, metasync=True, writemap=False, readahead=False, max_readers=16)
+        self._dbs = [self._env.open_db(db.name.lower().encode()) for db in Db]
         self._txn = self._env.begin(write=True)
 
     def abort(self) -> None:

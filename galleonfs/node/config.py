@@ -130,14 +130,14 @@ class NodeConfig:
     metrics_listen: str = "127.0.0.1:9464"   # the usual node-exporter-style port; "" is off
     qos_node_iops: float = 0.0               # 0: unknown, guarantees are not enforced
     qos_node_throughput_mbps: float = 0.0
+    # Volumes may be provisioned for this many times the data directory's capacity (2.0:
+    # twice the disk; writes then meet a full disk before a full volume).
+    overcommit_ratio: float = 1.0
     # The node's key manager for encrypted volumes: exactly one of these (none: this node
     # cannot create or mount encrypted volumes).
     key_file: str = ""                       # a 32-byte key-encryption key, created 0600
     key_passphrase_env: str = ""             # the variable holding the passphrase
     key_command: str = ""                    # "CMD wrap" / "CMD unwrap" (a KMS/HSM hook)
-    # Volumes may be provisioned for this many times the data directory's capacity (2.0:
-    # twice the disk; writes then meet a full disk before a full volume).
-    overcommit_ratio: float = 1.0
     sources: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
@@ -161,10 +161,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "data_dir": _data_dir, "listen": _listen, "socket_mode": _mode,
     "log_level": _choice("debug", "info", "warning", "error"), "log_format": _choice("json", "text"),
     "rpc_threads": _positive_int, "tls_cert": _path, "tls_key": _path,
-    "metrics_listen": _metrics_listen,
+    "metrics_listen": _metrics_listen, "overcommit_ratio": _ratio,
     "qos_node_iops": _non_negative, "qos_node_throughput_mbps": _non_negative,
     "key_file": _path, "key_passphrase_env": str, "key_command": str,
-    "overcommit_ratio": _ratio,
 }
 
 

@@ -38,7 +38,6 @@ from ..managers.storage_classes import StorageClassManager
 from ..managers.volumes import VolumeManager
 from ..meta.catalog import Catalog
 from . import config as node_config
-from .disk import DiskWatch
 from .status import NodeInfo
 
 log = logging.getLogger("galleond")
@@ -93,11 +92,10 @@ class Daemon:
         self.qos = QosManager(self.catalog, self.volumes, node_iops=config.qos_node_iops,
                               node_throughput_mbps=config.qos_node_throughput_mbps)
         self.info = NodeInfo(self.catalog.node_id, config.data_dir, [], self.volumes)
-        self.volumes.overcommit_ratio = config.overcommit_ratio
-        self.disk = self.info.disk = DiskWatch(config.data_dir, self.volumes)
         self.audit = AuditLog.open(config.data_dir)
         self.server: Any = None
         self.metrics: Any = None
+        self.volumes.overcommit_ratio = config.overcommit_ratio
         self._restored = trio.Event()
         self._stopping = False
 
@@ -110,7 +108,7 @@ class Daemon:
                 self._start_server()
                 task_status.started(list(self.info.listen))
                 nursery.start_soon(self._restore, nursery)
-                nursery.start_soon(self.disk.run)
+                nursery.start_soon(self.info.disk.run)
                 async for signum in signals:
                     log.info("received %s: shutting down", signal.Signals(signum).name)
                     self._stopping = True

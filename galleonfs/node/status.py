@@ -43,7 +43,7 @@ class NodeInfo:
         self.started_ns = time.time_ns()
         self.reconciled = False
         self.metrics_url = ""
-        self.disk: DiskWatch | None = None     # set by the daemon
+        self.disk = DiskWatch(data_dir, volumes)   # the data directory's disk: pressure, full volumes
 
     def status(self) -> NodeStatus:
         fs = os.statvfs(self.data_dir)
@@ -60,7 +60,7 @@ class NodeInfo:
         if failed:
             problems.append(f"failed volumes: {', '.join(failed)}")
         capacity, available = fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize
-        disk_problems = self.disk.problems(capacity, available) if self.disk is not None else []
+        disk_problems = self.disk.problems(capacity, available)
         problems += disk_problems
         return NodeStatus(
             node_id=self.node_id, hostname=socket.gethostname(), version=__version__,

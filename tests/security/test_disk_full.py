@@ -299,12 +299,12 @@ def test_volumes_beyond_the_disk_are_refused_unless_overcommit_allows_them(
         try:
             d.start()
             done = d.ctl("volume", "create", "first", "--size", "1G")
-            message = user_error(done, 6, "cannot create volume first of 1G", "overcommit_ratio 1 allows",
+            message = user_error(done, 6, "cannot create volume first (1G more)", "overcommit_ratio 1 allows",
                                  "168M", "raise overcommit_ratio")
             assert len(message) < 400
             ctl_ok(d, "volume", "create", "small", "--size", "100M")
             user_error(d.ctl("volume", "create", "second", "--size", "100M"), 6, "provisioned for 200M")
-            user_error(d.ctl("volume", "expand", "small", "--size", "200M"), 6, "expand volume small to 200M")
+            user_error(d.ctl("volume", "expand", "small", "--size", "200M"), 6, "cannot expand volume small (100M more)")
             names = [v["name"] for v in ctl_json(d, "volume", "list")]
             assert names == ["small"]
             assert int(ctl_json(d, "volume", "get", "small")["size_bytes"]) == 100 * MiB
