@@ -136,10 +136,11 @@ class SpaceGuard:
         try:
             allocate_reserve(self.path, self.reserve_bytes)
         except OSError as exc:
-            if not no_space(exc):
-                raise
             self.reserve_released = True
-            self.enter_full("its reserve", exc)
+            if no_space(exc):
+                self.enter_full("its reserve", exc)
+            else:                               # the volume works without one, as before
+                log.error("%s: cannot allocate the reserve %s: %s", self.label, self.path, exc)
 
     def release(self) -> bool:
         """Give the reserve's blocks back to the file system; True if that freed anything

@@ -112,15 +112,17 @@ class DiskWatch:
         self.spaces[volume_id] = new
 
     def _hold_reserve(self) -> None:
-        """Allocate the node's reserve if it is not (at start, and once space is back)."""
+        """Allocate the node's reserve if it is not (at start, and once space is back). A
+        file system that refuses for another reason than space gets no reserve ("")."""
         if reserve_allocated(self.reserve, limits.node_reserve_bytes):
             self.reserve_released = False
             return
         try:
             allocate_reserve(self.reserve, limits.node_reserve_bytes)
         except OSError as exc:
-            if not no_space(exc):
-                raise
+            if not no_space(exc):           # the node works without one, as before
+                log.error("cannot allocate the node's reserve %s: %s", self.reserve, exc)
+                self.reserve = ""
             self.reserve_released = True
             return
         if self.reserve_released:
@@ -128,6 +130,8 @@ class DiskWatch:
         self.reserve_released = False
 
     def _check_reserve(self, free: int) -> None:
+        if not self.reserve:
+            return
         refusing = all(space.full for space in self.spaces.values())
         if not self.reserve_released and free < limits.node_reserve_release_free_bytes and refusing:
             try:
