@@ -190,11 +190,12 @@ class SpaceGuard:
         if self.reserve_released:
             try:
                 allocate_reserve(self.path, self.reserve_bytes)
+                self.reserve_released = False
             except OSError as exc:
-                if not no_space(exc):
-                    log.error("%s: cannot allocate the reserve %s: %s", self.label, self.path, exc)
-                return False
-            self.reserve_released = False
+                if no_space(exc):
+                    return False        # someone took the space first: wait for more
+                # Not a matter of space: go on without a reserve rather than refuse forever.
+                log.error("%s: cannot allocate the reserve %s: %s", self.label, self.path, exc)
         log.info("%s: space is back on %s (%d bytes free): writes are accepted again",
                  self.label, self.disk, self.free_bytes())
         self.full = ""
