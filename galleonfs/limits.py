@@ -53,6 +53,30 @@ commit_interval_s = 5.0
 # pauses of the FUSE loop (an LMDB commit of 30 s of writes took ~0.1 s, see docs).
 checkpoint_interval_s = 30.0
 checkpoint_journal_bytes = 32 * MiB
+# Host disk full (engine/space.py). The journal's current file is allocated this far ahead
+# of its end, so that the record ending an operation never meets ENOSPC half-way through it.
+journal_prealloc_bytes = 4 * MiB
+# ... and an operation is admitted only while at least this much is allocated ahead: the
+# biggest record a single request writes is a purge chunk (16384 extents, ~1.6 MiB, twice
+# that with a snapshot keeping history); the rest fits many thousands of small records.
+journal_headroom_min_bytes = 2 * MiB
+# Each writable volume keeps a file of this size allocated (RESERVE). It is released when a
+# write that must not fail (journal space, a checkpoint's LMDB commit) meets a full disk. A
+# checkpoint grew LMDB by 0.3 MiB after 100 MB of new 64 KiB blocks, 2.5 MiB after 900 MB
+# (measured here); the journal takes journal_headroom_min_bytes of it: 8 MiB covers a
+# checkpoint after some 2 GB of writes, more than a checkpoint interval of most disks.
+volume_reserve_bytes = 8 * MiB
+# A volume that met a full disk accepts writes that need new space again once its reserve
+# is back and this much is free besides: more than another volume's released reserve and the
+# node's together (8 + 4 MiB), so that those releases never let volumes write data into the
+# room they made for journals and checkpoints; and 4 MiB more to write into.
+space_resume_free_bytes = 16 * MiB
+# While the disk is full, GC compacts a mostly dead segment (to give the rest back) only if
+# this much stays free after the copy: room for the checkpoint that then unlinks the segment.
+gc_full_disk_margin_bytes = 2 * MiB
+# While the disk is full, the mount worker looks this often whether space came back (a
+# statvfs; a fallocate when it did) and collects emptied segments.
+space_poll_interval_s = 1.0
 # GC compacts a segment whose live fraction is below this.
 gc_live_fraction_min = 0.5
 # GC copies at most this much per pass of the mount worker, so a pass stays short.
@@ -104,6 +128,28 @@ audit_record_bytes_max = 64 * KiB
 # and delete volumes to make room; past it, state-changing calls are refused.
 audit_reserve_bytes = 1 * MiB
 
+# --- the node's disk (node/disk.py) -------------------------------------------------------------
+# /readyz reports disk pressure when the data directory's file system has less free space
+# than this fraction of its capacity (kubelet evicts at 10 % nodefs.available; we warn at
+# half that, while writes still work) ...
+disk_pressure_free_fraction = 0.05
+# ... but never asks for more than this: 5 % of a 100 TB array is room for days of writes.
+disk_pressure_free_bytes_max = 10 * GiB
+# ... and for this long after a volume refused a write because the disk was full.
+disk_pressure_recent_s = 60.0
+# galleond keeps this much allocated in DATA_DIR/RESERVE and releases it when the disk is down
+# to node_reserve_release_free_bytes: its catalog (LMDB) and audit log append a few KiB per
+# call, so 4 MiB records a thousand unmounts and deletes while the volumes refuse data ...
+node_reserve_bytes = 4 * MiB
+# ... (less than the smallest write a worker still attempts, one 1 MiB FUSE write, so the
+# volumes have met the full disk and refuse data by then).
+node_reserve_release_free_bytes = 1 * MiB
+# galleond asks every mount worker how its volume sees the disk this often (one control
+# call each, ~1 ms) ...
+disk_watch_interval_s = 2.0
+# ... and gives one this long to answer (a worker inside a long checkpoint is skipped).
+disk_watch_call_timeout_s = 2.0
+
 # --- quality of service ----------------------------------------------------------------------
 # A token bucket holds this many seconds of its rate: at 500 IOPS, 50 requests may go at
 # once after a pause; a longer window lets a volume exceed its limit for longer after idling.
@@ -131,6 +177,12 @@ qos_share_min_fraction = 0.02
 # The mount worker counts in plain ints and adds them to the shared Prometheus files this
 # often: a scrape sees values at most 1 s old, and the flush (~50 µs) costs < 0.01 % of a core.
 metrics_flush_interval_s = 1.0
+# Each of a worker's metric files (counter, histogram, two gauge kinds) is allocated this big
+# when the worker starts, so that no new series ever writes into an unallocated page (SIGBUS
+# on a full disk). A worker that had served every operation and several errors used 125 KiB
+# of one (the histograms), 5 KiB of the counters; prometheus-client would double a file past
+# this size, sparsely again.
+metrics_file_bytes = 512 * KiB
 # `galleonctl volume stats` rates look back over this many flushes (about 10 s).
 metrics_window_samples = 11
 

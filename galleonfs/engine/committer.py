@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import trio
 
-from ..errors import IOFailure
 from .engine import Engine
 
 
@@ -41,8 +40,7 @@ class Committer:
             try:
                 await trio.to_thread.run_sync(batch.run)
             except OSError as exc:
-                engine.enter_failsafe(f"sync failed: {exc}")
-                raise IOFailure(f"sync failed: {exc}") from exc
+                raise engine.sync_failed(exc) from exc
             finally:
                 self._running = None
                 done.set()

@@ -19,12 +19,17 @@ replays the journal after ``applied_lsn`` and stops at the torn tail.
 Threading: everything here runs on the one thread that opened the engine, except
 ``CommitBatch.run``, which only calls ``fdatasync`` and may run in a worker thread.
 
+A full host disk is an errno, not a crash: ``space.py`` says how (admission before an
+operation changes anything, a reserve for the writes that must not fail, a deferred
+checkpoint rebuilt from the journal).
+
 What it must not do: know POSIX (the VFS does), or serve a block whose frame failed
 verification: that raises ``Corrupt`` and puts the volume in failsafe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -38,7 +43,17 @@ from .. import limits
 from ..crypto import volume_key
 from ..crypto.codec import COMPRESSIONS, BlockCodec, VolumeCrypto
 from ..crypto.keys import KeyManager
-from ..errors import Busy, Corrupt, FormatError, InvalidArgument, IOFailure, NotFound, ReadOnly
+from ..errors import (
+    Busy,
+    Corrupt,
+    FormatError,
+    GalleonError,
+    InvalidArgument,
+    IOFailure,
+    NoSpace,
+    NotFound,
+    ReadOnly,
+)
 from ..meta import schema
 from ..meta.schema import BlockLoc, Db, Inode
 from ..meta.sealing import MetaSealing
@@ -47,7 +62,8 @@ from . import crashpoints, frames, journal
 from .frames import BlockHasher
 from .journal import FrameRef, JournalWriter
 from .segments import Segments, list_segments
-from .storage import File, Storage, disk_bytes
+from .space import SpaceGuard
+from .storage import File, Storage, disk_bytes, no_space
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +226,14 @@ class Engine:
             if reason is not None and not ignore_needs_check and not read_only:
                 from ..errors import NeedsCheck
                 raise NeedsCheck(volume=volume_dir, reason=reason)
+            if not read_only:
+                engine.space.open()         # before recovery: its checkpoint may need it
             engine._recover()
             if not read_only:
+                # Journal space now, while the disk may still have it: a volume that sits idle
+                # while the disk fills can then still take metadata operations.
+                with contextlib.suppress(OSError):
+                    engine.journal.ensure_headroom(limits.journal_headroom_min_bytes)
                 from . import snapshots  # late: snapshots builds on this module
 
                 for done in snapshots.resume(engine):
@@ -251,6 +273,7 @@ class Engine:
         self._dirty_ints: set[bytes] = set()
         self.volume_id = (self.meta.get(Db.SUPER, b"volume_id") or b"").decode()
         self.name = (self.meta.get(Db.SUPER, b"name") or b"").decode()
+        self.space = SpaceGuard(volume_dir, f"volume {self.name or self.volume_id} ({volume_dir})")
         self.family_key = family_key
         self.dedup = bool(self._ints[b"dedup"])
         self.hash_block = BlockHasher(family_key, salted=not self.dedup)
@@ -330,10 +353,42 @@ class Engine:
         return not self.read_only and self.failsafe is None
 
     def check_writable(self) -> None:
+        """Admission of an operation that will change the volume: before it changes anything.
+
+        Besides failsafe and read-only, makes sure the journal has room allocated for the
+        record the operation ends with (``space.py``), so that record cannot meet a full disk.
+        """
         if self.failsafe is not None:
             raise ReadOnly(f"volume is in failsafe (read-only) mode: {self.failsafe}")
         if self.read_only:
             raise ReadOnly("volume is open read-only")
+        if self.journal.headroom() < limits.journal_headroom_min_bytes:
+            self._make_journal_room()
+
+    def _make_journal_room(self) -> None:
+        need = limits.journal_headroom_min_bytes
+        try:
+            self.journal.ensure_headroom(need)
+            return
+        except OSError as exc:
+            if not no_space(exc):
+                raise self.io_error("allocate journal space", exc) from None
+            self.space.enter_full("the journal", exc)
+        # What the reserve is for. Take only what this operation needs, leave the rest of
+        # it to the checkpoint that will shorten the journal.
+        if self.space.release():
+            try:
+                self.journal.ensure_headroom(need, chunk=need)
+                return
+            except OSError as exc:
+                if not no_space(exc):
+                    raise self.io_error("allocate journal space", exc) from None
+        raise self.space.error("the journal")
+
+    def io_error(self, what: str, exc: OSError) -> IOFailure:
+        """An I/O error of the host disk (not a full one) while trying to ``what``."""
+        return IOFailure(f"volume {self.name or self.volume_id}: cannot {what} in {self.dir} "
+                         f"(on {self.space.disk}): {exc.strerror or exc}")
 
     def needs_check(self) -> str | None:
         raw = self.storage.read_small_file(os.path.join(self.dir, NEEDS_CHECK_FILE))
@@ -341,10 +396,16 @@ class Engine:
 
     def mark_needs_check(self, reason: str) -> None:
         """Record durably that the volume must be checked; never raises."""
+        path = os.path.join(self.dir, NEEDS_CHECK_FILE)
         try:
-            self.storage.write_file_durably(os.path.join(self.dir, NEEDS_CHECK_FILE),
-                                            reason.encode() + b"\n")
-        except OSError:
+            self.storage.write_file_durably(path, reason.encode() + b"\n")
+        except OSError as exc:
+            if no_space(exc) and self.space.release():
+                try:
+                    self.storage.write_file_durably(path, reason.encode() + b"\n")
+                    return
+                except OSError:
+                    pass
             log.exception("could not write the needs-check marker for %s", self.dir)
 
     def clear_needs_check(self) -> None:
@@ -392,7 +453,7 @@ class Engine:
             self._cache_put(bid, bytes(data))
         if new:
             total = sum(n[2] for n in new)
-            seg, offset = self.segments.append(new_frames, total)
+            seg, offset = self.append_frames(new_frames, total)
             stats = self._segstats.setdefault(seg, [0, 0])
             stats[0] += total
             stats[1] += total
@@ -511,6 +572,24 @@ class Engine:
         new[1] += new_len
         self._dirty_segs.add(new_seg)
 
+    def append_frames(self, bufs: Sequence[bytes | bytearray | memoryview], total: int, *,
+                      when_full: bool = False) -> tuple[int, int]:
+        """Append frames to the current data segment; return ``(segment, offset)``.
+
+        Called before the operation changes any metadata, so a full disk refuses it whole:
+        ``NoSpace`` (ENOSPC), nothing changed, nothing left in the segment. In full mode
+        only GC (``when_full``: it checked there is room, and copying gives space back) may.
+        """
+        if not when_full:
+            self.space.refuse("data")
+        try:
+            return self.segments.append(bufs, total)
+        except OSError as exc:
+            if not no_space(exc):
+                raise self.io_error("write a data segment", exc) from None
+            self.space.enter_full("data", exc)
+            raise self.space.error("data") from None
+
     def pending_frame(self, ref: FrameRef) -> None:
         """A frame appended outside ``store_blocks``: synced before the next commit."""
         self._pending_frames.append(ref)
@@ -565,7 +644,7 @@ class Engine:
             bufs += [header, payload]
             entries.append((bid, loc, len(header) + len(payload), crc))
         total = sum(e[2] for e in entries)
-        seg, offset = self.segments.append(bufs, total)
+        seg, offset = self.append_frames(bufs, total)
         stats = self._segstats.setdefault(seg, [0, 0])
         stats[0] += total
         stats[1] += total
@@ -620,7 +699,51 @@ class Engine:
             return None
         assert not self.read_only, "a read-only engine made changes"
         frames_, self._pending_frames = self._pending_frames, []
-        return self.journal.append(frames_, changes)
+        try:
+            return self.journal.append(frames_, changes)
+        except OSError as exc:
+            raise self._unjournaled(exc) from None
+
+    def _unjournaled(self, exc: OSError) -> GalleonError:
+        """The record of an operation that already changed the metadata could not be
+        written (admission made room for it, so this is a huge record, or a write that is
+        not admitted, on a disk that filled up meanwhile). Those changes must not stay: a
+        later record would build on them and a replay would not have them. Undo them by
+        rebuilding the metadata from the journal, then fail the operation."""
+        log.error("volume %s: could not journal an operation (%s); undoing it", self.dir, exc)
+        self._rebuild_meta()
+        if no_space(exc):
+            self.space.enter_full("the journal", exc)
+            return self.space.error("the journal")
+        return self.io_error("append to the journal", exc)
+
+    def _rebuild_meta(self) -> None:
+        """Start a new metadata transaction at the last checkpoint and apply every journal
+        record after it: the state a restart would recover, without a restart. For a lost
+        transaction (a failed LMDB commit) or one holding changes the journal does not."""
+        self.meta.restart()
+        applied = self._ints[b"applied_lsn"]
+        expect = applied + 1
+        files = journal.list_files(self.storage, self.journal_dir)
+        for index, (first, path) in enumerate(files):
+            next_first = files[index + 1][0] if index + 1 < len(files) else None
+            if next_first is not None and next_first <= expect:
+                continue                            # wholly below the checkpoint
+            f = self.storage.open_file(path, writable=False)
+            try:
+                for _offset, _end, record in journal.read_records(f, first, self.crypto):
+                    if record.lsn >= expect:
+                        self.meta.apply(record.changes)
+                        expect = record.lsn + 1
+            finally:
+                f.close()
+        self._pending_frames = []
+        self._dirty_ints.clear()
+        self._dirty_segs.clear()
+        self._reload_after_replay()
+        if expect != self.journal.next_lsn:
+            self.enter_failsafe(f"the journal reads back only up to record {expect - 1} of "
+                                f"{self.journal.next_lsn - 1} it wrote")
 
     def in_op(self) -> bool:
         """True while changes wait for ``end_op`` (a bug if an error escapes then)."""
@@ -647,9 +770,23 @@ class Engine:
         try:
             batch.run()
         except OSError as exc:
-            self.enter_failsafe(f"sync failed: {exc}")
-            raise IOFailure(f"sync failed: {exc}") from exc
+            raise self.sync_failed(exc) from exc
         self.end_commit(batch)
+
+    def sync_failed(self, exc: OSError) -> IOFailure:
+        """A commit's fdatasync failed: the error for the caller (EIO), logged once.
+
+        Failsafe even for ENOSPC: after a failed writeback Linux drops the dirty pages, so
+        what this sync covered may be gone from the disk while still readable from the
+        cache, and a later sync that succeeds would not write it. Only a check can tell.
+        (Allocation happens at ``write``, which reports ENOSPC by itself, and journal space
+        is allocated ahead: a full disk alone does not get here.)
+        """
+        self.enter_failsafe(f"a commit could not make the journal and data durable on "
+                            f"{self.space.disk} ({exc.strerror or exc}); what was written since "
+                            f"the last commit may be lost")
+        return IOFailure(f"volume {self.name or self.volume_id}: commit failed on {self.space.disk}: "
+                         f"{exc.strerror or exc}")
 
     def checkpoint(self) -> None:
         """Commit the metadata store at the journal's end; drop what is below it."""
@@ -658,10 +795,7 @@ class Engine:
             return
         self.commit()
         applied = self.journal.appended_lsn
-        self.meta.put_unjournaled(Db.SUPER, b"applied_lsn", schema.encode_super_int(applied))
-        self._ints[b"applied_lsn"] = applied
-        crashpoints.hit("checkpoint.before_meta_commit")
-        self.meta.commit()
+        self._commit_meta(applied)
         self.storage.meta_committed(self.dir)
         crashpoints.hit("checkpoint.after_meta_commit")
         self.journal.roll_after_checkpoint()
@@ -675,6 +809,33 @@ class Engine:
             self.storage.sync_dir(self.data_dir)
             self._dead_segments = []
         self.counters["checkpoints"] += 1
+
+    def _commit_meta(self, applied: int) -> None:
+        """The checkpoint's LMDB commit, which needs new pages on the host disk.
+
+        A failed commit loses the transaction (LMDB aborts it), not a change: the journal was
+        just made durable, so the transaction is rebuilt from it. On a full disk the commit is
+        tried once more with the reserve released, then deferred (``NoSpace``): the journal
+        keeps everything until a later checkpoint, or the next mount's replay, gets through.
+        """
+        before = self._ints[b"applied_lsn"]
+        while True:
+            self.meta.put_unjournaled(Db.SUPER, b"applied_lsn", schema.encode_super_int(applied))
+            self._ints[b"applied_lsn"] = applied
+            crashpoints.hit("checkpoint.before_meta_commit")
+            try:
+                self.meta.commit()
+                return
+            except (IOFailure, NoSpace) as exc:
+                self._ints[b"applied_lsn"] = before
+                self._rebuild_meta()
+                if not self.space.nearly_full():
+                    self.enter_failsafe(f"a checkpoint could not commit the metadata: {exc}")
+                    raise IOFailure(str(exc)) from None
+                self.space.enter_full("a checkpoint")
+                if not self.space.release():
+                    raise NoSpace(f"volume {self.name or self.volume_id}: checkpoint deferred, the host "
+                                  f"disk {self.space.disk} is full; the journal keeps every change") from None
 
     # --- recovery ------------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -743,7 +904,13 @@ class Engine:
                 f = self.storage.open_file(self.segments.path(seg), writable=False)
                 f.sync()
                 f.close()
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except NoSpace as exc:
+                # The replayed state is in the transaction and the journal keeps it: mount
+                # anyway; a later checkpoint commits it.
+                log.warning("%s", exc)
+                return
         # Only after the checkpoint: a segment that a replayed GC record emptied still holds
         # the frames of the records before it until the metadata that moved them is durable.
         # Deleted earlier, a power cut here would make the next replay stop at the first of
@@ -804,7 +971,16 @@ class Engine:
             return
         written, live = self._segstats.get(current, [0, 0])
         if written and live / written < live_fraction_min:
-            self.segments.roll()
+            try:
+                self.segments.roll()
+            except OSError as exc:
+                # Only an optimisation: the segment is collected once it is full instead.
+                log.info("volume %s: could not start a new data segment: %s", self.dir, exc)
+
+    @property
+    def has_dead_segments(self) -> bool:
+        """Segments GC emptied, unlinked at the next checkpoint (their space comes back then)."""
+        return bool(self._dead_segments)
 
     def gc_candidates(self, live_fraction_min: float = limits.gc_live_fraction_min) -> list[int]:
         """Segments (not the one being written) whose live fraction is below the threshold."""
@@ -826,6 +1002,8 @@ class Engine:
         self.check_writable()
         written, live = self._segstats[seg]
         copied = 0
+        if live > 0 and self.space.full and not self.space.room_for(live):
+            return           # copying needs space the disk does not have; deleting does not
         if live > 0:
             try:
                 for offset, header, frame in self.segments.scan(seg):
@@ -835,7 +1013,7 @@ class Engine:
                     loc = BlockLoc.decode(raw)
                     if loc.seg != seg or loc.offset != offset:
                         continue
-                    new_seg, new_off = self.segments.append([frame], len(frame))
+                    new_seg, new_off = self.append_frames([frame], len(frame), when_full=True)
                     stats = self._segstats.setdefault(new_seg, [0, 0])
                     stats[0] += len(frame)
                     stats[1] += len(frame)
@@ -850,6 +1028,12 @@ class Engine:
                     report.skipped.append(f"segment {seg}: {exc}")
                     self.end_op()
                     return
+            except NoSpace:
+                self.end_op()       # the frames moved so far are moved; the segment stays
+                return
+            except IOFailure:
+                self.end_op()
+                raise
         if copied != live:
             report.skipped.append(f"segment {seg}: found {copied} live bytes, expected {live}")
             self.end_op()
@@ -896,7 +1080,13 @@ class Engine:
         try:
             if checkpoint and not self.read_only and not self.in_op():
                 if self.failsafe is None:
-                    self.checkpoint()
+                    try:
+                        self.checkpoint()
+                    except NoSpace as exc:
+                        # Committed, not checkpointed: the next open replays the journal.
+                        log.warning("%s; the next mount applies the journal", exc)
+                    except IOFailure:
+                        pass                # failsafe now, and said so; close all the same
                 elif self.durable_lsn < self.appended_lsn:
                     try:
                         self.commit()

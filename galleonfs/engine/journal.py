@@ -29,11 +29,18 @@ is sealed (``VolumeCrypto.seal_record``: epoch | nonce | AES-GCM, bound to the L
 the CRC covers the sealed bytes. The caller also checks each
 referenced frame before applying a record, because frames and journal are synced apart.
 
+Space: the current file is preallocated ahead of its end (``ensure_headroom``, fallocate
+with ``FALLOC_FL_KEEP_SIZE``: the size, and so replay, sees only what was written). The
+engine asks for headroom before an operation changes anything, so the record that ends the
+operation is written into blocks the file system already gave us and cannot fail with
+ENOSPC half-way through an operation (``engine/space.py``).
+
 What this module must not do: apply records (the engine does), or buffer writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections.abc import Iterator
@@ -187,10 +194,37 @@ class JournalWriter:
         self._file: File | None = None
         self._unsynced: list[File] = []      # files with appends not yet covered by a sync
         self._retired: list[File] = []       # rolled files, closed once synced
+        self._allocated_end = 0              # the current file has blocks up to here
+        self._preallocate = True             # False once the file system said it cannot
 
     @property
     def appended_lsn(self) -> int:
         return self.next_lsn - 1
+
+    def headroom(self) -> int:
+        """Bytes that can still be appended to the current file into allocated blocks
+        (unbounded where the file system cannot preallocate: nothing to be done there)."""
+        if not self._preallocate:
+            return limits.journal_file_size_max_bytes
+        if self._file is None:
+            return 0
+        return self._allocated_end - self._file.size
+
+    def ensure_headroom(self, need: int, chunk: int = limits.journal_prealloc_bytes) -> None:
+        """Make the next ``need`` bytes of records land in allocated blocks: start a new file
+        if the current one would pass its size limit, then allocate ``chunk`` (at least
+        ``need``) ahead of its end. Raises ``OSError`` (ENOSPC) when the disk has no room;
+        nothing changed then but, maybe, a new empty file (replay ignores those)."""
+        f = self._file
+        if f is None or f.size + need > limits.journal_file_size_max_bytes:
+            f = self._roll(self.next_lsn)
+        if not self._preallocate or self._allocated_end - f.size >= need:
+            return
+        length = max(need, chunk)
+        if f.preallocate(length):
+            self._allocated_end = f.size + length
+        else:
+            self._preallocate = False
 
     def append(self, frames: list[FrameRef], changes: list[Change]) -> int:
         """Append one record; return its LSN. A plain write, no sync (DESIGN §3)."""
@@ -202,7 +236,21 @@ class JournalWriter:
         f = self._file
         if f is None or f.size + len(record) > limits.journal_file_size_max_bytes:
             f = self._roll(lsn)
-        f.append([record])
+        if self._preallocate and f.size + len(record) > self._allocated_end:
+            # Bigger than the headroom the operation was admitted with (a rare huge record,
+            # or one of the few writes that are not admitted: atime, purges at release):
+            # allocate more if the disk still has it; if not, the write below may still fit.
+            with contextlib.suppress(OSError):
+                self.ensure_headroom(len(record))
+        size = f.size
+        try:
+            f.append([record])
+        except OSError:
+            # Leave no torn record behind: the next append would follow it, and replay stops
+            # at the first bad record. The caller undoes the operation's changes.
+            f.undo_append(size)
+            self._allocated_end = min(self._allocated_end, size)
+            raise
         if not self._unsynced or self._unsynced[-1] is not f:
             self._unsynced.append(f)
         self.next_lsn = lsn + 1
@@ -212,12 +260,21 @@ class JournalWriter:
         return lsn
 
     def _roll(self, first_lsn: int) -> File:
+        path = os.path.join(self._dir, file_name(first_lsn))
+        if self._file is not None and self._file.size == 0 and self._file.path == path:
+            return self._file             # made ahead by ensure_headroom; nothing in it yet
+        f = self._storage.open_file(path, create=True)
+        try:
+            self._storage.sync_dir(self._dir)
+        except OSError:
+            f.close()
+            self._storage.unlink(path)
+            raise
         if self._file is not None:
             self._retired.append(self._file)
-        path = os.path.join(self._dir, file_name(first_lsn))
-        self._file = self._storage.open_file(path, create=True)
-        self._storage.sync_dir(self._dir)
-        return self._file
+        self._file = f
+        self._allocated_end = 0
+        return f
 
     def roll_after_checkpoint(self) -> None:
         """Start a new file at the next record, so every older file is wholly checkpointed.
@@ -229,6 +286,7 @@ class JournalWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._allocated_end = 0
         self.bytes_since_checkpoint = 0
 
     def take_unsynced(self) -> list[File]:

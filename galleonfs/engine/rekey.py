@@ -91,8 +91,12 @@ def rewrite(engine: Engine, epoch: int) -> Iterator[tuple[int, int]]:
     engine.segments.roll()
     for i in range(0, len(blocks), CHUNK):
         chunk = blocks[i:i + CHUNK]
-        _reseal_blocks(engine, chunk)
-        engine.end_op()
+        try:
+            _reseal_blocks(engine, chunk)
+        finally:
+            # Also when the disk filled up half-way: each block moved so far is a whole
+            # change, and a rekey run again resumes after it.
+            engine.end_op()
         done += len(chunk)
         yield done, total
 
@@ -104,7 +108,7 @@ def _reseal_blocks(engine: Engine, ids: list[bytes]) -> None:
         assert loc is not None
         header, payload, crc = engine.frame_for(bid, data)
         frame_len = len(header) + len(payload)
-        seg, offset = engine.segments.append([header, payload], frame_len)
+        seg, offset = engine.append_frames([header, payload], frame_len)
         engine.account_move(loc.seg, loc.frame_len, seg, frame_len)
         engine.pending_frame(FrameRef(seg, offset, frame_len, crc))
         loc.seg, loc.offset, loc.frame_len = seg, offset, frame_len

@@ -62,7 +62,12 @@ class Segments:
         if f is None or (f.size > 0 and f.size + total > limits.segment_size_max_bytes):
             f = self._roll()
         assert self.current is not None
-        offset = f.append(bufs)
+        size = f.size
+        try:
+            offset = f.append(bufs)
+        except OSError:
+            f.undo_append(size)     # a full disk: leave no partial frames behind
+            raise
         if not self._unsynced or self._unsynced[-1] is not f:
             self._unsynced.append(f)
         crashpoints.hit("segment.after_append")
@@ -75,14 +80,21 @@ class Segments:
             self._roll()
 
     def _roll(self) -> File:
+        seg = self.next_seg
+        # Taken even if the file cannot be made: a later segment must not reuse the name of
+        # one that might exist half-made.
+        self.next_seg += 1
+        f = self._storage.open_file(self.path(seg), create=True)
+        try:
+            self._storage.sync_dir(self._dir)
+        except OSError:
+            f.close()
+            raise
         if self._file is not None:
             self._retired.append(self._file)
-        seg = self.next_seg
-        self.next_seg += 1
-        self._file = self._storage.open_file(self.path(seg), create=True)
-        self._storage.sync_dir(self._dir)
+        self._file = f
         self.current = seg
-        return self._file
+        return f
 
     def take_unsynced(self) -> list[File]:
         files, self._unsynced = self._unsynced, []
@@ -146,9 +158,19 @@ class Segments:
             offset += header.frame_len
 
     def forget(self, seg: int) -> None:
-        """Close a reader before its file is deleted."""
+        """Close every descriptor of ``seg`` before its file is deleted: a reader, and the
+        writer if the segment was rolled and still waits for a sync. Its frames are dead, so
+        the sync no longer matters; an open descriptor would keep the deleted file's blocks
+        from the disk until unmount (a segment rolled with nothing left to sync is never in
+        a commit again, so ``close_retired`` would not close it)."""
         f = self._readers.pop(seg, None)
         if f is not None:
+            f.close()
+        path = self.path(seg)
+        for f in [f for f in self._retired if f.path == path]:
+            self._retired.remove(f)
+            if f in self._unsynced:
+                self._unsynced.remove(f)
             f.close()
 
     def close(self) -> None:

@@ -10,14 +10,52 @@ committed transaction; ``meta_committed`` tells the storage layer when that happ
 the double can model it.
 
 What it must not do: buffer in user space (DESIGN §3: the journal is appended with a plain
-``write()``), or retry silently. An ``OSError`` propagates.
+``write()``), or retry silently. An ``OSError`` propagates; ``no_space`` tells the callers
+which ones mean a full host disk (``engine/space.py`` decides what to do about it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import fcntl
 import os
 from collections.abc import Sequence
+
+FALLOC_FL_KEEP_SIZE = 0x01      # linux/falloc.h: allocate without changing the file size
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def no_space(exc: BaseException) -> bool:
+    """True if ``exc`` says the host file system is out of space (or the user's quota)."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def fallocate(fd: int, offset: int, length: int, *, keep_size: bool = False) -> bool:
+    """Allocate disk blocks for ``[offset, offset + length)`` of ``fd`` now, so that writing
+    there later cannot fail for lack of space. False if the file system cannot (NFS v3,
+    some FUSE file systems); ``OSError`` (ENOSPC ...) if it can but has no room.
+
+    ``keep_size`` allocates past the end without changing the size (fallocate(2)'s
+    ``FALLOC_FL_KEEP_SIZE``): an append-only file keeps reading as long as what was
+    written. ``os.posix_fallocate`` has no such flag, hence the libc call.
+    """
+    mode = FALLOC_FL_KEEP_SIZE if keep_size else 0
+    if _libc.fallocate(fd, mode, offset, length) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS):
+        return False
+    raise OSError(err, os.strerror(err))
+
+
+def free_bytes(path: str) -> int:
+    """Bytes an unprivileged writer may still allocate on the file system holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
 
 
 def disk_bytes(path: str) -> int:
@@ -65,6 +103,19 @@ class File:
     def truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)
         self.size = size
+
+    def undo_append(self, size: int) -> None:
+        """A failed append may have left part of its bytes at ``size`` and after: cut them
+        off (that frees their blocks; it never needs space). Best effort: the bytes past
+        ``size`` are garbage nobody points at, so a failure here loses nothing."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, size)
+        self.size = size
+
+    def preallocate(self, length: int) -> bool:
+        """Allocate ``length`` bytes past the end (the size stays): appends into them cannot
+        fail for lack of space. See ``fallocate``."""
+        return fallocate(self.fd, self.size, length, keep_size=True)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -329,7 +329,7 @@ class FuseOps(pyfuse3.Operations):  # type: ignore[misc]
         out.f_frsize = fs.block_size
         out.f_blocks = fs.blocks
         out.f_bfree = fs.blocks_free
-        out.f_bavail = fs.blocks_free
+        out.f_bavail = fs.blocks_avail if fs.blocks_avail >= 0 else fs.blocks_free
         out.f_files = fs.files
         out.f_ffree = fs.files_free
         out.f_favail = fs.files_free

@@ -19,8 +19,24 @@ import trio
 from .. import limits
 from ..engine.committer import Committer
 from ..engine.engine import Engine
+from ..metrics import multiproc
 from ..metrics.volume import Exporter, VolumeStats
 from .adapter import OPS, FuseOps
+
+
+def file_kinds() -> set[str]:
+    """The multi-process files the volume metrics write (``counter``, ``gauge_livesum`` ...),
+    named as prometheus-client names them."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from ..metrics import definitions
+
+    kinds: set[str] = set()
+    for metric in vars(definitions).values():
+        if isinstance(metric, MetricWrapperBase):
+            kind = str(metric._type)
+            kinds.add(f"gauge_{getattr(metric, '_multiprocess_mode', '')}" if kind == "gauge" else kind)
+    return kinds
 
 
 def enabled(env: dict[str, str] | os._Environ[str] = os.environ) -> bool:
@@ -34,7 +50,7 @@ class Metering:
         self.stats.activate()
         ops.stats = self.stats
         self.exporter: Exporter | None = None
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and multiproc.preallocate(file_kinds()):
             self.exporter = Exporter(engine.name or engine.volume_id, self.stats)
             committer.on_sync = self.exporter.commit_done
 
@@ -52,9 +68,10 @@ class Metering:
         self.exporter.flush(
             {"cache_hits": engine.counters["cache_hits"],
              "cache_misses": engine.counters["blocks_read"],
-             "journal_bytes": engine.journal.bytes_appended},
+             "journal_bytes": engine.journal.bytes_appended,
+             "enospc": engine.space.enospc_total},
             {"failsafe": 1.0 if engine.failsafe else 0.0, "size_bytes": engine.size,
-             "used_bytes": engine.used_bytes})
+             "used_bytes": engine.used_bytes, "host_disk_full": 1.0 if engine.space.full else 0.0})
 
     def checkpoint_done(self, seconds: float) -> None:
         if self.exporter is not None:

@@ -42,7 +42,14 @@ from ..engine import clones, crashpoints, snapshots
 from ..engine.committer import Committer
 from ..engine.engine import Engine, GcReport
 from ..engine.fsck import check_engine
-from ..errors import ExitCode, FailedPrecondition, GalleonError, InvalidArgument, NeedsCheck
+from ..errors import (
+    ExitCode,
+    FailedPrecondition,
+    GalleonError,
+    InvalidArgument,
+    NeedsCheck,
+    NoSpace,
+)
 from ..qos.policy import WorkerRates
 from ..qos.throttle import Throttle
 from ..vfs.vfs import Vfs
@@ -146,6 +153,7 @@ class Worker:
         self.metering = metering.Metering(engine, self.ops, self.committer) if metering.enabled() else None
         self._token: trio.lowlevel.TrioToken | None = None
         self._last_checkpoint = time.monotonic()
+        self._checkpoint_deferred = 0.0      # monotonic time a full disk last deferred one
         self.throttle = Throttle(WorkerRates())   # enforced once the daemon sends rates
 
     def _on_init(self) -> None:
@@ -181,17 +189,48 @@ class Worker:
                 return
 
     async def _housekeeping(self) -> None:
+        """Commit, checkpoint and GC on their intervals. While the host disk is full
+        (``engine/space.py``) also, every ``space_poll_interval_s``: collect emptied segments
+        at once, so that deletes give space back, and look whether space came back. A failure
+        here (a full disk, a failed commit) is the volume's state, never the worker's end."""
         engine = self.engine
+        last_commit = time.monotonic()
         while True:
-            await trio.sleep(self.config.commit_interval_s)
+            full = bool(engine.space.full)
+            await trio.sleep(min(self.config.commit_interval_s, limits.space_poll_interval_s)
+                             if full else self.config.commit_interval_s)
             if not engine.writable:
                 continue
-            await self.committer.commit()
-            due = (time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s
-                   or engine.journal.bytes_since_checkpoint >= limits.checkpoint_journal_bytes)
-            if due:
-                await self.checkpoint()
-                await self._gc_step()
+            try:
+                if engine.space.full:
+                    await self._while_full()
+                if time.monotonic() - last_commit < self.config.commit_interval_s:
+                    continue
+                last_commit = time.monotonic()
+                await self.committer.commit()
+                due = (time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s
+                       or engine.journal.bytes_since_checkpoint >= limits.checkpoint_journal_bytes)
+                if due and self._may_checkpoint():
+                    await self.checkpoint()
+                    await self._gc_step()
+            except GalleonError as exc:
+                # Logged where it happened (failsafe, a full disk); the volume goes on serving
+                # what it can: reads, and writes again once space is back.
+                log.debug("housekeeping: %s", exc)
+
+    def _may_checkpoint(self) -> bool:
+        """A checkpoint the full disk deferred rebuilt the metadata from the journal: do not
+        pay that again before a commit interval has passed."""
+        return time.monotonic() - self._checkpoint_deferred >= self.config.commit_interval_s
+
+    async def _while_full(self) -> None:
+        """The host disk is full: give back what deletes freed (GC deletes emptied segments,
+        a checkpoint unlinks them), then see whether space came back."""
+        engine = self.engine
+        await self._gc_step()
+        if engine.has_dead_segments and self._may_checkpoint():
+            await self.checkpoint()
+        engine.space.poll()
 
     # --- control socket ------------------------------------------------------------------------
     def _control_handlers(self) -> dict[str, Any]:
@@ -200,7 +239,12 @@ class Worker:
                 "snapshot_create": self._ctl_snapshot_create, "snapshot_delete": self._ctl_snapshot_delete,
                 "snapshot_list": self._ctl_snapshot_list, "snapshot_diff": self._ctl_snapshot_diff,
                 "snapshot_release": self._ctl_snapshot_release, "clone": self._ctl_clone,
-                "flatten": self._ctl_flatten, "qos": self._ctl_qos}
+                "flatten": self._ctl_flatten, "qos": self._ctl_qos, "space": self._ctl_space}
+
+    async def _ctl_space(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The volume's view of the host disk (``engine/space.py``), for the daemon's
+        readiness and ``node status``: cheap (one statvfs)."""
+        return self.engine.space.state()
 
     async def _ctl_qos(self, request: dict[str, Any]) -> dict[str, Any]:
         """Set (``rates``) or clear (``rates`` null) the rates to enforce, at once, mounted;
@@ -281,6 +325,7 @@ class Worker:
             "fuse_errors": {str(k): v for k, v in self.ops.errors.items()},
             "commits": self.committer.syncs,
             "rates": self.metering.rates() if self.metering is not None else {},
+            "space": engine.space.state(),
         }
 
     async def _ctl_resize(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -304,7 +349,11 @@ class Worker:
     async def checkpoint(self) -> None:
         await self.committer.wait_idle()
         started = time.perf_counter()
-        self.engine.checkpoint()
+        try:
+            self.engine.checkpoint()
+        except NoSpace:
+            self._checkpoint_deferred = time.monotonic()
+            raise
         self._last_checkpoint = time.monotonic()
         if self.metering is not None:
             self.metering.checkpoint_done(time.perf_counter() - started)
@@ -409,7 +458,12 @@ def run(config: WorkerConfig, ready: ReadyPipe) -> int:
         ready.send(f"error {exc.exit_code} {exc}")
         return exc.exit_code
     worker = Worker(config, engine, tuning)
-    purged = worker.vfs.purge_orphans()
+    try:
+        purged = worker.vfs.purge_orphans()
+    except GalleonError as exc:
+        # A full disk: the orphans stay marked and the next mount deletes them.
+        log.warning("volume %s: could not finish deleting files left open: %s", config.volume_dir, exc)
+        purged = 0
     if purged:
         log.info("finished deleting %d files left open or half-deleted", purged)
     try:

@@ -190,6 +190,7 @@ class SnapshotManager:
         async with self._lock(source):
             source = self.volumes.get(source.id)
             self._check_state(source)
+            self.volumes.check_capacity(f"create the clone {new_name}", size or source.size)
             if size and size < 0:
                 raise InvalidArgument("a clone needs a positive size")
             # A clone belongs to its origin's tenant (and counts against its quota).

@@ -41,6 +41,7 @@ from ..errors import (
     GalleonError,
     HelperFailed,
     InvalidArgument,
+    NoSpace,
     NotFound,
     Unimplemented,
 )
@@ -72,6 +73,10 @@ RESTART_WINDOW_S = 60.0
 
 
 class VolumeManager:
+    # How many times the data directory's capacity volumes may be provisioned for (galleond's
+    # overcommit_ratio; the daemon sets it).
+    overcommit_ratio: float = 1.0
+
     def __init__(self, data_dir: str, catalog: Catalog, classes: StorageClassManager,
                  keys: KeySpec | None = None) -> None:
         self.data_dir = data_dir
@@ -182,6 +187,7 @@ class VolumeManager:
             raise InvalidArgument(f"volume size {size} is out of range: use at least 1M and at most 1P")
         modes = list(dict.fromkeys(access_modes or [AccessMode.RWO]))
         async with self._locks[name]:
+            self.check_capacity(f"create volume {name}", size)
             if self.catalog.volume_id(name) is not None:
                 raise AlreadyExists(f"a volume named {name!r} already exists")
             tenant = tenancy.admit(self.catalog, storage_class=cls.name, size=size)
@@ -207,6 +213,28 @@ class VolumeManager:
             self._save(volume)
         log.info("created volume %s (%s, %d bytes)", name, volume.id, size)
         return volume
+
+    def check_capacity(self, what: str, adding: int) -> None:
+        """Admission: refuse (``NoSpace``, RESOURCE_EXHAUSTED) to provision ``adding`` more
+        bytes when the volumes' sizes would then add up to more than the data directory's
+        file system holds, times ``overcommit_ratio``. Synchronous: the caller saves the
+        volume before its next ``await``, so two creates cannot both slip under the bound."""
+        from ..units import format_size
+
+        fs = os.statvfs(self.data_dir)
+        capacity, free = fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize
+        allowed = int(capacity * self.overcommit_ratio)
+        provisioned = sum(v.size for v in self.list())
+        if provisioned + adding <= allowed:
+            return
+        ratio = f"{self.overcommit_ratio:g}"
+        raise NoSpace(
+            f"cannot {what} ({format_size(adding)} more): volumes would be provisioned for "
+            f"{format_size(provisioned + adding)} (now {format_size(provisioned)}), more than the "
+            f"{format_size(allowed)} that "
+            f"overcommit_ratio {ratio} allows on the data directory's disk ({format_size(capacity)}, "
+            f"{format_size(free)} free); delete volumes, or raise overcommit_ratio in galleond's "
+            f"configuration to provision beyond the disk")
 
     # --- mount / unmount -----------------------------------------------------------------------
     async def mount(self, name: str, path: str, *, read_only: bool = False) -> Volume:
@@ -301,6 +329,7 @@ class VolumeManager:
                 raise FailedPrecondition(
                     f"volume {volume.name} is mounted read-only (ReadOnlyMany), so it cannot grow "
                     f"online; unmount it, expand it, and mount it again")
+            self.check_capacity(f"expand volume {volume.name}", size - volume.size)
             back = volume.state
             volume.move_to(VolumeState.EXPANDING)
             self._save(volume)

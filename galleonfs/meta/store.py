@@ -21,6 +21,7 @@ on stored keys and values. ``original_key`` maps a stored key from an index back
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from typing import TypeAlias
 import lmdb
 
 from .. import limits
-from ..errors import FormatError, NoSpace
+from ..errors import FormatError, IOFailure, NoSpace
 from . import schema
 from .schema import VERSIONED, Db
 from .sealing import NAMED, SEALED, MetaSealing
@@ -64,6 +65,7 @@ class MetaStore:
         self._sealing: MetaSealing | None = None
         self._sealed = [False] * len(Db)
         self._txn = self._env.begin(write=True)
+        self._reopen = (path, map_size)      # for restart(), after LMDB refused to go on
         self._changes: list[Change] = []
         self._born = _BORN.pack(0)
         self.generation = 0
@@ -344,7 +346,44 @@ class MetaStore:
         metadata references durable first.
         """
         assert not self._changes, "changes not yet journaled would be committed"
-        self._txn.commit()
+        try:
+            self._txn.commit()
+        except lmdb.Error as exc:
+            # LMDB aborted the transaction: every change since the last commit is gone from
+            # here (the caller has them in its journal) and the caller calls ``restart``. A
+            # full disk reads "Input/output error" (LMDB reports a short write as EIO), so
+            # the free space tells which it was.
+            path = self._reopen[0]
+            if self._disk_full():
+                raise NoSpace(f"the metadata store {path} could not commit: its disk is full") from exc
+            raise IOFailure(f"the metadata store {path} could not commit: {exc}") from exc
+        self._txn = self._env.begin(write=True)
+
+    def _disk_full(self) -> bool:
+        try:
+            st = os.statvfs(self._reopen[0])
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < limits.volume_reserve_bytes
+
+    def restart(self) -> None:
+        """Drop the current transaction (or what a failed commit left of it) and begin a new
+        one at the last commit. Reopens the environment if LMDB refuses new transactions
+        (after a failed write of its meta page it does, until reopened)."""
+        self._changes = []
+        with contextlib.suppress(lmdb.Error):
+            self._txn.abort()
+        try:
+            self._txn = self._env.begin(write=True)
+            return
+        except lmdb.Error:
+            pass
+        self._env.close()
+        path, map_size = self._reopen
+        # __init__'s settings; create=False: the files are there.
+        self._env = lmdb.open(path, subdir=True, create=False, max_dbs=len(Db) + 4, map_size=map_size,
+                              sync=True, metasync=True, writemap=False, readahead=False, max_readers=16)
+        self._dbs = [self._env.open_db(db.name.lower().encode()) for db in Db]
         self._txn = self._env.begin(write=True)
 
     def abort(self) -> None:

@@ -67,3 +67,11 @@ volume_size = Gauge("galleonfs_volume_size_bytes", "The mounted volume's size (i
 volume_used = Gauge("galleonfs_volume_used_bytes",
                     "Plaintext bytes of the unique blocks the mounted volume stores.", V,
                     multiprocess_mode="livemax")
+volume_enospc = Counter(
+    "galleonfs_volume_enospc",
+    "Requests of the volume refused with ENOSPC because the host disk under it was full (not "
+    "the volume's own quota).", V)
+volume_disk_full = Gauge(
+    "galleonfs_volume_host_disk_full",
+    "1 while the volume refuses writes that need space because the host disk is full.", V,
+    multiprocess_mode="livemax")

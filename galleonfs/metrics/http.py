@@ -67,6 +67,13 @@ class NodeCollector:
                                 value=s.capacity_bytes - s.available_bytes)
         yield GaugeMetricFamily("galleonfs_node_provisioned_bytes", "Sum of the volumes' sizes.",
                                 value=s.provisioned_bytes)
+        yield GaugeMetricFamily("galleonfs_node_disk_free_bytes",
+                                "Bytes still free (for unprivileged writers) on that file system.",
+                                value=s.available_bytes)
+        yield GaugeMetricFamily("galleonfs_node_disk_pressure",
+                                "1 while that file system is nearly full or a volume refused writes "
+                                "because it was (/readyz says which).",
+                                value=1 if getattr(s, "disk_pressure", False) else 0)
         volumes = GaugeMetricFamily("galleonfs_volumes", "Volumes by state.", labels=["state"])
         for state, count in sorted(s.volumes_by_state.items()):
             volumes.add_metric([state], count)

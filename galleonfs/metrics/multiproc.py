@@ -13,14 +13,21 @@ process and kind (``counter_<pid>.db``, ``histogram_<pid>.db``, ``gauge_livesum_
 * When a volume is deleted, the files its dead workers left go too (``drop_volume``), so
   its series leave ``/metrics`` and a new volume of the same name starts from zero.
 
+A worker's files are allocated in full before it writes any value (``preallocate``):
+prometheus-client makes them sparse and mmaps them, and a new series written into a page of
+a sparse file on a full disk kills the writer with SIGBUS.
+
 What it must not do: delete a live process's files (they are mmapped by their writer).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+
+from .. import limits
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,35 @@ def drop_volume(volume_id: str) -> None:
         match = _PID.search(name)
         if match and match.group(1) in pids:
             os.unlink(os.path.join(path, name))
+
+
+def preallocate(kinds: set[str], pid: int | None = None) -> bool:
+    """Create this process's metric files (``<kind>_<pid>.db``) with every byte allocated,
+    before prometheus-client opens them (it keeps a file's existing size as its capacity).
+    False, with nothing left behind, when the disk has no room: export nothing then."""
+    path = os.environ.get(ENV)
+    if not path:
+        return False
+    pid = os.getpid() if pid is None else pid
+    made = []
+    try:
+        for kind in sorted(kinds):
+            name = os.path.join(path, f"{kind}_{pid}.db")
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            made.append(name)
+            try:
+                if os.fstat(fd).st_size < limits.metrics_file_bytes:
+                    os.posix_fallocate(fd, 0, limits.metrics_file_bytes)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        log.warning("not exporting this worker's metrics: cannot allocate its files in %s: %s",
+                    path, exc.strerror or exc)
+        for name in made:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        return False
+    return True
 
 
 def _alive(pid: int) -> bool:

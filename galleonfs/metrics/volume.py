@@ -213,10 +213,12 @@ class Exporter:
         self._add("cache_hits", d.cache_hits, engine_totals["cache_hits"])
         self._add("cache_misses", d.cache_misses, engine_totals["cache_misses"])
         self._add("journal_bytes", d.journal_bytes, engine_totals["journal_bytes"])
+        self._add("enospc", d.volume_enospc, engine_totals.get("enospc", 0))
         d.fuse_in_flight.labels(self.volume).set(s.in_flight)
         d.failsafe.labels(self.volume).set(gauges["failsafe"])
         d.volume_size.labels(self.volume).set(gauges["size_bytes"])
         d.volume_used.labels(self.volume).set(gauges["used_bytes"])
+        d.volume_disk_full.labels(self.volume).set(gauges.get("host_disk_full", 0.0))
 
     def commit_done(self, seconds: float) -> None:
         self._d.commit_duration.labels(self.volume).observe(seconds)

@@ -58,6 +58,19 @@ def _non_negative(value: Any) -> float:
     return number
 
 
+def _ratio(value: Any) -> float:
+    """How many times the data directory's capacity volumes may be provisioned for."""
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{value!r} is not a number") from None
+    if not 0 < number < float("inf"):
+        raise InvalidArgument(f"{value!r} must be a number above 0 (1.0: no overcommit)")
+    return number
+
+
 def _metrics_listen(value: Any) -> str:
     """host:port of /metrics, /healthz and /readyz; port 0 picks a free port; "" is off."""
     from ..metrics.http import parse_listen
@@ -130,6 +143,9 @@ class NodeConfig:
     metrics_listen: str = "127.0.0.1:9464"   # the usual node-exporter-style port; "" is off
     qos_node_iops: float = 0.0               # 0: unknown, guarantees are not enforced
     qos_node_throughput_mbps: float = 0.0
+    # Volumes may be provisioned for this many times the data directory's capacity (2.0:
+    # twice the disk; writes then meet a full disk before a full volume).
+    overcommit_ratio: float = 1.0
     # The node's key manager for encrypted volumes: exactly one of these (none: this node
     # cannot create or mount encrypted volumes).
     key_file: str = ""                       # a 32-byte key-encryption key, created 0600
@@ -167,7 +183,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "data_dir": _data_dir, "listen": _listen, "socket_mode": _mode,
     "log_level": _choice("debug", "info", "warning", "error"), "log_format": _choice("json", "text"),
     "rpc_threads": _positive_int, "tls_cert": _path, "tls_key": _path,
-    "metrics_listen": _metrics_listen,
+    "metrics_listen": _metrics_listen, "overcommit_ratio": _ratio,
     "qos_node_iops": _non_negative, "qos_node_throughput_mbps": _non_negative,
     "key_file": _path, "key_passphrase_env": str, "key_command": str,
     "insecure_listen": lambda v: _insecure_listen(v), "tls_client_ca": _path,

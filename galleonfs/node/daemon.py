@@ -100,6 +100,7 @@ class Daemon:
         self.audit = AuditLog.open(config.data_dir, rotate_bytes=config.audit_rotate_bytes)
         self.server: Any = None
         self.metrics: Any = None
+        self.volumes.overcommit_ratio = config.overcommit_ratio
         self._restored = trio.Event()
         self._stopping = False
         self._backup_failing = False
@@ -114,6 +115,7 @@ class Daemon:
                 self._start_server()
                 task_status.started(list(self.info.listen))
                 nursery.start_soon(self._restore, nursery)
+                nursery.start_soon(self.info.disk.run)
                 async for signum in signals:
                     log.info("received %s: shutting down", signal.Signals(signum).name)
                     self._stopping = True

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from .. import __version__
 from ..managers.model import VolumeState
 from ..managers.volumes import VolumeManager
+from .disk import DiskWatch
 
 
 @dataclass
@@ -30,6 +31,7 @@ class NodeStatus:
     ready: bool
     problems: list[str] = field(default_factory=list)
     metrics_url: str = ""
+    disk_pressure: bool = False    # the data directory's disk is (nearly) full: see DiskWatch
 
 
 class NodeInfo:
@@ -41,6 +43,7 @@ class NodeInfo:
         self.started_ns = time.time_ns()
         self.reconciled = False
         self.metrics_url = ""
+        self.disk = DiskWatch(data_dir, volumes)   # the data directory's disk: pressure, full volumes
 
     def status(self) -> NodeStatus:
         fs = os.statvfs(self.data_dir)
@@ -56,12 +59,16 @@ class NodeInfo:
         failed = [v.name for v in volumes if v.state == VolumeState.FAILED]
         if failed:
             problems.append(f"failed volumes: {', '.join(failed)}")
+        capacity, available = fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize
+        disk_problems = self.disk.problems(capacity, available)
+        problems += disk_problems
         return NodeStatus(
             node_id=self.node_id, hostname=socket.gethostname(), version=__version__,
             data_dir=self.data_dir, listen=self.listen, started_ns=self.started_ns,
             capacity_bytes=fs.f_blocks * fs.f_frsize, available_bytes=fs.f_bavail * fs.f_frsize,
             provisioned_bytes=sum(v.size for v in volumes),
             volumes_by_state={s.value: by_state.get(s.value, 0) for s in VolumeState},
-            workers_up=up, workers_expected=expected, ready=self.reconciled and up >= expected,
-            problems=problems, metrics_url=self.metrics_url,
+            workers_up=up, workers_expected=expected,
+            ready=self.reconciled and up >= expected and not disk_problems,
+            problems=problems, metrics_url=self.metrics_url, disk_pressure=bool(disk_problems),
         )

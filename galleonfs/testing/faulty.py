@@ -14,7 +14,8 @@ real disk would still hold after a power cut:
 (``engine.close(checkpoint=False)``) so that nothing writes afterwards.
 
 Named crash points (``engine.crashpoints``) pick the instant; this class models what
-survives it.
+survives it. ``FailingStorage`` makes appends or syncs fail with a chosen errno (a disk that
+fills up, or fails, at one exact write).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..engine.storage import File, Storage
@@ -181,3 +183,37 @@ class FaultyStorage(Storage):
 def copy_volume(src: str, dst: str) -> None:
     """Copy a volume directory (for tests that branch one state into several crashes)."""
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("LOCK"))
+
+
+class _FailingFile(File):
+    def __init__(self, path: str, fd: int, owner: FailingStorage) -> None:
+        super().__init__(path, fd)
+        self._owner = owner
+
+    def append(self, bufs: Sequence[bytes | bytearray | memoryview]) -> int:
+        err = self._owner.fail_append.get(os.path.basename(os.path.dirname(self.path)))
+        if err is not None:
+            # Like a real full disk: part of the bytes land, then the write fails.
+            os.pwrite(self.fd, bytes(bufs[0])[:100], self.size)
+            raise OSError(err, os.strerror(err))
+        return super().append(bufs)
+
+    def sync(self) -> None:
+        err = self._owner.fail_sync
+        if err is not None:
+            raise OSError(err, os.strerror(err))
+        super().sync()
+
+
+class FailingStorage(Storage):
+    """The real storage, with errors a test arms by directory: ``fail_append["journal"] =
+    errno.ENOSPC`` makes every append to a journal file write a little and then fail with
+    that errno (``"data"`` for segments); ``fail_sync`` makes every fdatasync fail."""
+
+    def __init__(self) -> None:
+        self.fail_append: dict[str, int] = {}
+        self.fail_sync: int | None = None
+
+    def open_file(self, path: str, *, create: bool = False, writable: bool = True) -> File:
+        f = super().open_file(path, create=create, writable=writable)
+        return _FailingFile(path, f.fd, self)

@@ -99,6 +99,7 @@ class StatFs:
     files: int
     files_free: int
     name_max: int
+    blocks_avail: int = -1     # what writers can still use (-1: blocks_free)
 
 
 @dataclass(slots=True, frozen=True)
@@ -817,8 +818,10 @@ class Vfs:
         return parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
 
     def _note_access(self, inode: Inode) -> None:
-        """relatime: update atime if it is older than mtime/ctime or a day old."""
-        if not self.atime or not self.engine.writable or views.is_snapshot(inode.ino):
+        """relatime: update atime if it is older than mtime/ctime or a day old. Not while
+        the host disk is full: a read must not fail for an atime."""
+        if (not self.atime or not self.engine.writable or views.is_snapshot(inode.ino)
+                or self.engine.space.full):
             return
         now = time.time_ns()
         a = inode.atime_ns
@@ -1036,14 +1039,21 @@ class Vfs:
 
     # --- volume --------------------------------------------------------------------------------
     def statfs(self) -> StatFs:
+        """The volume's size and what is left of it. What writers can still use is never
+        more than the host disk under it has (an overcommitted node), and nothing while
+        that disk is full: ``df`` shows it in Avail, Used stays the volume's own."""
         frsize = 4096
         size, used = self.engine.size, self.engine.used_bytes
+        free = max(0, size - used)
+        avail = free
+        if not self.engine.read_only:
+            avail = 0 if self.engine.space.full else min(free, self.engine.space.free_bytes())
         files = self._files_max()
         return StatFs(
             block_size=frsize, blocks=size // frsize,
-            blocks_free=max(0, size - used) // frsize, files=files,
+            blocks_free=free // frsize, files=files,
             files_free=max(0, files - self.engine.get_int(b"inode_count")),
-            name_max=limits.name_max_bytes,
+            name_max=limits.name_max_bytes, blocks_avail=avail // frsize,
         )
 
     def check_same_volume(self, other: Vfs) -> None:
