@@ -162,37 +162,44 @@ class Engine:
         os.makedirs(os.path.join(volume_dir, DATA_DIR), mode=0o700, exist_ok=True)
         volume_id = str(uuid.uuid4())
         meta = MetaStore(volume_dir)
-        now = time.time_ns()
-        ints = {
-            b"format_version": schema.FORMAT_VERSION, b"size": size, b"block_size": block_size,
-            b"generation": 1, b"applied_lsn": 0, b"next_inode": 2, b"next_segment": 1,
-            b"used_bytes": 0, b"inode_count": 1, b"created_ns": now, b"next_slot": 1,
-            b"restoring_to": 0, b"dedup": int(dedup),
-        }
-        for key, value in ints.items():
-            meta.put(Db.SUPER, key, schema.encode_super_int(value))
-        meta.put(Db.SUPER, b"volume_id", volume_id.encode())
-        meta.put(Db.SUPER, b"name", name.encode())
-        meta.put(Db.SUPER, b"compression", compression.encode())
-        # The block-id key of the volume family: a clone shares its origin's. An encrypted
-        # family keeps it wrapped in its KEY file instead.
-        if key_source_dir is not None:
-            volume_key.copy_for_clone(key_source_dir, volume_dir)
-            meta.set_sealing(MetaSealing(volume_key.load(volume_dir, keys).crypto()))
-            meta.put(Db.SUPER, b"family_key", b"")
-        elif keys is not None:
-            meta.set_sealing(MetaSealing(volume_key.create(volume_dir, keys).crypto()))
-            meta.put(Db.SUPER, b"family_key", b"")
-        else:
-            meta.put(Db.SUPER, b"family_key", family_key or os.urandom(32))
-        meta.generation = 1
-        root = Inode(
-            ino=1, mode=stat.S_IFDIR | 0o755, uid=os.getuid() if uid is None else uid,
-            gid=os.getgid() if gid is None else gid, nlink=2, size=0, alloc=0, atime_ns=now,
-            mtime_ns=now, ctime_ns=now, btime_ns=now, rdev=0, aux=3, parent=1,
-        )
-        meta.put(Db.INODES, schema.ino_key(1), root.encode())
-        meta.take_changes()
+        try:
+            now = time.time_ns()
+            ints = {
+                b"format_version": schema.FORMAT_VERSION, b"size": size, b"block_size": block_size,
+                b"generation": 1, b"applied_lsn": 0, b"next_inode": 2, b"next_segment": 1,
+                b"used_bytes": 0, b"inode_count": 1, b"created_ns": now, b"next_slot": 1,
+                b"restoring_to": 0, b"dedup": int(dedup),
+            }
+            for key, value in ints.items():
+                meta.put(Db.SUPER, key, schema.encode_super_int(value))
+            meta.put(Db.SUPER, b"volume_id", volume_id.encode())
+            meta.put(Db.SUPER, b"name", name.encode())
+            meta.put(Db.SUPER, b"compression", compression.encode())
+            # The block-id key of the volume family: a clone shares its origin's. An encrypted
+            # family keeps it wrapped in its KEY file instead.
+            if key_source_dir is not None:
+                volume_key.copy_for_clone(key_source_dir, volume_dir)
+                meta.set_sealing(MetaSealing(volume_key.load(volume_dir, keys).crypto()))
+                meta.put(Db.SUPER, b"family_key", b"")
+            elif keys is not None:
+                meta.set_sealing(MetaSealing(volume_key.create(volume_dir, keys).crypto()))
+                meta.put(Db.SUPER, b"family_key", b"")
+            else:
+                meta.put(Db.SUPER, b"family_key", family_key or os.urandom(32))
+            meta.generation = 1
+            root = Inode(
+                ino=1, mode=stat.S_IFDIR | 0o755, uid=os.getuid() if uid is None else uid,
+                gid=os.getgid() if gid is None else gid, nlink=2, size=0, alloc=0, atime_ns=now,
+                mtime_ns=now, ctime_ns=now, btime_ns=now, rdev=0, aux=3, parent=1,
+            )
+            meta.put(Db.INODES, schema.ino_key(1), root.encode())
+            meta.take_changes()
+        except BaseException:
+            # Close the store before the error travels on: an LMDB environment with an open
+            # write transaction, left to the garbage collector, crashed galleond (SIGSEGV at
+            # shutdown) after a key command refused to wrap a new volume's key.
+            meta.close(commit=False)
+            raise
         meta.close(commit=True)
         Storage().sync_dir(volume_dir)
         return volume_id

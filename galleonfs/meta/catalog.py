@@ -239,11 +239,7 @@ class Catalog:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
                 try:
-                    # A plain page copy, not compact=True: LMDB's compacting copy runs its
-                    # own writer thread, and galleond died once of SIGSEGV inside it at
-                    # shutdown under load (not reproduced in 25 runs). The catalog is small;
-                    # the plain copy is the well-trodden path.
-                    self._env.copyfd(fd)
+                    self._env.copyfd(fd, compact=True)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
