@@ -1,4 +1,6 @@
-"""Helpers for the daemon tests: galleonctl calls, the one-line error contract, polling, mounts."""
+"""Helpers for the daemon tiers: galleonctl calls, the one-line error contract, polling,
+mounts, and the end-of-test check of a daemon (``finish``) that tests/conftest.py's daemon
+fixtures run."""
 
 from __future__ import annotations
 
@@ -11,7 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from galleonfs.cli.output import to_dict
+from galleonfs.engine.engine import NEEDS_CHECK_FILE
+from galleonfs.engine.fsck import fsck
 from galleonfs.fuse.kernel import _unescape
 from galleonfs.rpc.client import Client
 from galleonfs.testing.daemon import RunningDaemon
@@ -143,3 +149,30 @@ def write_synced(path: str | Path, data: bytes, mode: str = "wb") -> None:
 def statvfs_size(path: str | Path) -> int:
     st = os.statvfs(path)
     return st.f_blocks * st.f_frsize
+
+
+def allows_warnings(request: pytest.FixtureRequest) -> bool:
+    return request.node.get_closest_marker("allow_warnings") is not None
+
+
+def finish(daemon: RunningDaemon, *, check_logs: bool) -> None:
+    """Stop (restarting first if a test left it killed), then check the data directory."""
+    try:
+        if daemon.proc is None:
+            # A test that killed the daemon leaves its workers running; only a daemon can
+            # stop them cleanly, so bring one up (it adopts them) and stop that.
+            daemon.start()
+        code = daemon.stop()
+        left = mounts_under(daemon.base)
+    finally:
+        daemon.cleanup()
+    assert code == 0, f"galleond exited with {code} on SIGTERM:\n{daemon.log()}"
+    assert left == [], f"still mounted after a clean stop: {left}"
+    dirs = sorted((daemon.data_dir / "volumes").glob("*")) + sorted((daemon.data_dir / "retained").glob("*"))
+    for volume_dir in dirs:
+        report = fsck(str(volume_dir))
+        assert report.clean, f"{volume_dir}:\n{report.render()}"
+        assert not (volume_dir / NEEDS_CHECK_FILE).exists(), f"{volume_dir} is left marked for check"
+    if check_logs:
+        loud = new_loud_lines(daemon, {})
+        assert not loud, "galleond or a mount worker logged:\n" + "\n".join(loud)

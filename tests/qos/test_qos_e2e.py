@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from metrics.util import scrape, value
-from node.conftest import finish
-from node.util import api, ctl_json, ctl_ok, user_error, wait_until
+from node.util import api, ctl_json, ctl_ok, finish, user_error, wait_until
 
 from galleonfs.testing.daemon import RunningDaemon
 from galleonfs.v1 import qos_pb2

@@ -59,7 +59,7 @@ def open_base() -> Path:
 
 
 class Daemons:
-    """Daemons a test starts; each is stopped and checked (``node.conftest.finish``) at the end."""
+    """Daemons a test starts; each is stopped and checked (``node.util.finish``) at the end."""
 
     def __init__(self) -> None:
         self.started: list[RunningDaemon] = []
@@ -73,7 +73,7 @@ class Daemons:
         return daemon.start()
 
     def finish(self, check_logs: bool) -> None:
-        from node.conftest import finish
+        from node.util import finish
 
         try:
             for daemon in self.started:

@@ -24,8 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from node.conftest import finish
-from node.util import api, ctl_json, ctl_ok, user_error
+from node.util import api, ctl_json, ctl_ok, finish, user_error
 
 from galleonfs.errors import ExitCode, GalleonError
 from galleonfs.limits import audit_record_bytes_max

@@ -27,7 +27,7 @@ from galleonfs.testing.daemon import RunningDaemon
 from galleonfs.v1 import volume_pb2, volume_pb2_grpc
 
 from .access_util import Authority, Daemons, galleonctl, galleonctl_as
-from .conftest import LocalUser, mount_table
+from .local_users import LocalUser, mount_table
 
 MiB = 1 << 20
 

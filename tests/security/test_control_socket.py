@@ -22,14 +22,13 @@ from pathlib import Path
 
 import pytest
 import trio
-from node.conftest import _allows_warnings, finish
-from node.util import ctl_ok
+from node.util import allows_warnings, ctl_ok, finish
 
 from galleonfs.engine.engine import NEEDS_CHECK_FILE
 from galleonfs.errors import PermissionDenied
 from galleonfs.fuse import control
 from galleonfs.testing.daemon import RunningDaemon
-from security.conftest import LocalUser
+from security.local_users import LocalUser
 
 _SYSTEM_PYTHON = "/usr/bin/python3"     # users cannot run the venv's (under root's 0700 home)
 
@@ -78,7 +77,7 @@ def open_daemon(open_base: Path, fuse_ok: None, request: pytest.FixtureRequest) 
     except BaseException:
         d.cleanup()
         raise
-    finish(d, check_logs=not _allows_warnings(request))
+    finish(d, check_logs=not allows_warnings(request))
 
 
 def test_a_squatter_cannot_stop_a_mount_nor_reach_the_worker(open_daemon: RunningDaemon,

@@ -22,8 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from node.conftest import finish
-from node.util import api, ctl_json, ctl_ok, user_error, wait_until, write_synced
+from node.util import api, ctl_json, ctl_ok, finish, user_error, wait_until, write_synced
 
 from galleonfs.errors import ExitCode
 from galleonfs.testing import damage

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import pytest
 from metrics.util import get, scrape, value
-from node.conftest import finish
-from node.util import ctl_json, ctl_ok, user_error, wait_until
+from node.util import ctl_json, ctl_ok, finish, user_error, wait_until
 
 from galleonfs import limits
 from galleonfs.engine.engine import NEEDS_CHECK_FILE

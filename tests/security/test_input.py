@@ -40,7 +40,7 @@ from galleonfs.v1 import (
     volume_pb2_grpc,
 )
 
-from .conftest import mount_table
+from .local_users import mount_table
 
 MiB = 1024 * 1024
 VICTIM = "victim"              # an existing, unmounted volume every attack aims at

@@ -21,15 +21,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from node.conftest import _allows_warnings, finish
-from node.util import ctl_ok, mounts_under, user_error
+from node.util import allows_warnings, ctl_ok, finish, mounts_under, user_error
 
 from galleonfs.errors import GalleonError, InvalidArgument
 from galleonfs.fuse.kernel import find_mount
 from galleonfs.node import mountapi
 from galleonfs.rpc.client import Client
 from galleonfs.testing.daemon import RunningDaemon
-from security.conftest import LocalUser
+from security.local_users import LocalUser
 
 
 @pytest.fixture
@@ -55,7 +54,7 @@ def mdaemon(tmp_path: Path, roots_dir: Path, fuse_ok: None,
     except BaseException:
         d.cleanup()
         raise
-    finish(d, check_logs=not _allows_warnings(request))
+    finish(d, check_logs=not allows_warnings(request))
     left = [p for p in mounts_under(roots_dir) if _fstype(p) == "fuse.galleonfs"]
     assert left == [], f"GalleonFS mounts left under the mount root after a clean stop: {left}"
 

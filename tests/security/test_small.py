@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node.conftest import finish
-from node.util import api, ctl_json, ctl_ok, user_error, wait_until, write_synced
+from node.util import api, ctl_json, ctl_ok, finish, user_error, wait_until, write_synced
 
 from galleonfs.errors import ExitCode
 from galleonfs.meta.catalog import Catalog

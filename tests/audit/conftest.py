@@ -1,4 +1,0 @@
-"""The audit tests reuse the daemon tests' fixture: a real galleond on ``tmp_path``, stopped
-and checked (clean exit, fsck, quiet logs) at the end."""
-
-from node.conftest import daemon  # noqa: F401  (a fixture, found by pytest by name)
