@@ -251,3 +251,8 @@ class_parameter_key_max_chars = 63
 class_parameter_value_max_chars = 64
 # A size as text ("512M", "10GiB"): 32 characters hold any size up to 1 PiB, in bytes.
 size_text_max_chars = 32
+
+# --- test helpers (galleonfs.testing) ------------------------------------------------------------
+# How long ``testing.clock.wait_for_clock_tick`` waits for the coarse clock to move: one tick
+# is at most 10 ms (HZ=100); a second is a hundred ticks, so only a broken clock reaches it.
+clock_tick_wait_s = 1.0

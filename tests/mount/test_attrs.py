@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from galleonfs.testing.clock import wait_for_clock_tick
 from galleonfs.testing.mount import MountedVolume
 
 from .util import UTIME_NOW, UTIME_OMIT, remount, utimensat
@@ -55,7 +56,7 @@ def test_chmod_keeps_the_file_type(volume: MountedVolume) -> None:
     os.mknod(root / "c", stat.S_IFCHR | 0o600, os.makedev(1, 5))
     cases = {"f": (stat.S_IFREG, 0o7777), "d": (stat.S_IFDIR, 0o1777),
              "p": (stat.S_IFIFO, 0o4640), "c": (stat.S_IFCHR, 0o000)}
-    time.sleep(0.01)                          # beyond the coarse clock's tick (ctime must move)
+    wait_for_clock_tick()                     # ctime must move
     for name, (_, mode) in cases.items():
         before = os.stat(root / name)
         os.chmod(root / name, mode)
@@ -189,7 +190,7 @@ def test_what_changes_ctime(volume: MountedVolume) -> None:
     os.link(root / "unlink-one-link", root / "second")
     os.setxattr(root / "removexattr", "user.gone", b"x")
     before = {name: os.stat(root / name).st_ctime_ns for name in ops}
-    time.sleep(0.01)                                      # beyond the coarse clock's tick
+    wait_for_clock_tick()                                 # each op's ctime is later
     after = {}
     for name, op in ops.items():
         op(root / name)
