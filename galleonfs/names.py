@@ -76,10 +76,10 @@ def check(name: str, kind: Kind) -> str:
     if not name:
         raise InvalidArgument(f"a {kind.what} needs a name")
     if len(name) > kind.max_chars:
-        raise InvalidArgument(f"invalid {kind.what} name {quote(name)}: use at most "
-                              f"{kind.max_chars} characters")
+        raise InvalidArgument(what=f"{kind.what} name", value=quote(name),
+                              expected=f"use at most {kind.max_chars} characters")
     if not kind.pattern.match(name):
-        raise InvalidArgument(f"invalid {kind.what} name {quote(name)}: {kind.rule}")
+        raise InvalidArgument(what=f"{kind.what} name", value=quote(name), expected=kind.rule)
     return name
 
 
@@ -89,8 +89,9 @@ def check_label(key: str, value: str) -> None:
     if (not name or len(name) > limits.label_name_max_chars or not _LABEL_NAME.match(name)
             or (slash and (len(prefix) > limits.label_prefix_max_chars or not _LABEL_PREFIX.match(prefix)))):
         raise InvalidArgument(
-            f"invalid label key {quote(key)}: use letters, digits, '-', '_' and '.' (at most "
-            f"{limits.label_name_max_chars}), with an optional DNS prefix and '/'")
+            what="label key", value=quote(key),
+            expected=f"use letters, digits, '-', '_' and '.' (at most {limits.label_name_max_chars}), "
+                     f"with an optional DNS prefix and '/'")
     if len(value) > limits.label_value_max_chars:
         raise InvalidArgument(f"invalid value for label {quote(key)}: {len(value)} characters, "
                               f"at most {limits.label_value_max_chars}")

@@ -23,13 +23,12 @@ def parse_size(text: str, *, what: str = "size") -> int:
     match = _SIZE_RE.match(text) if len(text) <= limits.size_text_max_chars else None
     if match is None:
         raise InvalidArgument(
-            f"invalid {what} {quote(text)}: use a number with an optional unit K, M, G, T or P "
-            f"(for example 512M or 10G)"
-        )
+            what=what, value=quote(text),
+            expected="use a number with an optional unit K, M, G, T or P (for example 512M or 10G)")
     number, unit = match.groups()
     value = float(number) * _UNITS[unit.upper()]
     if not math.isfinite(value) or value != int(value):
-        raise InvalidArgument(f"invalid {what} {quote(text)}: it is not a whole number of bytes")
+        raise InvalidArgument(what=what, value=quote(text), expected="it is not a whole number of bytes")
     return int(value)
 
 

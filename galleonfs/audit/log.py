@@ -81,7 +81,7 @@ class AuditLog:
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise AuditUnavailable(f"cannot open the audit log {self.path}: {exc.strerror}") from None
+            raise AuditUnavailable(action="open", path=self.path, reason=exc.strerror) from None
         st = os.fstat(self._fd)
         self._identity = (st.st_dev, st.st_ino)
         self._size = st.st_size
@@ -175,7 +175,7 @@ class AuditLog:
             self._open()
             _sync_dir(os.path.dirname(self.path) or ".")
         except OSError as exc:
-            raise AuditUnavailable(f"cannot rotate the audit log {self.path}: {exc.strerror}") from None
+            raise AuditUnavailable(action="rotate", path=self.path, reason=exc.strerror) from None
         log.info("audit log rotated: %s is now %s", self.path, target)
 
     # --- appending -----------------------------------------------------------------------------
@@ -210,8 +210,8 @@ class AuditLog:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, start)
             self._reserved_to = start              # a truncate frees what lay past the end
-            raise AuditUnavailable(f"cannot append to the audit log {self.path}: "
-                                   f"{exc.strerror or exc}") from None
+            raise AuditUnavailable(action="append to", path=self.path,
+                                   reason=exc.strerror or exc) from None
         self._size = start + len(line)
         self._reserve()
 

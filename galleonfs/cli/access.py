@@ -78,8 +78,9 @@ def parse_duration_s(text: str) -> int:
     match = _DURATION.match(text.strip())
     seconds = int(match.group(1)) * _UNIT_S[match.group(2)] if match else 0
     if not 0 < seconds <= limits.token_lifetime_max_s:
-        raise InvalidArgument(f"invalid --expires {text[:64]!r}: give a duration like 90m, 12h or "
-                              f"30d, at most {limits.token_lifetime_max_s // 86_400}d")
+        raise InvalidArgument(what="--expires", value=repr(text[:64]),
+                              expected=f"give a duration like 90m, 12h or 30d, at most "
+                                       f"{limits.token_lifetime_max_s // 86_400}d")
     return seconds
 
 

@@ -63,7 +63,7 @@ def _client(args: argparse.Namespace) -> Any:
 def _size(text: str) -> int:
     size = parse_size(text, what="size")
     if size <= 0:
-        raise InvalidArgument(f"invalid size {text!r}: a volume needs a size above zero")
+        raise InvalidArgument(what="size", value=repr(text), expected="a volume needs a size above zero")
     return size
 
 
@@ -72,7 +72,7 @@ def _labels(pairs: list[str] | None) -> dict[str, str]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InvalidArgument(f"invalid label {pair!r}: use key=value")
+            raise InvalidArgument(what="label", value=repr(pair), expected="use key=value")
         labels[key] = value
     return labels
 

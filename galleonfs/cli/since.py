@@ -27,8 +27,9 @@ def parse_since(text: str, *, now_ns: int | None = None) -> int:
     try:
         when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidArgument(f"invalid --since {quote(text)}: give a duration (90s, 15m, 2h, 7d) "
-                              f"or a time (2026-11-30T20:00:00Z)") from None
+        raise InvalidArgument(what="--since", value=quote(text),
+                              expected="give a duration (90s, 15m, 2h, 7d) or a time "
+                                       "(2026-11-30T20:00:00Z)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return _in_range(text, int(when.timestamp()) * 10**9 + when.microsecond * 1000)
@@ -38,5 +39,6 @@ def _in_range(text: str, since_ns: int) -> int:
     """From the epoch (the daemon refuses earlier times: nothing is recorded before) to the
     end of year 9999 (a later time cannot even be encoded: protobuf's Timestamp ends there)."""
     if not 0 <= since_ns <= _TIMESTAMP_NS_MAX:
-        raise InvalidArgument(f"invalid --since {quote(text)}: give a time from 1970-01-01 to 9999-12-31")
+        raise InvalidArgument(what="--since", value=quote(text),
+                              expected="give a time from 1970-01-01 to 9999-12-31")
     return since_ns

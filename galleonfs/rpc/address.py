@@ -30,10 +30,11 @@ def parse_address(text: str) -> Address:
         if path.startswith("//"):
             path = path[2:]
         if not path.startswith("/"):
-            raise InvalidArgument(f"invalid address {text!r}: a unix socket needs an absolute path, "
-                                  f"e.g. unix:/run/galleonfs/galleond.sock")
+            raise InvalidArgument(what="address", value=repr(text),
+                                  expected="a unix socket needs an absolute path, e.g. "
+                                           "unix:/run/galleonfs/galleond.sock")
         return Address(unix_path=path)
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise InvalidArgument(f"invalid address {text!r}: use unix:/path/to.sock or host:port")
+        raise InvalidArgument(what="address", value=repr(text), expected="use unix:/path/to.sock or host:port")
     return Address(host=host, port=int(port))

@@ -241,8 +241,9 @@ class Authenticator:
         if gid is not None and creds.in_group(gid):
             return Principal(f"uid {creds.uid}", Role.OPERATOR, creds=creds)
         group = f"members of the group {self.operator_group}" if self.operator_group else "nobody else"
-        raise PermissionDenied(f"uid {creds.uid} may not use galleond: only root, {group}, or a "
-                               f"caller with a token (GALLEONFS_TOKEN or --token-file) may")
+        raise PermissionDenied(who=f"uid {creds.uid}", action="use galleond",
+                               reason=f"only root, {group}, or a caller with a token "
+                                      f"(GALLEONFS_TOKEN or --token-file) may")
 
     def _token(self, secret: str, creds: PeerCredentials | None) -> Principal:
         token = self.verify_token(secret)

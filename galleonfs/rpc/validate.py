@@ -101,8 +101,8 @@ def class_parameters(value: Mapping[str, str]) -> None:
         raise InvalidArgument(f"{len(value)} storage class parameters are too many")
     for key, text in value.items():
         if len(key) > limits.class_parameter_key_max_chars or not _PARAMETER_KEY.match(key):
-            raise InvalidArgument(f"invalid storage class parameter name {names.quote(key)}: use "
-                                  f"lowercase letters, digits and '_'")
+            raise InvalidArgument(what="storage class parameter name", value=names.quote(key),
+                                  expected="use lowercase letters, digits and '_'")
         if len(text) > limits.class_parameter_value_max_chars or not _PARAMETER_VALUE.match(text):
             raise InvalidArgument(
                 f"storage class parameter {key}: invalid value {names.quote(text)}: use at most "
