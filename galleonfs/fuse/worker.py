@@ -50,6 +50,7 @@ from ..errors import (
     NeedsCheck,
     NoSpace,
 )
+from ..metrics import add_qos_throttled
 from ..qos.policy import WorkerRates
 from ..qos.throttle import Throttle
 from ..vfs.vfs import Vfs
@@ -154,7 +155,7 @@ class Worker:
         self._token: trio.lowlevel.TrioToken | None = None
         self._last_checkpoint = time.monotonic()
         self._checkpoint_deferred = 0.0      # monotonic time a full disk last deferred one
-        self.throttle = Throttle(WorkerRates())   # enforced once the daemon sends rates
+        self.throttle = Throttle(WorkerRates(), on_wait=add_qos_throttled)   # rates come from the daemon
 
     def _on_init(self) -> None:
         # Called by pyfuse3 inside the trio loop, while it handles the kernel's INIT.

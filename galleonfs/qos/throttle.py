@@ -10,7 +10,8 @@ The counters (requests and bytes admitted, requests that waited, seconds waited)
 rate changes; the daemon reads them to see each volume's demand, and ``volume stats``
 shows them.
 
-What it must not do: block the loop, or raise for a throttled request.
+What it must not do: block the loop, raise for a throttled request, or import the metrics
+package (qos is a leaf: the worker hands in the counter as ``on_wait``).
 """
 
 from __future__ import annotations
@@ -24,24 +25,18 @@ from .bucket import Limiter
 from .policy import WorkerRates
 
 
-def _metric() -> Callable[[float], None] | None:
-    """The Prometheus counter ``galleonfs_qos_throttled_seconds_total``, if metrics exist."""
-    try:
-        from ..metrics import add_qos_throttled
-    except ImportError:
-        return None
-    return add_qos_throttled
-
-
 class Throttle:
-    def __init__(self, rates: WorkerRates, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rates: WorkerRates, clock: Callable[[], float] = time.monotonic, *,
+                 on_wait: Callable[[float], None] | None = None) -> None:
+        """``on_wait(seconds)`` is told of each wait (the worker passes the Prometheus counter
+        ``galleonfs_qos_throttled_seconds_total``)."""
         self._clock = clock
         self.limiter = Limiter(rates, clock())
         self.requests = 0
         self.bytes = 0
         self.waits = 0
         self.throttled_s = 0.0
-        self._metric = _metric()
+        self._on_wait = on_wait
 
     @property
     def rates(self) -> WorkerRates:
@@ -59,8 +54,8 @@ class Throttle:
         if delay > 0:
             self.waits += 1
             self.throttled_s += delay
-            if self._metric is not None:
-                self._metric(delay)
+            if self._on_wait is not None:
+                self._on_wait(delay)
             await trio.sleep(delay)
 
     def counters(self) -> dict[str, int]:

@@ -198,3 +198,17 @@ def test_bad_policies_are_refused_with_one_sentence(policy: QosPolicy, message: 
 def test_a_policy_round_trips_through_json() -> None:
     policy = QosPolicy("gold", QosRates(500, 20), QosRates(100, 5), Burst(True, 30, 2, 1.5), 7).validate()
     assert QosPolicy.from_json(policy.to_json()) == policy
+
+
+def test_throttle_tells_on_wait_of_each_wait_and_only_of_waits() -> None:
+    """The worker hands in the Prometheus counter this way (qos does not import metrics)."""
+    told: list[float] = []
+
+    async def main() -> None:
+        throttle = Throttle(WorkerRates(iops=100), clock=trio.current_time, on_wait=told.append)
+        for _ in range(12):
+            await throttle.admit(4096)
+        assert sum(told) == pytest.approx(throttle.throttled_s, abs=1e-9)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert len(told) == 2 and all(t > 0 for t in told)
