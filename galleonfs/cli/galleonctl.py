@@ -15,7 +15,8 @@ from typing import Any
 
 from .. import names
 from ..errors import InvalidArgument
-from ..managers.model import AccessMode, VolumeType
+from ..managers.model import AccessMode, BindingMode, ReclaimPolicy, VolumeType
+from ..rpc import convert
 from ..units import format_size, parse_size
 from . import access, output, qos
 from .common import ProgressLine, run
@@ -51,10 +52,6 @@ examples:
 exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 exists, 5 busy, 6 no space,
             7 corrupt, 8 permission, 9 unavailable (daemon not reachable)
 """
-
-_ACCESS_PB = {AccessMode.RWO: 1, AccessMode.ROX: 2, AccessMode.RWX: 3}
-_TYPE_PB = {VolumeType.EPHEMERAL: 1, VolumeType.PERSISTENT: 2, VolumeType.SHARED: 3}
-
 
 def _client(args: argparse.Namespace) -> Any:
     return access.client(args)
@@ -93,7 +90,8 @@ def volume_create(args: argparse.Namespace) -> int:
         raise InvalidArgument(f"unknown volume type {args.type!r}: use ephemeral, persistent or shared") from None
     with _client(args) as c:
         v = c.create_volume(args.name, size, storage_class=args.storage_class or "",
-                            access_modes=[_ACCESS_PB[m] for m in modes], type=_TYPE_PB[vtype],
+                            access_modes=convert.access_modes_to_pb(modes),
+                            type=convert.volume_type_to_pb(vtype),
                             labels=_labels(args.label))
     print(f"volume {v.name} created ({format_size(v.size_bytes)}, {v.storage_class}, id {v.id})")
     return 0
@@ -313,17 +311,18 @@ def read_class_file(path: str) -> Any:
     parameters = data.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidArgument(f"{path}: parameters must be a mapping")
-    reclaim = str(data.get("reclaim_policy", data.get("reclaimPolicy", "delete"))).lower()
-    binding = str(data.get("volume_binding_mode", data.get("volumeBindingMode", "Immediate"))).lower()
-    reclaim_pb = {"delete": 1, "retain": 2}.get(reclaim)
-    binding_pb = {"immediate": 1, "waitforfirstconsumer": 2}.get(binding.replace("_", ""))
-    if reclaim_pb is None:
-        raise InvalidArgument(f"{path}: reclaim_policy must be delete or retain, not {reclaim!r}")
-    if binding_pb is None:
+    reclaim_text = str(data.get("reclaim_policy", data.get("reclaimPolicy", "delete"))).lower()
+    binding_text = str(data.get("volume_binding_mode", data.get("volumeBindingMode", "Immediate")))
+    reclaim = {p.value: p for p in ReclaimPolicy}.get(reclaim_text)
+    binding = {b.value.lower(): b for b in BindingMode}.get(binding_text.lower().replace("_", ""))
+    if reclaim is None:
+        raise InvalidArgument(f"{path}: reclaim_policy must be delete or retain, not {reclaim_text!r}")
+    if binding is None:
         raise InvalidArgument(f"{path}: volume_binding_mode must be Immediate or WaitForFirstConsumer")
     return types_pb2.StorageClass(
         name=str(data.get("name", "")), parameters={str(k): _parameter(v) for k, v in parameters.items()},
-        reclaim_policy=reclaim_pb, volume_binding_mode=binding_pb,
+        reclaim_policy=convert.reclaim_policy_to_pb(reclaim),
+        volume_binding_mode=convert.binding_mode_to_pb(binding),
         is_default=bool(data.get("default", data.get("is_default", False))))
 
 

@@ -1,9 +1,17 @@
-"""Model <-> protobuf conversions, both directions, in one place."""
+"""Model <-> protobuf conversions, both directions, in one place.
+
+The enum tables below are the only mapping between the model's enums and the wire's: the
+servicers and ``galleonctl`` both go through them (galleonctl turns what a user typed into
+the model's enum first, then into the wire value here).
+
+What it must not do: import grpc (``galleonctl`` loads it) or the managers (only their
+plain data model).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -11,7 +19,6 @@ from ..errors import InvalidArgument
 from ..managers.model import (
     AccessMode,
     BindingMode,
-    MountPoint,
     ReclaimPolicy,
     StorageClass,
     Volume,
@@ -33,11 +40,15 @@ _BINDING = {BindingMode.IMMEDIATE: pb.IMMEDIATE,
             BindingMode.WAIT_FOR_FIRST_CONSUMER: pb.WAIT_FOR_FIRST_CONSUMER}
 
 
-def _reverse(table: dict[Any, int]) -> dict[int, Any]:
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _reverse(table: Mapping[K, V]) -> dict[V, K]:
     return {v: k for k, v in table.items()}
 
 
-_TYPES_BACK, _STATES_BACK, _MODES_BACK = _reverse(_TYPES), _reverse(_STATES), _reverse(_MODES)
+_TYPES_BACK, _MODES_BACK = _reverse(_TYPES), _reverse(_MODES)
 _RECLAIM_BACK, _BINDING_BACK = _reverse(_RECLAIM), _reverse(_BINDING)
 
 
@@ -86,19 +97,7 @@ def _identity(volume_id: str) -> str:
 volume_name_of: Callable[[str], str] = _identity
 
 
-def volume_from_pb(p: pb.Volume) -> Volume:
-    return Volume(
-        id=p.id, name=p.name, size=p.size_bytes, storage_class=p.storage_class,
-        type=_TYPES_BACK.get(p.type, VolumeType.PERSISTENT), state=_STATES_BACK[p.state],
-        access_modes=[_MODES_BACK[m] for m in p.access_modes], labels=dict(p.labels),
-        block_size=p.block_size_bytes, created_ns=p.created_at.ToNanoseconds(),
-        updated_ns=p.updated_at.ToNanoseconds(),
-        mount_points=[MountPoint(m.path, m.read_only, m.mounted_at.ToNanoseconds())
-                      for m in p.mount_points], message=p.message,
-    )
-
-
-def volume_type_from_pb(value: int) -> VolumeType:
+def volume_type_from_pb(value: pb.VolumeType) -> VolumeType:
     if value == pb.VOLUME_TYPE_UNSPECIFIED:
         return VolumeType.PERSISTENT
     if value not in _TYPES_BACK:
@@ -106,7 +105,7 @@ def volume_type_from_pb(value: int) -> VolumeType:
     return VolumeType(_TYPES_BACK[value])
 
 
-def access_modes_from_pb(values: Any) -> list[AccessMode]:
+def access_modes_from_pb(values: Iterable[pb.AccessMode]) -> list[AccessMode]:
     modes = []
     for value in values:
         if value == pb.ACCESS_MODE_UNSPECIFIED:
@@ -117,19 +116,27 @@ def access_modes_from_pb(values: Any) -> list[AccessMode]:
     return modes or [AccessMode.RWO]
 
 
-def access_modes_to_pb(modes: list[AccessMode]) -> list[int]:
+def access_modes_to_pb(modes: Iterable[AccessMode]) -> list[pb.AccessMode]:
     return [_MODES[m] for m in modes]
 
 
-def volume_type_to_pb(value: VolumeType) -> int:
+def volume_type_to_pb(value: VolumeType) -> pb.VolumeType:
     return _TYPES[value]
+
+
+def reclaim_policy_to_pb(value: ReclaimPolicy) -> pb.ReclaimPolicy:
+    return _RECLAIM[value]
+
+
+def binding_mode_to_pb(value: BindingMode) -> pb.VolumeBindingMode:
+    return _BINDING[value]
 
 
 def class_to_pb(c: StorageClass) -> pb.StorageClass:
     return pb.StorageClass(
-        name=c.name, parameters=c.parameters, reclaim_policy=_RECLAIM[c.reclaim_policy],
-        volume_binding_mode=_BINDING[c.binding_mode], builtin=c.builtin, is_default=c.is_default,
-        created_at=timestamp(c.created_ns),
+        name=c.name, parameters=c.parameters, reclaim_policy=reclaim_policy_to_pb(c.reclaim_policy),
+        volume_binding_mode=binding_mode_to_pb(c.binding_mode), builtin=c.builtin,
+        is_default=c.is_default, created_at=timestamp(c.created_ns),
     )
 
 
