@@ -290,7 +290,7 @@ def authorize(method: str, rule: Rule | None, principal: Principal) -> None:
                                f"which needs a principal without a tenant")
 
 
-class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class AuthInterceptor(grpc.ServerInterceptor):
     """Runs inside the audit interceptor (so refusals are recorded, with who was refused)
     and outside the error interceptor."""
 

@@ -15,10 +15,11 @@ plaintext to an address that is not loopback.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from ..errors import GalleonError, InvalidArgument, PermissionDenied, Unavailable, error_from_status
 from ..v1 import (
@@ -47,6 +48,9 @@ from .status import ERROR_CLASS_KEY
 
 DEFAULT_TIMEOUT_S = 120.0      # a mount waits for its worker, a delete for data removal
 
+Request = TypeVar("Request")
+Reply = TypeVar("Reply")
+
 
 class Client:
     def __init__(self, address: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -71,8 +75,8 @@ class Client:
         self.qos = qos_pb2_grpc.QosServiceStub(self._channel)
         self.audit = audit_pb2_grpc.AuditServiceStub(self._channel)
         self.keys = key_pb2_grpc.KeyServiceStub(self._channel)
-        self.tokens = token_pb2_grpc.TokenServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        self.tenants = tenant_pb2_grpc.TenantServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self.tokens = token_pb2_grpc.TokenServiceStub(self._channel)
+        self.tenants = tenant_pb2_grpc.TenantServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -83,11 +87,24 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def call(self, method: Callable[..., Any], request: Any) -> Any:
+    def call(self, method: grpc.UnaryUnaryMultiCallable[Request, Reply], request: Request) -> Reply:
         try:
             return method(request, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise self._error(exc) from None
+
+    def serving(self, timeout_s: float = 2.0) -> bool:
+        """Whether galleond's standard health service answers SERVING (it is open to anyone,
+        and says so only once the mounts of the last run are restored)."""
+        check = self._channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString)
+        try:
+            reply = check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def _error(self, exc: grpc.RpcError) -> GalleonError:
         code = exc.code()
@@ -111,11 +128,12 @@ class Client:
 
     # --- volumes -----------------------------------------------------------------------------------
     def create_volume(self, name: str, size: int, *, storage_class: str = "",
-                      access_modes: list[int] | None = None, type: int = 0,
+                      access_modes: Iterable[types_pb2.AccessMode] = (),
+                      type: types_pb2.VolumeType = types_pb2.VOLUME_TYPE_UNSPECIFIED,
                       labels: dict[str, str] | None = None) -> types_pb2.Volume:
         return self.call(self.volumes.Create, volume_pb2.CreateVolumeRequest(
             name=name, size_bytes=size, storage_class=storage_class,
-            access_modes=access_modes or [], type=type, labels=labels or {}))
+            access_modes=access_modes, type=type, labels=labels or {}))
 
     def get_volume(self, name: str) -> types_pb2.Volume:
         return self.call(self.volumes.Get, volume_pb2.GetVolumeRequest(name=name))
@@ -242,24 +260,20 @@ class Client:
     # --- tokens and tenants --------------------------------------------------------------------------
     def create_token(self, name: str, role: str, *, tenant: str = "",
                      ttl_s: int = 0) -> token_pb2.CreateTokenResponse:
-        reply: token_pb2.CreateTokenResponse = self.call(self.tokens.Create, token_pb2.CreateTokenRequest(
+        return self.call(self.tokens.Create, token_pb2.CreateTokenRequest(
             name=name, role=role, tenant=tenant, ttl_seconds=ttl_s))
-        return reply
 
     def list_tokens(self) -> list[token_pb2.Token]:
         return list(self.call(self.tokens.List, token_pb2.ListTokensRequest()).tokens)
 
     def revoke_token(self, name: str) -> token_pb2.Token:
-        token: token_pb2.Token = self.call(self.tokens.Revoke, token_pb2.RevokeTokenRequest(name=name))
-        return token
+        return self.call(self.tokens.Revoke, token_pb2.RevokeTokenRequest(name=name))
 
     def create_tenant(self, tenant: tenant_pb2.Tenant) -> tenant_pb2.Tenant:
-        created: tenant_pb2.Tenant = self.call(self.tenants.Create, tenant_pb2.CreateTenantRequest(tenant=tenant))
-        return created
+        return self.call(self.tenants.Create, tenant_pb2.CreateTenantRequest(tenant=tenant))
 
     def get_tenant(self, name: str) -> tenant_pb2.Tenant:
-        found: tenant_pb2.Tenant = self.call(self.tenants.Get, tenant_pb2.GetTenantRequest(name=name))
-        return found
+        return self.call(self.tenants.Get, tenant_pb2.GetTenantRequest(name=name))
 
     def list_tenants(self) -> list[tenant_pb2.Tenant]:
         return list(self.call(self.tenants.List, tenant_pb2.ListTenantsRequest()).tenants)
@@ -273,12 +287,12 @@ class Client:
 
 
 def _class_name(exc: grpc.RpcError) -> str | None:
-    try:
-        for key, value in exc.trailing_metadata() or ():
-            if key == ERROR_CLASS_KEY:
-                return str(value)
-    except AttributeError:
+    """The daemon's error class, from the call's trailing metadata (``rpc.status``)."""
+    if not isinstance(exc, grpc.Call):       # an RpcError that is not a finished call has none
         return None
+    for item in exc.trailing_metadata() or ():
+        if item.key == ERROR_CLASS_KEY:
+            return str(item.value)
     return None
 
 

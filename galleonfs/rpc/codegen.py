@@ -4,17 +4,23 @@
     python -m galleonfs.rpc.codegen --check  # exit 1 if the checked-in code is stale
 
 The generated package is ``galleonfs.v1`` (the proto package path), checked in so that
-installing GalleonFS needs no protoc. The output depends on the grpcio-tools version,
-which is pinned in pyproject.toml's ``dev`` extra.
+installing GalleonFS needs no protoc. Besides grpcio-tools' code and message stubs
+(``*_pb2.pyi``), mypy-protobuf's plugin writes typed stubs of the services
+(``*_pb2_grpc.pyi``), so that ``mypy --strict`` checks every client call and servicer
+against the API instead of seeing ``Any``. The output depends on the versions of both,
+which are pinned in pyproject.toml's ``dev`` extra.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import filecmp
 import os
+import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,17 +33,49 @@ def proto_files() -> list[Path]:
     return sorted((PROTO_DIR / PACKAGE).glob("*.proto"))
 
 
+def _grpc_stub_plugin() -> str:
+    """mypy-protobuf's protoc plugin, installed next to this interpreter by the dev extra."""
+    name = "protoc-gen-mypy_grpc"
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise SystemExit(f"{name} is not installed: install the dev extra (pip install -e '.[dev]')")
+    return found
+
+
+@contextlib.contextmanager
+def _quiet_plugin() -> Iterator[None]:
+    """The plugin announces each file on stderr ("Writing mypy to ..."); keep protoc's own
+    messages (errors), drop those."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines():
+                if not line.startswith("Writing mypy to "):
+                    print(line, file=sys.stderr)
+
+
 def generate(out_root: Path) -> list[Path]:
     """Generate into ``out_root/galleonfs/v1``; return the files written."""
-    import grpc_tools
+    import grpc_tools  # type: ignore[import-untyped]  # grpcio-tools ships no types
     from grpc_tools import protoc
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     (out_root / PACKAGE).mkdir(parents=True, exist_ok=True)
     args = ["protoc", f"-I{PROTO_DIR}", f"-I{include}", f"--python_out={out_root}",
             f"--pyi_out={out_root}", f"--grpc_python_out={out_root}",
+            f"--plugin=protoc-gen-mypy_grpc={_grpc_stub_plugin()}", f"--mypy_grpc_out={out_root}",
             *(str(p.relative_to(PROTO_DIR)) for p in proto_files())]
-    if protoc.main(args) != 0:
+    with _quiet_plugin():
+        status = protoc.main(args)
+    if status != 0:
         raise SystemExit("protoc failed")
     (out_root / PACKAGE / "__init__.py").write_text(INIT)
     return sorted((out_root / PACKAGE).iterdir())

@@ -18,7 +18,7 @@ from ..v1 import key_pb2, key_pb2_grpc
 from .bridge import TrioBridge
 
 
-class KeyService(key_pb2_grpc.KeyServiceServicer):  # type: ignore[misc]
+class KeyService(key_pb2_grpc.KeyServiceServicer):
     def __init__(self, bridge: TrioBridge, volumes: VolumeManager) -> None:
         self.bridge = bridge
         self.volumes = volumes

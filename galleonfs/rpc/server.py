@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -71,8 +73,23 @@ class Tls:
     client_ca_file: str = ""         # set: every TLS client must present a certificate it signed
 
 
+def _add_servicers(server: grpc.Server, servicers: Mapping[str, Any]) -> None:
+    """Every galleonfs.v1 service. The daemon builds the servicers (a heterogeneous map, so
+    ``Any``); one that does not implement its service fails here, at start."""
+    volume_pb2_grpc.add_VolumeServiceServicer_to_server(servicers["volume"], server)
+    storage_class_pb2_grpc.add_StorageClassServiceServicer_to_server(servicers["storage_class"], server)
+    node_pb2_grpc.add_NodeServiceServicer_to_server(servicers["node"], server)
+    snapshot_pb2_grpc.add_SnapshotServiceServicer_to_server(servicers["snapshot"], server)
+    snapshot_pb2_grpc.add_SnapshotPolicyServiceServicer_to_server(servicers["snapshot_policy"], server)
+    qos_pb2_grpc.add_QosServiceServicer_to_server(servicers["qos"], server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(servicers["audit"], server)
+    key_pb2_grpc.add_KeyServiceServicer_to_server(servicers["key"], server)
+    token_pb2_grpc.add_TokenServiceServicer_to_server(servicers["token"], server)
+    tenant_pb2_grpc.add_TenantServiceServicer_to_server(servicers["tenant"], server)
+
+
 class RpcServer:
-    def __init__(self, servicers: dict[str, object], *, threads: int, socket_mode: int = 0o660,
+    def __init__(self, servicers: Mapping[str, Any], *, threads: int, socket_mode: int = 0o660,
                  tls: Tls | None = None, interceptors: tuple[grpc.ServerInterceptor, ...] = (),
                  gate: UnixGate | None = None, socket_gid: int | None = None) -> None:
         # ``interceptors`` run outside the error interceptor: they see the status it set. The
@@ -84,16 +101,7 @@ class RpcServer:
                      ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
                      ("grpc.so_reuseport", 0)],
         )
-        volume_pb2_grpc.add_VolumeServiceServicer_to_server(servicers["volume"], self._server)
-        storage_class_pb2_grpc.add_StorageClassServiceServicer_to_server(servicers["storage_class"], self._server)
-        node_pb2_grpc.add_NodeServiceServicer_to_server(servicers["node"], self._server)
-        snapshot_pb2_grpc.add_SnapshotServiceServicer_to_server(servicers["snapshot"], self._server)
-        snapshot_pb2_grpc.add_SnapshotPolicyServiceServicer_to_server(servicers["snapshot_policy"], self._server)
-        qos_pb2_grpc.add_QosServiceServicer_to_server(servicers["qos"], self._server)
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(servicers["audit"], self._server)
-        key_pb2_grpc.add_KeyServiceServicer_to_server(servicers["key"], self._server)
-        token_pb2_grpc.add_TokenServiceServicer_to_server(servicers["token"], self._server)  # type: ignore[no-untyped-call]
-        tenant_pb2_grpc.add_TenantServiceServicer_to_server(servicers["tenant"], self._server)  # type: ignore[no-untyped-call]
+        _add_servicers(self._server, servicers)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(

@@ -30,7 +30,7 @@ from . import convert
 from .bridge import TrioBridge
 
 
-class VolumeService(volume_pb2_grpc.VolumeServiceServicer):  # type: ignore[misc]
+class VolumeService(volume_pb2_grpc.VolumeServiceServicer):
     def __init__(self, bridge: TrioBridge, volumes: VolumeManager, snapshots: SnapshotManager) -> None:
         self.bridge = bridge
         self.volumes = volumes
@@ -91,7 +91,7 @@ class VolumeService(volume_pb2_grpc.VolumeServiceServicer):  # type: ignore[misc
         )
 
 
-class StorageClassService(storage_class_pb2_grpc.StorageClassServiceServicer):  # type: ignore[misc]
+class StorageClassService(storage_class_pb2_grpc.StorageClassServiceServicer):
     def __init__(self, bridge: TrioBridge, classes: StorageClassManager) -> None:
         self.bridge = bridge
         self.classes = classes
@@ -113,7 +113,7 @@ class StorageClassService(storage_class_pb2_grpc.StorageClassServiceServicer):  
         return storage_class_pb2.DeleteStorageClassResponse()
 
 
-class NodeService(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
+class NodeService(node_pb2_grpc.NodeServiceServicer):
     def __init__(self, bridge: TrioBridge, info: NodeInfo) -> None:
         self.bridge = bridge
         self.info = info
@@ -130,7 +130,7 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):  # type: ignore[misc]
         )
 
 
-class SnapshotService(snapshot_pb2_grpc.SnapshotServiceServicer):  # type: ignore[misc]
+class SnapshotService(snapshot_pb2_grpc.SnapshotServiceServicer):
     def __init__(self, bridge: TrioBridge, snapshots: SnapshotManager) -> None:
         self.bridge = bridge
         self.snapshots = snapshots
@@ -162,7 +162,7 @@ class SnapshotService(snapshot_pb2_grpc.SnapshotServiceServicer):  # type: ignor
         return convert.volume_to_pb(self.bridge.run(self.snapshots.mount, request.volume, request.name, request.path))
 
 
-class SnapshotPolicyService(snapshot_pb2_grpc.SnapshotPolicyServiceServicer):  # type: ignore[misc]
+class SnapshotPolicyService(snapshot_pb2_grpc.SnapshotPolicyServiceServicer):
     def __init__(self, bridge: TrioBridge, policies: PolicyManager) -> None:
         self.bridge = bridge
         self.policies = policies
@@ -185,7 +185,7 @@ class SnapshotPolicyService(snapshot_pb2_grpc.SnapshotPolicyServiceServicer):  #
         return snapshot_pb2.DeleteSnapshotPolicyResponse()
 
 
-class QosService(qos_pb2_grpc.QosServiceServicer):  # type: ignore[misc]
+class QosService(qos_pb2_grpc.QosServiceServicer):
     def __init__(self, bridge: TrioBridge, qos: QosManager) -> None:
         self.bridge = bridge
         self.qos = qos

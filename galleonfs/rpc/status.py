@@ -34,7 +34,7 @@ def status_message(exc: GalleonError) -> str:
     return names.bounded(names.one_line(str(exc)), limits.status_message_bytes_max)
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
         if handler is None:

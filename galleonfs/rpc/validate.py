@@ -272,7 +272,8 @@ def check_message(message: Any, *, prefix: str = "") -> None:
 
 
 def check_request(request: Any) -> None:
-    for unknown in unknown_fields.UnknownFieldSet(request):
+    unknowns = unknown_fields.UnknownFieldSet(request)
+    for unknown in (unknowns[i] for i in range(len(unknowns))):
         if unknown.field_number == MARKER_FIELD:
             reason = names.bounded(names.one_line(bytes(unknown.data).decode(errors="replace")),
                                    _MARKER_REASON_BYTES_MAX)
@@ -320,7 +321,7 @@ def _input_class(method: str) -> Any:
 
 
 # --- the interceptor --------------------------------------------------------------------------------
-class RequestValidator(grpc.ServerInterceptor):  # type: ignore[misc]
+class RequestValidator(grpc.ServerInterceptor):
     def __init__(self) -> None:
         self._classes: dict[str, Any] = {}
 

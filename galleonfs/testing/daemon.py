@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ..rpc.client import Client
+from ..rpc.gate import run_dir_for
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 120.0
@@ -60,14 +60,9 @@ class RunningDaemon:
             if self.proc.poll() is not None:
                 raise AssertionError(f"galleond exited with {self.proc.returncode}:\n{self.log()}")
             if self.socket.exists():
-                with grpc.insecure_channel(self.address) as channel:
-                    try:
-                        reply = health_pb2_grpc.HealthStub(channel).Check(
-                            health_pb2.HealthCheckRequest(service=""), timeout=2)
-                        if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                            return
-                    except grpc.RpcError:
-                        pass
+                with Client(self.address) as client:
+                    if client.serving():
+                        return
             if time.monotonic() > deadline:
                 raise AssertionError(f"galleond did not become ready in {timeout_s} s:\n{self.log()}")
             time.sleep(0.1)
@@ -81,15 +76,11 @@ class RunningDaemon:
 
     def listening(self) -> list[str]:
         """The addresses galleond listens on, as bound (a TCP port 0 resolved)."""
-        from galleonfs.rpc.client import Client
-
         with Client(self.address, timeout_s=30) as client:
             return list(client.node_status().listen)
 
     def metrics_url(self, path: str = "/metrics") -> str:
         """Where this daemon serves ``path`` (/metrics, /healthz, /readyz), from node status."""
-        from galleonfs.rpc.client import Client
-
         with Client(self.address, timeout_s=30) as client:
             url: str = client.node_status().metrics_url
         assert url, "metrics are off (metrics_listen is empty)"
@@ -131,8 +122,6 @@ class RunningDaemon:
                 subprocess.run(["umount", "-l", path], capture_output=True, check=False)
         for pid in self.worker_pids():
             _end(pid)
-        from galleonfs.rpc.gate import run_dir_for
-
         # A daemon killed and never restarted leaves its gate's directory in /run.
         shutil.rmtree(run_dir_for(str(self.data_dir)), ignore_errors=True)
 
