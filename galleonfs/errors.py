@@ -334,12 +334,6 @@ class CrossDevice(PosixError):
     errno = _errno.EXDEV
 
 
-class Loop(PosixError):
-    """{path} has too many levels of symbolic links"""
-
-    errno = _errno.ELOOP
-
-
 def _all_subclasses(cls: type[GalleonError]) -> list[type[GalleonError]]:
     out: list[type[GalleonError]] = []
     for sub in cls.__subclasses__():

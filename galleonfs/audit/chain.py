@@ -33,7 +33,6 @@ from typing import Any
 
 # Fixed start of every chain: the SHA-256 of a constant, so no file can claim another genesis.
 GENESIS = hashlib.sha256(b"galleonfs audit log v1").hexdigest()
-HASH_HEX_LEN = 64
 
 
 @dataclass(frozen=True)

@@ -75,10 +75,6 @@ class QosPolicy:
                                       "(e.g. --iops-limit 500 --burst-iops-multiplier 2)")
         return self
 
-    @property
-    def limited(self) -> bool:
-        return bool(self.limits.iops or self.limits.throughput_mbps)
-
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -179,10 +179,6 @@ class UnixGate:
         with self._lock:
             return self._peers.get(peer)
 
-    def connections(self) -> int:
-        with self._lock:
-            return len(self._peers)
-
     # --- accepting and splicing ------------------------------------------------------------------
     def _accept_loop(self, listener: socket.socket, path: str) -> None:
         while True:

@@ -62,7 +62,6 @@ TRANSLATIONS = [
     ("BadHandle", "PosixError", errno.EBADF, "INVALID_ARGUMENT", 1),
     ("NotSupported", "PosixError", errno.EOPNOTSUPP, "UNIMPLEMENTED", 1),
     ("CrossDevice", "PosixError", errno.EXDEV, "FAILED_PRECONDITION", 1),
-    ("Loop", "PosixError", errno.ELOOP, "FAILED_PRECONDITION", 1),
 ]
 
 
