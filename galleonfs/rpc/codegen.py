@@ -8,7 +8,7 @@ installing GalleonFS needs no protoc. Besides grpcio-tools' code and message stu
 (``*_pb2.pyi``), mypy-protobuf's plugin writes typed stubs of the services
 (``*_pb2_grpc.pyi``), so that ``mypy --strict`` checks every client call and servicer
 against the API instead of seeing ``Any``. The output depends on the versions of both,
-which are pinned in pyproject.toml's ``dev`` extra.
+which are pinned in pyproject.toml's ``test`` extra (the suite checks the code is fresh).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _grpc_stub_plugin() -> str:
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.exists() else shutil.which(name)
     if found is None:
-        raise SystemExit(f"{name} is not installed: install the dev extra (pip install -e '.[dev]')")
+        raise SystemExit(f"{name} is not installed: install the test extra (pip install -e '.[test]')")
     return found
 
 
