@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 
 from .. import limits, names
-from ..errors import ExitCode, GalleonError
+from ..errors import ExitCode, GalleonError, InvalidArgument
 
 
 class ProgressLine:
@@ -29,6 +29,17 @@ class ProgressLine:
     def end(self) -> None:
         if self.tty:
             print(file=sys.stderr)
+
+
+def parse_labels(pairs: list[str] | None) -> dict[str, str]:
+    """``KEY=VALUE`` arguments (``--label``, ``--selector``) as a map; the daemon checks them."""
+    labels = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(what="label", value=repr(pair), expected="use key=value")
+        labels[key] = value
+    return labels
 
 
 def run(argv: list[str] | None, parser: argparse.ArgumentParser, prog: str) -> int:

@@ -7,7 +7,6 @@ units; exit codes are the stable ones of ``errors.ExitCode``; a user error print
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -15,11 +14,11 @@ from typing import Any
 
 from .. import names
 from ..errors import InvalidArgument
-from ..managers.model import AccessMode, BindingMode, ReclaimPolicy, VolumeType
+from ..managers.model import AccessMode, VolumeType
 from ..rpc import convert
 from ..units import format_size, parse_size
-from . import access, output, qos
-from .common import ProgressLine, run
+from . import access, classes, output, qos, snapshots
+from .common import ProgressLine, parse_labels, run
 
 DEFAULT_ADDRESS = "unix:/run/galleonfs/galleond.sock"
 
@@ -64,22 +63,6 @@ def _size(text: str) -> int:
     return size
 
 
-def _labels(pairs: list[str] | None) -> dict[str, str]:
-    labels = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidArgument(what="label", value=repr(pair), expected="use key=value")
-        labels[key] = value
-    return labels
-
-
-def _emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> int:
-    fmt = getattr(args, "output", "table")
-    print(human(data) if fmt == "table" else output.dump(data, fmt))
-    return 0
-
-
 # --- volume --------------------------------------------------------------------------------------
 def volume_create(args: argparse.Namespace) -> int:
     size = _size(args.size)
@@ -92,23 +75,23 @@ def volume_create(args: argparse.Namespace) -> int:
         v = c.create_volume(args.name, size, storage_class=args.storage_class or "",
                             access_modes=convert.access_modes_to_pb(modes),
                             type=convert.volume_type_to_pb(vtype),
-                            labels=_labels(args.label))
+                            labels=parse_labels(args.label))
     print(f"volume {v.name} created ({format_size(v.size_bytes)}, {v.storage_class}, id {v.id})")
     return 0
 
 
 def volume_list(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        volumes = [output.to_dict(v) for v in c.list_volumes(_labels(args.selector))]
+        volumes = [output.to_dict(v) for v in c.list_volumes(parse_labels(args.selector))]
     if args.output == "table":
         print(output.volume_rows(volumes) if volumes else "no volumes")
         return 0
-    return _emit(args, volumes, output.volume_rows)
+    return output.emit(args, volumes, output.volume_rows)
 
 
 def volume_get(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        return _emit(args, output.to_dict(c.get_volume(args.name)), output.volume_detail)
+        return output.emit(args, output.to_dict(c.get_volume(args.name)), output.volume_detail)
 
 
 def volume_delete(args: argparse.Namespace) -> int:
@@ -127,7 +110,7 @@ def volume_expand(args: argparse.Namespace) -> int:
 
 def volume_stats(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        return _emit(args, output.to_dict(c.volume_stats(args.name)), output.stats_detail)
+        return output.emit(args, output.to_dict(c.volume_stats(args.name)), output.stats_detail)
 
 
 def volume_mount(args: argparse.Namespace) -> int:
@@ -154,75 +137,11 @@ def volume_unmount(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- snapshots and clones ------------------------------------------------------------------------
-def split_snapshot(text: str) -> tuple[str, str]:
-    return names.split_snapshot_ref(text)
-
-
-def snapshot_create(args: argparse.Namespace) -> int:
-    volume, name = split_snapshot(args.snapshot)
-    with _client(args) as c:
-        snap = c.create_snapshot(volume, name)
-    print(f"snapshot {snap.volume}@{snap.name} created (generation {snap.generation})")
-    return 0
-
-
-def snapshot_list(args: argparse.Namespace) -> int:
-    with _client(args) as c:
-        snaps = [output.to_dict(s) for s in c.list_snapshots(args.volume or "")]
-    if args.output == "table" and not snaps:
-        print("no snapshots")
-        return 0
-    return _emit(args, snaps, output.snapshot_rows)
-
-
-def snapshot_get(args: argparse.Namespace) -> int:
-    with _client(args) as c:
-        return _emit(args, output.to_dict(c.get_snapshot(*split_snapshot(args.snapshot))), output.snapshot_detail)
-
-
-def snapshot_delete(args: argparse.Namespace) -> int:
-    volume, name = split_snapshot(args.snapshot)
-    with _client(args) as c:
-        reply = c.delete_snapshot(volume, name)
-    print(f"snapshot {volume}@{name} deleted; {format_size(reply.freed_bytes)} freed (reclaimed on disk by GC)")
-    return 0
-
-
-def snapshot_restore(args: argparse.Namespace) -> int:
-    volume, name = split_snapshot(args.snapshot)
-    with _client(args) as c:
-        c.restore_snapshot(volume, name, force=args.force)
-    print(f"volume {volume} restored to snapshot {name}")
-    return 0
-
-
-def snapshot_diff(args: argparse.Namespace) -> int:
-    volume, old = split_snapshot(args.old)
-    new = ""
-    if args.new:
-        other, new = split_snapshot(args.new) if "@" in args.new else (volume, args.new)
-        if other != volume:
-            raise InvalidArgument(f"both snapshots must be of the same volume ({volume}, not {other})")
-    with _client(args) as c:
-        entries = [output.to_dict(e) for e in c.diff_snapshots(volume, old, new)]
-    return _emit(args, entries, output.diff_lines)
-
-
-def snapshot_mount(args: argparse.Namespace) -> int:
-    volume, name = split_snapshot(args.snapshot)
-    path = os.path.abspath(args.path)
-    with _client(args) as c:
-        c.mount_snapshot(volume, name, path)
-    print(f"snapshot {volume}@{name} mounted read-only on {path} (unmount: galleonctl volume unmount {path})")
-    return 0
-
-
 def volume_clone(args: argparse.Namespace) -> int:
-    volume, snap = split_snapshot(args.snapshot)
+    volume, snap = names.split_snapshot_ref(args.snapshot)
     size = _size(args.size) if args.size else 0
     with _client(args) as c:
-        v = c.clone_volume(volume, snap, args.name, size=size, labels=_labels(args.label))
+        v = c.clone_volume(volume, snap, args.name, size=size, labels=parse_labels(args.label))
     print(f"volume {v.name} cloned from {volume}@{snap} ({format_size(v.size_bytes)}, shares its blocks)")
     return 0
 
@@ -255,123 +174,9 @@ def key_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
-def policy_create(args: argparse.Namespace) -> int:
-    from ..v1 import snapshot_pb2
-
-    if args.retention < 1:
-        raise InvalidArgument("--retention must be at least 1")
-    with _client(args) as c:
-        p = c.create_policy(snapshot_pb2.SnapshotPolicy(
-            name=args.name, schedule=args.schedule, retention=args.retention,
-            volume_selector=_labels(args.selector)))
-    print(f"snapshot policy {p.name} created: {p.schedule}, keeping {p.retention} per volume")
-    return 0
-
-
-def policy_list(args: argparse.Namespace) -> int:
-    with _client(args) as c:
-        return _emit(args, [output.to_dict(p) for p in c.list_policies()], output.policy_rows)
-
-
-def policy_get(args: argparse.Namespace) -> int:
-    with _client(args) as c:
-        return _emit(args, output.to_dict(c.get_policy(args.name)), lambda d: output.policy_rows([d]))
-
-
-def policy_delete(args: argparse.Namespace) -> int:
-    with _client(args) as c:
-        c.delete_policy(args.name)
-    print(f"snapshot policy {args.name} deleted (its snapshots are kept)")
-    return 0
-
-
-# --- storage classes -----------------------------------------------------------------------------
-_CLASS_KEYS = {"name", "parameters", "reclaim_policy", "reclaimPolicy", "volume_binding_mode",
-               "volumeBindingMode", "default", "is_default"}
-
-
-def read_class_file(path: str) -> Any:
-    from ..v1 import types_pb2
-
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        data = json.loads(text) if path.endswith(".json") else _yaml_load(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"{path} is not valid YAML or JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidArgument(f"{path} must hold a mapping with at least 'name'")
-    unknown = sorted(set(data) - _CLASS_KEYS)
-    if unknown:
-        raise InvalidArgument(f"{path}: unknown key {unknown[0]!r}; use name, parameters, "
-                              f"reclaim_policy, volume_binding_mode, default")
-    parameters = data.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise InvalidArgument(f"{path}: parameters must be a mapping")
-    reclaim_text = str(data.get("reclaim_policy", data.get("reclaimPolicy", "delete"))).lower()
-    binding_text = str(data.get("volume_binding_mode", data.get("volumeBindingMode", "Immediate")))
-    reclaim = {p.value: p for p in ReclaimPolicy}.get(reclaim_text)
-    binding = {b.value.lower(): b for b in BindingMode}.get(binding_text.lower().replace("_", ""))
-    if reclaim is None:
-        raise InvalidArgument(f"{path}: reclaim_policy must be delete or retain, not {reclaim_text!r}")
-    if binding is None:
-        raise InvalidArgument(f"{path}: volume_binding_mode must be Immediate or WaitForFirstConsumer")
-    return types_pb2.StorageClass(
-        name=str(data.get("name", "")), parameters={str(k): _parameter(v) for k, v in parameters.items()},
-        reclaim_policy=convert.reclaim_policy_to_pb(reclaim),
-        volume_binding_mode=convert.binding_mode_to_pb(binding),
-        is_default=bool(data.get("default", data.get("is_default", False))))
-
-
-def _parameter(value: Any) -> str:
-    # YAML 1.1 reads an unquoted on/off (yes/no) as a boolean; in a storage class those
-    # words only ever mean a switch (``dedup: off``), so give the daemon the word back.
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)
-
-
-def _yaml_load(text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(str(exc).splitlines()[0]) from None
-
-
-def class_create(args: argparse.Namespace) -> int:
-    cls = read_class_file(args.file)
-    with _client(args) as c:
-        created = c.create_storage_class(cls)
-    print(f"storage class {created.name} created")
-    return 0
-
-
-def class_list(args: argparse.Namespace) -> int:
-    with _client(args) as c:
-        return _emit(args, [output.to_dict(x) for x in c.list_storage_classes()], output.class_rows)
-
-
-def class_get(args: argparse.Namespace) -> int:
-    with _client(args) as c:
-        return _emit(args, output.to_dict(c.get_storage_class(args.name)),
-                     lambda d: output.class_rows([d]))
-
-
-def class_delete(args: argparse.Namespace) -> int:
-    with _client(args) as c:
-        c.delete_storage_class(args.name)
-    print(f"storage class {args.name} deleted")
-    return 0
-
-
 def node_status(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        return _emit(args, output.to_dict(c.node_status()), output.node_detail)
+        return output.emit(args, output.to_dict(c.node_status()), output.node_detail)
 
 
 # --- audit ---------------------------------------------------------------------------------------
@@ -385,7 +190,7 @@ def audit_list(args: argparse.Namespace) -> int:
     if args.output == "table" and not records:
         print("no audit records")
         return 0
-    _emit(args, records, output.audit_rows)
+    output.emit(args, records, output.audit_rows)
     if reply.truncated:
         print(f"galleonctl: only the newest {len(records)} records are shown; narrow with --since",
               file=sys.stderr)
@@ -450,16 +255,7 @@ _MOUNT_WHERE = ("Mount %s on PATH: an empty directory inside one of the node's m
                 "created if missing. Mounts are always nosuid,nodev.")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="galleonctl", description="Manage GalleonFS volumes and storage classes on a node.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--address", default=os.environ.get("GALLEONFS_ADDRESS", DEFAULT_ADDRESS),
-                        help="galleond's address: unix:/path.sock or host:port (env GALLEONFS_ADDRESS)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for an answer")
-    access.add_connection_options(parser)
-    nouns = parser.add_subparsers(dest="noun", required=True, metavar="NOUN")
-
+def _add_volume_commands(nouns: Any) -> None:
     volume = nouns.add_parser("volume", help="create, mount, expand and delete volumes").add_subparsers(
         dest="verb", required=True, metavar="VERB")
     p = volume.add_parser("create", help="create a volume", description="Create a volume.")
@@ -516,71 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(func=volume_rekey)
 
-    snapshot = nouns.add_parser("snapshot", help="point-in-time images of volumes").add_subparsers(
-        dest="verb", required=True, metavar="VERB")
-    p = snapshot.add_parser("create", help="take a snapshot (constant time, any volume size)",
-                            description="Take a snapshot of a volume, mounted or not. It holds every "
-                                        "write that returned before the request. Browse it under "
-                                        "MOUNTPOINT/.snapshots/SNAPSHOT.")
-    p.add_argument("snapshot", metavar="VOLUME@SNAPSHOT")
-    p.set_defaults(func=snapshot_create)
-    _read_command(snapshot, "list", "list snapshots (of one volume, or of all)", snapshot_list).add_argument(
-        "volume", nargs="?", metavar="VOLUME")
-    _read_command(snapshot, "get", "show one snapshot", snapshot_get).add_argument("snapshot", metavar="VOLUME@SNAPSHOT")
-    p = snapshot.add_parser("delete", help="delete a snapshot and free what only it used",
-                            description="Delete a snapshot. Refused while clones depend on it.")
-    p.add_argument("snapshot", metavar="VOLUME@SNAPSHOT")
-    p.set_defaults(func=snapshot_delete)
-    p = snapshot.add_parser("restore", help="roll the volume back to a snapshot",
-                            description="Roll a volume back to a snapshot. Refused while it is mounted "
-                                        "unless --force, which unmounts, restores and mounts it again. "
-                                        "Later snapshots are kept.")
-    p.add_argument("snapshot", metavar="VOLUME@SNAPSHOT")
-    p.add_argument("--force", action="store_true")
-    p.set_defaults(func=snapshot_restore)
-    p = _read_command(snapshot, "diff", "paths created (+), deleted (-), modified (M), renamed (R)",
-                      snapshot_diff)
-    p.add_argument("old", metavar="VOLUME@OLD")
-    p.add_argument("new", nargs="?", metavar="[VOLUME@]NEW", help="default: the live volume")
-    p = snapshot.add_parser("mount", help="mount one snapshot read-only",
-                            description=_MOUNT_WHERE % "VOLUME@SNAPSHOT read-only")
-    p.add_argument("snapshot", metavar="VOLUME@SNAPSHOT")
-    p.add_argument("path")
-    p.set_defaults(func=snapshot_mount)
 
-    policy = nouns.add_parser("snapshot-policy", help="scheduled snapshots with retention").add_subparsers(
-        dest="verb", required=True, metavar="VERB")
-    p = policy.add_parser("create", help="snapshot matching volumes on a schedule",
-                          description="Take a snapshot of every volume with the selector's labels on a "
-                                      "cron schedule and keep the newest RETENTION of them.")
-    p.add_argument("name")
-    p.add_argument("--schedule", required=True, help="cron: '0 * * * *' hourly; a sixth field is seconds")
-    p.add_argument("--retention", type=int, required=True, help="snapshots kept per volume")
-    p.add_argument("--selector", "-l", action="append", metavar="KEY=VALUE", help="default: every volume")
-    p.set_defaults(func=policy_create)
-    _read_command(policy, "list", "list snapshot policies", policy_list)
-    _read_command(policy, "get", "show one snapshot policy", policy_get).add_argument("name")
-    p = policy.add_parser("delete", help="delete a policy (its snapshots stay)", description="Delete a snapshot policy.")
-    p.add_argument("name")
-    p.set_defaults(func=policy_delete)
-
-    qos.add_commands(nouns, _read_command)
-    access.add_commands(nouns, _read_command)
-
-    classes = nouns.add_parser("storage-class", help="manage storage classes").add_subparsers(
-        dest="verb", required=True, metavar="VERB")
-    p = classes.add_parser("create", help="create a storage class from a YAML or JSON file",
-                           description="Create a storage class from FILE, e.g.:\n\n  name: fast\n"
-                                       "  parameters: {block_size: 128K}\n  reclaim_policy: retain\n",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file")
-    p.set_defaults(func=class_create)
-    _read_command(classes, "list", "list storage classes", class_list)
-    _read_command(classes, "get", "show one storage class", class_get).add_argument("name")
-    p = classes.add_parser("delete", help="delete a storage class", description="Delete a storage class.")
-    p.add_argument("name")
-    p.set_defaults(func=class_delete)
-
+def _add_node_commands(nouns: Any) -> None:
+    """``key``, ``node``, ``audit``, ``top`` and ``completion``."""
     key = nouns.add_parser("key", help="the node's key-encryption key").add_subparsers(
         dest="verb", required=True, metavar="VERB")
     p = key.add_parser("rotate", help="re-wrap every volume's keys under a new key file",
@@ -612,6 +346,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = nouns.add_parser("completion", help="print a shell completion script")
     p.add_argument("shell", choices=["bash", "zsh", "tcsh"])
     p.set_defaults(func=completion)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="galleonctl", description="Manage GalleonFS volumes and storage classes on a node.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--address", default=os.environ.get("GALLEONFS_ADDRESS", DEFAULT_ADDRESS),
+                        help="galleond's address: unix:/path.sock or host:port (env GALLEONFS_ADDRESS)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for an answer")
+    access.add_connection_options(parser)
+    nouns = parser.add_subparsers(dest="noun", required=True, metavar="NOUN")
+
+    _add_volume_commands(nouns)
+    snapshots.add_commands(nouns, _read_command, _MOUNT_WHERE)
+    qos.add_commands(nouns, _read_command)
+    access.add_commands(nouns, _read_command)
+    classes.add_commands(nouns, _read_command)
+    _add_node_commands(nouns)
     return parser
 
 

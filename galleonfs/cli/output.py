@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
@@ -29,6 +29,13 @@ def dump(data: Any, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(data, indent=2, sort_keys=True)
     return yaml.safe_dump(data, sort_keys=True, default_flow_style=False).rstrip()
+
+
+def emit(args: Any, data: Any, human: Callable[[Any], str]) -> int:
+    """Print ``data`` as ``-o`` asks: ``human(data)`` for a table, else JSON or YAML."""
+    fmt = getattr(args, "output", "table")
+    print(human(data) if fmt == "table" else dump(data, fmt))
+    return 0
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
