@@ -17,7 +17,7 @@ from typing import Any
 from .. import limits
 from ..errors import InvalidArgument
 from ..rpc.address import parse_address
-from .mounts import DEFAULT_MOUNT_ROOTS
+from ..workers.mounts import DEFAULT_MOUNT_ROOTS, check_roots
 
 DEFAULT_CONFIG_FILE = "/etc/galleonfs/galleond.toml"
 ENV_PREFIX = "GALLEONFS_"
@@ -157,7 +157,7 @@ class NodeConfig:
     insecure_listen: list[str] = field(default_factory=list)
     tls_client_ca: str = ""
     operator_group: str = "galleonfs"
-    # Where volumes may be mounted (node/mounts.py): a mount point must lie inside one.
+    # Where volumes may be mounted (workers/mounts.py): a mount point must lie inside one.
     mount_roots: list[str] = field(default_factory=lambda: list(DEFAULT_MOUNT_ROOTS))
     audit_rotate_bytes: int = limits.audit_file_bytes_default   # audit.log -> audit.log.N past this
     sources: dict[str, str] = field(default_factory=dict)
@@ -194,8 +194,6 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
 
 def _mount_roots(value: Any) -> list[str]:
     """A TOML list, or comma-separated in the environment (as ``listen``); may be empty."""
-    from .mounts import check_roots
-
     items = value if isinstance(value, list) else [s.strip() for s in str(value).split(",") if s.strip()]
     return check_roots(str(i) for i in items)
 

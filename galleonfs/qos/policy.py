@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import limits
+from .. import limits, names
 from ..errors import InvalidArgument
 
 MB = 1_000_000
@@ -51,9 +51,7 @@ class QosPolicy:
     created_ns: int = 0
 
     def validate(self) -> QosPolicy:
-        from ..managers.model import check_name
-
-        check_name(self.name, "QoS policy")
+        names.check(self.name, names.QOS_POLICY)
         for what, rates in (("limit", self.limits), ("guarantee", self.guarantees)):
             _number(f"the IOPS {what}", rates.iops, limits.qos_iops_max)
             _number(f"the throughput {what}", rates.throughput_mbps, limits.qos_throughput_mbps_max)

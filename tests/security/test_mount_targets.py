@@ -26,9 +26,9 @@ from node.util import ctl_ok, mounts_under, user_error
 
 from galleonfs.errors import GalleonError, InvalidArgument
 from galleonfs.fuse.kernel import find_mount
-from galleonfs.node import mountapi
 from galleonfs.rpc.client import Client
 from galleonfs.testing.daemon import RunningDaemon
+from galleonfs.workers import mountapi
 from security.conftest import LocalUser
 
 
