@@ -27,6 +27,7 @@ someone else's privileges on the host, or stand for the host's devices.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import signal
@@ -324,8 +325,6 @@ def become_io_flusher() -> bool:
     back a file system's pages. It is then throttled on the dirty pages of the devices it
     writes, not on the global count that our own FUSE mount's dirty pages inflate, and its
     allocations never recurse into I/O (no deadlock under memory pressure)."""
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_io_flusher = 57
     return int(libc.prctl(pr_set_io_flusher, 1, 0, 0, 0)) == 0
@@ -333,8 +332,6 @@ def become_io_flusher() -> bool:
 
 def syncfs(path: str) -> None:
     """Flush the kernel's dirty pages of the file system at ``path`` (and wait for them)."""
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -110,13 +110,15 @@ class Offline(Subject):
 
 
 @pytest.fixture
-def pair(tmp_path: Path, fuse_ok: None) -> Iterator[tuple[Subject, Subject]]:
+def pair(tmp_path: Path, fuse_ok: None) -> Iterator[tuple[Online, Offline]]:
     """The same new volume twice: served by a worker, and unmounted. fsck'd afterwards."""
     subjects: list[Subject] = []
     try:
-        subjects.append(Online(tmp_path / "online"))
-        subjects.append(Offline(tmp_path / "offline"))
-        yield subjects[0], subjects[1]
+        online = Online(tmp_path / "online")
+        subjects.append(online)
+        offline = Offline(tmp_path / "offline")
+        subjects.append(offline)
+        yield online, offline
     finally:
         for subject in subjects:
             subject.close()

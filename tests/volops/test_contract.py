@@ -26,7 +26,7 @@ from galleonfs.qos.policy import WorkerRates
 from galleonfs.volops import messages as m
 from galleonfs.volops.offline import OfflineOps
 from galleonfs.volops.online import OnlineOps
-from volops.conftest import Subject
+from volops.conftest import Offline, Online
 
 FILES = {"a": b"alpha" * 30000, "b": os.urandom(200_000), "c": b""}
 
@@ -41,13 +41,13 @@ def same_snapshot(info: m.SnapshotInfo) -> m.SnapshotInfo:
     return dataclasses.replace(info, id="", created_ns=0)
 
 
-def test_stats_agree_and_say_who_serves(pair: tuple[Subject, Subject]) -> None:
+def test_stats_agree_and_say_who_serves(pair: tuple[Online, Offline]) -> None:
     online = pair[0]
     fresh = [s.run(m.Stats()) for s in pair]
     assert same_stats(fresh[0]) == same_stats(fresh[1])
     assert (fresh[0].size, fresh[0].used_bytes, fresh[0].inodes_used) == (64 << 20, 0, 1)
     assert fresh[0].inodes_total == 65536 and fresh[0].failsafe == "" and not fresh[0].read_only
-    assert fresh[0].mounted and fresh[0].pid == online.proc.pid        # type: ignore[attr-defined]
+    assert fresh[0].mounted and fresh[0].pid == online.proc.pid
     assert not fresh[1].mounted and fresh[1].pid == 0
 
     for subject in pair:
@@ -58,7 +58,7 @@ def test_stats_agree_and_say_who_serves(pair: tuple[Subject, Subject]) -> None:
     assert written[0].used_bytes >= sum(len(d) for d in FILES.values())
 
 
-def test_space_and_ping_agree(pair: tuple[Subject, Subject]) -> None:
+def test_space_and_ping_agree(pair: tuple[Online, Offline]) -> None:
     online = pair[0]
     spaces = [s.run(m.Space()) for s in pair]
     assert [(x.full, x.enospc_total, x.reserve_released) for x in spaces] == [("", 0, False)] * 2
@@ -67,7 +67,7 @@ def test_space_and_ping_agree(pair: tuple[Subject, Subject]) -> None:
     assert all(p.volume_id for p in pings)
 
 
-def test_snapshots_agree(pair: tuple[Subject, Subject]) -> None:
+def test_snapshots_agree(pair: tuple[Online, Offline]) -> None:
     for subject in pair:
         subject.write(FILES)
     created = [same_snapshot(s.run(m.SnapshotCreate("s1"))) for s in pair]
@@ -93,7 +93,7 @@ def test_snapshots_agree(pair: tuple[Subject, Subject]) -> None:
     m.SnapshotDiff("missing"), m.SnapshotDiff("missing", "other"), m.Resize(1 << 20), m.Flatten(),
     m.Clone("missing", "/nonexistent/clone", "cid", "c", 0),
 ], ids=lambda r: type(r).__name__)
-def test_errors_agree(pair: tuple[Subject, Subject], request_: m.VolumeRequest[object]) -> None:
+def test_errors_agree(pair: tuple[Online, Offline], request_: m.VolumeRequest[object]) -> None:
     """Each is refused, by both, with the same class and the same sentence."""
     online, offline = pair
     got = online.outcome(request_)
@@ -101,7 +101,7 @@ def test_errors_agree(pair: tuple[Subject, Subject], request_: m.VolumeRequest[o
     assert got == offline.outcome(request_)
 
 
-def test_a_taken_snapshot_name_is_refused_alike(pair: tuple[Subject, Subject]) -> None:
+def test_a_taken_snapshot_name_is_refused_alike(pair: tuple[Online, Offline]) -> None:
     online, offline = pair
     for subject in pair:
         subject.run(m.SnapshotCreate("s1"))
@@ -109,7 +109,7 @@ def test_a_taken_snapshot_name_is_refused_alike(pair: tuple[Subject, Subject]) -
     assert got[0] == "AlreadyExists" and got == offline.outcome(m.SnapshotCreate("s1"))
 
 
-def test_resize_commit_checkpoint_release_agree(pair: tuple[Subject, Subject]) -> None:
+def test_resize_commit_checkpoint_release_agree(pair: tuple[Online, Offline]) -> None:
     assert [s.run(m.Resize(128 << 20)) for s in pair] == [m.Resized(128 << 20)] * 2
     assert [s.run(m.Stats()).size for s in pair] == [128 << 20] * 2
     assert [s.run(m.SnapshotRelease("nothing", "nobody")) for s in pair] == [m.Done()] * 2
@@ -119,7 +119,7 @@ def test_resize_commit_checkpoint_release_agree(pair: tuple[Subject, Subject]) -
         assert checkpointed.applied_lsn >= committed.durable_lsn >= 0, subject.kind
 
 
-def test_clones_agree(pair: tuple[Subject, Subject]) -> None:
+def test_clones_agree(pair: tuple[Online, Offline]) -> None:
     """A clone made by the worker and one made by the helper are the same volume."""
     described = []
     for subject in pair:
@@ -139,7 +139,7 @@ def test_clones_agree(pair: tuple[Subject, Subject]) -> None:
     assert (described[0].name, described[0].origin_snapshot, described[0].size) == ("c1", "base", 64 << 20)
 
 
-def test_describe_agrees(pair: tuple[Subject, Subject]) -> None:
+def test_describe_agrees(pair: tuple[Online, Offline]) -> None:
     described = [s.run(m.Describe()) for s in pair]
     assert described[0].volume_id != described[1].volume_id
     plain = [dataclasses.replace(d, volume_id="", created_ns=0) for d in described]
@@ -147,7 +147,7 @@ def test_describe_agrees(pair: tuple[Subject, Subject]) -> None:
     assert (plain[0].size, plain[0].block_size, plain[0].encrypted) == (64 << 20, 64 << 10, False)
 
 
-def test_what_only_one_side_can_do(pair: tuple[Subject, Subject]) -> None:
+def test_what_only_one_side_can_do(pair: tuple[Online, Offline]) -> None:
     """A restore and a rekey need the volume to themselves: a worker refuses them (Busy),
     the helper runs them. QoS rates are a worker's to enforce: the helper refuses them."""
     online, offline = pair
@@ -181,7 +181,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("what", sorted(BAD))
-def test_bad_bytes_are_a_bad_request_on_both_channels(pair: tuple[Subject, Subject], what: str) -> None:
+def test_bad_bytes_are_a_bad_request_on_both_channels(pair: tuple[Online, Offline], what: str) -> None:
     online, offline = pair
     line, reason = BAD[what]
     assert isinstance(online.ops, OnlineOps)
@@ -191,7 +191,7 @@ def test_bad_bytes_are_a_bad_request_on_both_channels(pair: tuple[Subject, Subje
         answer = json.loads(sock.makefile("rb").readline())
     assert answer["ok"] is False and answer["class"] == InvalidArgument.__name__, answer
     assert answer["error"].startswith("bad control request: ") and reason in answer["error"], answer
-    assert online.run(m.Ping()).pid == online.proc.pid          # type: ignore[attr-defined]
+    assert online.run(m.Ping()).pid == online.proc.pid
 
     setting = json.dumps({"volume_dir": str(offline.volume_dir), "keys": {}, "parent": os.getpid()})
     done = subprocess.run([sys.executable, "-m", "galleonfs.volops.helper"], input=setting.encode() + b"\n" + line
