@@ -46,6 +46,7 @@ from ..errors import CatalogDamaged, ExitCode, GalleonError, HelperFailed, Inval
 from ..managers.model import AccessMode, Volume, VolumeState, check_name
 from ..meta.catalog import BACKUP_FILE, CATALOG_DIR, Catalog
 from ..volops import offline
+from ..volops.codec import Setting
 from ..volops.messages import CatalogRecords, CheckCatalog, Describe, Description, DumpCatalog
 from . import config as node_config
 from .lock import lock_data_dir
@@ -126,7 +127,7 @@ class Recovery:
 
 
 def _describe(data_dir: str, volume_id: str, keys: KeySpec) -> tuple[Description | None, str]:
-    setting = offline.Setting(os.path.join(data_dir, "volumes", volume_id), keys, os.getpid())
+    setting = Setting(os.path.join(data_dir, "volumes", volume_id), keys, os.getpid())
     try:
         return offline.run(Describe(), setting, what=f"volume {volume_id}"), ""
     except GalleonError as exc:

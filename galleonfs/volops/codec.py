@@ -20,10 +20,12 @@ answers "bad request" and nothing runs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
 
+from ..crypto.keys import KeySpec
 from ..errors import GalleonError, error_from_status
 from .messages import REQUESTS, Request
 
@@ -45,6 +47,25 @@ class _AnswerLine(msgspec.Struct, rename={"error_class": "class"}):
     error: str = ""
     status: str = "INTERNAL"
     error_class: str = ""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where the offline helper runs a request: the first line it reads (``offline.py``)."""
+
+    volume_dir: str = ""
+    keys: KeySpec = field(default_factory=KeySpec)
+    parent: int = 0          # the pid that waits for the answer (the helper dies with it)
+
+
+class ProgressLine(msgspec.Struct):
+    """A helper's progress line, ``{"progress": [done, total]}``, before its answer."""
+
+    progress: tuple[int, int] | None = None
+
+
+def progress_line(done: int, total: int) -> bytes:
+    return encode(ProgressLine((done, total))) + b"\n"
 
 
 def encode(message: object) -> bytes:

@@ -37,8 +37,8 @@ from ..meta.schema import Db
 from ..meta.store import MetaStore
 from . import codec
 from . import messages as m
+from .codec import Setting, progress_line
 from .local import EngineOps, Host, run_to_completion
-from .offline import Setting, progress_line
 
 log = logging.getLogger("galleonfs.volops.helper")   # also when run as __main__
 

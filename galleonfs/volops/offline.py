@@ -37,37 +37,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
-import msgspec
 import trio
 
 from .. import limits
 from ..crypto.keys import KeySpec
 from ..errors import FormatError, GalleonError, HelperFailed
 from . import codec
+from .codec import Setting
 from .messages import Request, VolumeRequest
 from .protocol import Progress, R
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Setting:
-    """Where the helper runs a request: the first line it reads."""
-
-    volume_dir: str = ""
-    keys: KeySpec = field(default_factory=KeySpec)
-    parent: int = 0          # the pid that waits for the answer (the helper dies with it)
-
-
-class _ProgressLine(msgspec.Struct):
-    progress: tuple[int, int] | None = None
-
-
-def progress_line(done: int, total: int) -> bytes:
-    return codec.encode(_ProgressLine((done, total))) + b"\n"
 
 
 class OfflineOps:
@@ -178,7 +160,7 @@ def _read_answer(proc: subprocess.Popen[bytes], progress: Progress | None,
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             try:
-                step = codec.decode(line, _ProgressLine).progress
+                step = codec.decode(line, codec.ProgressLine).progress
             except codec.BadMessage:
                 return None, False
             if step is None:
