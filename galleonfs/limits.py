@@ -94,7 +94,7 @@ unmount_timeout_s = 60.0             # `galleonfs umount` waits this long for th
 fuse_tasks_max = 32                  # pyfuse3 reader tasks; most handlers never await
 control_request_bytes_max = 64 * KiB
 control_timeout_s = 10.0             # a worker that takes longer to answer is stuck
-# Offline helper (managers/offline.py): one process per operation on an unmounted volume.
+# Offline helper (volops/offline.py): one process per operation on an unmounted volume.
 # Metadata-only operations (stats, resize, snapshot create/delete/list/diff) take well under
 # a second plus the journal replay at open (at most checkpoint_journal_bytes, a few seconds);
 # past 5 minutes the helper is stuck (a damaged page can make LMDB loop) and is killed.
@@ -128,7 +128,7 @@ audit_record_bytes_max = 64 * KiB
 # and delete volumes to make room; past it, state-changing calls are refused.
 audit_reserve_bytes = 1 * MiB
 
-# --- the node's disk (node/disk.py) -------------------------------------------------------------
+# --- the node's disk (managers/disk.py) ---------------------------------------------------------
 # /readyz reports disk pressure when the data directory's file system has less free space
 # than this fraction of its capacity (kubelet evicts at 10 % nodefs.available; we warn at
 # half that, while writes still work) ...
@@ -256,3 +256,14 @@ size_text_max_chars = 32
 # How long ``testing.clock.wait_for_clock_tick`` waits for the coarse clock to move: one tick
 # is at most 10 ms (HZ=100); a second is a hundred ticks, so only a broken clock reaches it.
 clock_tick_wait_s = 1.0
+
+# --- volume operations (galleonfs/volops) -----------------------------------------------------
+def inodes_max(volume_size_bytes: int) -> int:
+    """How many inodes a volume of this size reports (statfs ``files``) and allows: one per
+    ``inodes_per_byte_divisor`` bytes, at least ``inodes_min``."""
+    return max(inodes_min, volume_size_bytes // inodes_per_byte_divisor)
+
+
+# A control-socket answer: a snapshot list or a diff of a mounted volume; 1 MiB holds ~10k
+# changed paths. (Offline answers have their own, larger bound: offline_reply_bytes_max.)
+control_reply_bytes_max = 16 * control_request_bytes_max

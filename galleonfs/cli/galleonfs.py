@@ -24,8 +24,8 @@ from .. import limits, names
 from ..crypto.keys import add_key_arguments, key_spec
 from ..engine.engine import LOCK_FILE, NEEDS_CHECK_FILE, Engine
 from ..errors import Busy, ExitCode, GalleonError, InvalidArgument, NotFound, Unavailable
-from ..fuse.ready import read_line
 from ..units import format_size, parse_size
+from ..workers.launch import Launch
 from .common import ProgressLine, run
 
 EXAMPLES = """\
@@ -85,35 +85,24 @@ def cmd_mount(args: argparse.Namespace) -> int:
     parse_options(args.options)
     if not os.path.isdir(args.mountpoint):
         raise NotFound(f"mount point {args.mountpoint} does not exist or is not a directory")
-    spec = key_spec(args)
-    command = [sys.executable, "-m", "galleonfs.fuse.worker", os.path.abspath(args.volume_dir),
-               os.path.abspath(args.mountpoint), *spec.arguments()]
-    env = {**os.environ, **spec.environment()}       # the key command: not in the worker's argv
-    if args.options:
-        command += ["-o", args.options]
+    launch = Launch(os.path.abspath(args.volume_dir), os.path.abspath(args.mountpoint),
+                    options=args.options, keys=key_spec(args))
     if args.foreground:
-        os.execve(sys.executable, command, env)
-    read_fd, write_fd = os.pipe()
+        argv, env = launch.foreground()
+        os.execve(sys.executable, argv, env)
     log_path = os.path.join(args.volume_dir, "worker.log") if os.path.isdir(args.volume_dir) else os.devnull
     with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(
-            [*command, "--ready-fd", str(write_fd)], pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True, env=env,
-        )
-    os.close(write_fd)
-    line = read_line(read_fd, limits.mount_ready_timeout_s + 5)
-    if line == "ready":
+        proc = launch.popen(stdout=subprocess.DEVNULL, stderr=log_file, new_session=True)
+    outcome = launch.wait_ready()
+    if outcome.ready:
         print(f"mounted {args.volume_dir} on {args.mountpoint} (worker pid {proc.pid})")
         return 0
-    if line.startswith("error "):
-        _, code, message = line.split(" ", 2)
+    if outcome.answered:
         proc.wait(timeout=limits.unmount_timeout_s)
-        print(f"galleonfs: error: {message}", file=sys.stderr)
-        return int(code)
+        print(f"galleonfs: error: {outcome.message}", file=sys.stderr)
+        return outcome.code
     proc.kill()
     raise Unavailable(f"the mount worker exited without reporting (see {log_path})")
-
-
 
 
 def cmd_umount(args: argparse.Namespace) -> int:

@@ -1,21 +1,23 @@
 """The mount worker: one process, one mounted volume (pyfuse3 keeps its session global).
 
-Entry point for ``galleonfs mount`` and, later, for ``galleond``'s supervisor::
+Started by ``galleonfs mount``, by galleond's supervisor and by the test harness, all
+through ``workers/launch.py``::
 
     python -m galleonfs.fuse.worker VOLUME_DIR MOUNTPOINT [-o OPTS] [--ready-fd N] [--control-fd N]
 
 Life of a worker: take the volume's lock and open (and recover) its engine; if the volume
 is marked for check, check it first and refuse to mount if it is not clean; mount; when
 the kernel's INIT arrives, tune the kernel side of the mount and report "ready" on the
-ready pipe; serve until unmounted or told to stop (SIGTERM, SIGINT); then commit,
+ready pipe (``ready.py``); serve until unmounted or told to stop (SIGTERM, SIGINT); then commit,
 checkpoint and exit 0. A bug in a handler ends the worker with exit code 70 after marking
 the volume for check; nothing unjournaled is ever checkpointed.
 
 Housekeeping runs in the same trio loop, between FUSE requests: a commit every
 ``commit_interval_s``, a checkpoint every ``checkpoint_interval_s`` or
 ``checkpoint_journal_bytes``, and a GC step after each checkpoint. With ``--control-fd``
-(a listening socket the daemon bound) the worker also answers the daemon on its control
-socket (``control.py``): stats, online resize, commit, checkpoint. ``galleonfs mount``
+(a listening socket the daemon bound) the worker also answers the daemon's volume
+operations on its control socket (``control.py``): the same ``volops.local.EngineOps`` the
+offline helper runs, with ``MountHost`` for what a mounted volume adds. ``galleonfs mount``
 alone needs none.
 
 Every mount is ``nosuid,nodev``: the files of a volume (anyone's data) must never run with
@@ -25,26 +27,25 @@ someone else's privileges on the host, or stand for the host's devices.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import pyfuse3
 import trio
 
 from .. import limits
 from ..crypto.keys import KeySpec, add_key_arguments, key_spec
-from ..engine import clones, crashpoints, snapshots
+from ..engine import crashpoints
 from ..engine.committer import Committer
 from ..engine.engine import Engine, GcReport
 from ..engine.fsck import check_engine
 from ..errors import (
     ExitCode,
-    FailedPrecondition,
     GalleonError,
     InvalidArgument,
     NeedsCheck,
@@ -54,10 +55,13 @@ from ..metrics import add_qos_throttled
 from ..qos.policy import WorkerRates
 from ..qos.throttle import Throttle
 from ..vfs.vfs import Vfs
+from ..volops import messages
+from ..volops.local import EngineOps, Host
 from . import metering
 from .adapter import FuseOps
 from .control import ControlServer
 from .kernel import tune_mount
+from .ready import READY, ReadyPipe
 from .tuning import Tuning
 
 log = logging.getLogger("galleonfs.worker")
@@ -168,7 +172,8 @@ class Worker:
             if self.metering is not None:
                 nursery.start_soon(self.metering.run)
             if self.config.control_fd is not None:
-                await nursery.start(ControlServer(self.config.control_fd, self._control_handlers()).serve)
+                ops = EngineOps(self.engine, MountHost(self))
+                await nursery.start(ControlServer(self.config.control_fd, ops).serve)
             nursery.start_soon(self._report_ready, ready)
             await pyfuse3.main(min_tasks=1, max_tasks=limits.fuse_tasks_max)
             nursery.cancel_scope.cancel()
@@ -178,9 +183,9 @@ class Worker:
         with trio.move_on_after(limits.mount_ready_timeout_s):
             await self.initialized.wait()
             tune_mount(self.config.mountpoint, self.tuning)
-            ready.send("ready")
+            ready.send(READY)
             return
-        ready.send(f"error {ExitCode.UNAVAILABLE} the kernel did not initialise the mount in time")
+        ready.error(ExitCode.UNAVAILABLE, "the kernel did not initialise the mount in time")
 
     async def _signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -233,120 +238,6 @@ class Worker:
             await self.checkpoint()
         engine.space.poll()
 
-    # --- control socket ------------------------------------------------------------------------
-    def _control_handlers(self) -> dict[str, Any]:
-        return {"ping": self._ctl_ping, "stats": self._ctl_stats, "resize": self._ctl_resize,
-                "commit": self._ctl_commit, "checkpoint": self._ctl_checkpoint,
-                "snapshot_create": self._ctl_snapshot_create, "snapshot_delete": self._ctl_snapshot_delete,
-                "snapshot_list": self._ctl_snapshot_list, "snapshot_diff": self._ctl_snapshot_diff,
-                "snapshot_release": self._ctl_snapshot_release, "clone": self._ctl_clone,
-                "flatten": self._ctl_flatten, "qos": self._ctl_qos, "space": self._ctl_space}
-
-    async def _ctl_space(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The volume's view of the host disk (``engine/space.py``), for the daemon's
-        readiness and ``node status``: cheap (one statvfs)."""
-        return self.engine.space.state()
-
-    async def _ctl_qos(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Set (``rates``) or clear (``rates`` null) the rates to enforce, at once, mounted;
-        answer the QoS counters, from which the daemon sees this volume's demand."""
-        if "rates" in request:
-            rates = WorkerRates.from_json(request["rates"]) if request["rates"] else WorkerRates()
-            self.throttle.update(rates)
-            self.ops.qos = None if rates.unlimited else self.throttle
-        return {"rates": self.throttle.rates.to_json(), **self.throttle.counters(),
-                "throttled_s": self.throttle.throttled_s}
-
-    async def _ctl_snapshot_release(self, request: dict[str, Any]) -> dict[str, Any]:
-        clones.release(self.engine, str(request["name"]), str(request["clone_id"]))
-        await self.committer.commit()
-        return {}
-
-    async def _ctl_clone(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Make a clone of one of this volume's snapshots (its tree is read here, where the
-        engine is open). Blocks this loop for the copy of the tree's metadata."""
-        await self.committer.wait_idle()
-        volume_id = clones.create(self.engine, str(request["snapshot"]), str(request["target_dir"]),
-                                  clone_id=str(request["clone_id"]), name=str(request["name"]),
-                                  size=int(request["size"]) or None)
-        self.ops.snapshots_changed(str(request["snapshot"]))
-        return {"volume_id": volume_id}
-
-    async def _ctl_flatten(self, request: dict[str, Any]) -> dict[str, Any]:
-        origin = clones.origin_of(self.engine)
-        if origin is None:
-            raise FailedPrecondition("this volume is not a clone, or it was flattened already")
-        copied = 0
-        for _, _, done_bytes in clones.flatten_steps(self.engine):
-            copied = done_bytes
-            await trio.sleep(0)              # let FUSE requests through between chunks
-        await self.committer.commit()
-        return {"origin_volume": origin.volume_id, "origin_snapshot": origin.snapshot,
-                "copied_bytes": copied}
-
-    async def _ctl_snapshot_create(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Snapshot what every returned write put in: the kernel's dirty pages first.
-
-        ``syncfs`` runs in a thread while this loop serves the WRITEs it causes; the
-        snapshot itself is then one atomic step on this thread.
-        """
-        snapshots.check_snapshot_name(str(request["name"]))
-        await trio.to_thread.run_sync(syncfs, self.config.mountpoint)
-        snap = snapshots.create(self.engine, str(request["name"]))
-        await self.committer.commit()
-        self.ops.snapshots_changed(snap.name)
-        return {"snapshot": snapshots.info(self.engine, snap)}
-
-    async def _ctl_snapshot_delete(self, request: dict[str, Any]) -> dict[str, Any]:
-        name = str(request["name"])
-        freed = snapshots.delete(self.engine, name)
-        await self.committer.commit()
-        self.ops.snapshots_changed(name)
-        return {"freed_bytes": freed}
-
-    async def _ctl_snapshot_list(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"snapshots": [snapshots.info(self.engine, s) for s in snapshots.snapshots(self.engine)]}
-
-    async def _ctl_snapshot_diff(self, request: dict[str, Any]) -> dict[str, Any]:
-        changes = snapshots.diff(self.engine, str(request["old"]), request.get("new"))
-        return {"changes": [asdict(c) for c in changes]}
-
-    async def _ctl_ping(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"pid": os.getpid(), "volume_id": self.engine.volume_id,
-                "mountpoint": self.config.mountpoint}
-
-    async def _ctl_stats(self, request: dict[str, Any]) -> dict[str, Any]:
-        fs = self.vfs.statfs()
-        engine = self.engine
-        return {
-            "pid": os.getpid(), "size": engine.size, "used_bytes": engine.used_bytes,
-            "inodes_used": engine.get_int(b"inode_count"), "inodes_total": fs.files,
-            "generation": engine.generation, "failsafe": engine.failsafe or "",
-            "read_only": engine.read_only, "counters": {**engine.counters, **self.throttle.counters()},
-            "fuse_errors": {str(k): v for k, v in self.ops.errors.items()},
-            "commits": self.committer.syncs,
-            "rates": self.metering.rates() if self.metering is not None else {},
-            "space": engine.space.state(),
-        }
-
-    async def _ctl_resize(self, request: dict[str, Any]) -> dict[str, Any]:
-        size = request["size"]
-        if not isinstance(size, int) or size < self.engine.size:
-            raise InvalidArgument(f"cannot shrink the volume from {self.engine.size} to {size} bytes")
-        self.engine.check_writable()
-        self.engine.set_int(b"size", size)
-        self.engine.end_op()
-        await self.committer.commit()
-        return {"size": size}
-
-    async def _ctl_commit(self, request: dict[str, Any]) -> dict[str, Any]:
-        await self.committer.commit()
-        return {"durable_lsn": self.engine.durable_lsn}
-
-    async def _ctl_checkpoint(self, request: dict[str, Any]) -> dict[str, Any]:
-        await self.checkpoint()
-        return {"applied_lsn": self.engine.get_int(b"applied_lsn")}
-
     async def checkpoint(self) -> None:
         await self.committer.wait_idle()
         started = time.perf_counter()
@@ -377,13 +268,64 @@ class Worker:
             log.warning("gc skipped %s", skipped)
 
 
+class MountHost(Host):
+    """What a mounted volume adds to a volume operation (``volops/local.py``): the kernel's
+    dirty pages are flushed before a snapshot, commits go through the group committer,
+    FUSE requests are served between the chunks of long work, QoS rates are enforced."""
+
+    mounted = True
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(worker.engine)
+        self.worker = worker
+        self.pid = os.getpid()
+        self.mountpoint = worker.config.mountpoint
+
+    async def flush_kernel(self) -> None:
+        # In a thread: this loop serves the WRITEs that syncfs causes meanwhile.
+        await trio.to_thread.run_sync(syncfs, self.mountpoint)
+
+    async def commit(self) -> None:
+        await self.worker.committer.commit()
+
+    async def quiesce(self) -> None:
+        await self.worker.committer.wait_idle()
+
+    async def checkpoint(self) -> None:
+        await self.worker.checkpoint()
+
+    async def pause(self) -> None:
+        await trio.sleep(0)
+
+    def snapshots_changed(self, name: str) -> None:
+        self.worker.ops.snapshots_changed(name)
+
+    def counters(self) -> dict[str, int]:
+        return self.worker.throttle.counters()
+
+    def fuse_errors(self) -> dict[str, int]:
+        return {str(errno): count for errno, count in self.worker.ops.errors.items()}
+
+    def commits(self) -> int:
+        return self.worker.committer.syncs
+
+    def rates(self) -> dict[str, float]:
+        metering = self.worker.metering
+        return {k: float(v) for k, v in metering.rates().items()} if metering is not None else {}
+
+    def set_qos(self, rates: WorkerRates) -> messages.QosState:
+        """Enforce ``rates`` at once; answer the counters the daemon reads demand from."""
+        throttle = self.worker.throttle
+        throttle.update(rates)
+        self.worker.ops.qos = None if rates.unlimited else throttle
+        return messages.QosState(throttle.rates, throttle.requests, throttle.bytes, throttle.throttled_s)
+
+
 def become_io_flusher() -> bool:
     """PR_SET_IO_FLUSHER (Linux 5.6, CAP_SYS_RESOURCE): tell the kernel this process writes
     back a file system's pages. It is then throttled on the dirty pages of the devices it
     writes, not on the global count that our own FUSE mount's dirty pages inflate, and its
     allocations never recurse into I/O (no deadlock under memory pressure)."""
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_io_flusher = 57
     return int(libc.prctl(pr_set_io_flusher, 1, 0, 0, 0)) == 0
@@ -391,8 +333,6 @@ def become_io_flusher() -> bool:
 
 def syncfs(path: str) -> None:
     """Flush the kernel's dirty pages of the file system at ``path`` (and wait for them)."""
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -401,25 +341,6 @@ def syncfs(path: str) -> None:
             raise OSError(err, os.strerror(err), path)
     finally:
         os.close(fd)
-
-
-class ReadyPipe:
-    """One line to the process that started us: "ready" or "error <exit code> <message>"."""
-
-    def __init__(self, fd: int | None) -> None:
-        self._fd = fd
-
-    def send(self, line: str) -> None:
-        if self._fd is None:
-            if line != "ready":
-                print(line.split(" ", 2)[-1], file=sys.stderr)
-            return
-        try:
-            os.write(self._fd, line.encode() + b"\n")
-            os.close(self._fd)
-        except OSError:
-            pass
-        self._fd = None
 
 
 def open_engine(config: WorkerConfig) -> Engine:
@@ -456,7 +377,7 @@ def run(config: WorkerConfig, ready: ReadyPipe) -> int:
         tuning = Tuning.from_environment()
         engine = open_engine(config)
     except GalleonError as exc:
-        ready.send(f"error {exc.exit_code} {exc}")
+        ready.error(exc.exit_code, str(exc))
         return exc.exit_code
     worker = Worker(config, engine, tuning)
     try:
@@ -471,14 +392,14 @@ def run(config: WorkerConfig, ready: ReadyPipe) -> int:
         pyfuse3.init(worker.ops, config.mountpoint, fuse_options(config))
     except RuntimeError as exc:
         engine.close()
-        ready.send(f"error {ExitCode.ERROR} cannot mount on {config.mountpoint}: {exc}")
+        ready.error(ExitCode.ERROR, f"cannot mount on {config.mountpoint}: {exc}")
         return ExitCode.ERROR
     try:
         trio.run(worker.serve, ready)
     except BaseException as exc:  # a bug: crash loudly, but leave the volume marked
         log.critical("mount worker crashed", exc_info=True)
         engine.mark_needs_check(f"mount worker crashed: {type(exc).__name__}: {exc}")
-        ready.send(f"error {EXIT_BUG} mount worker crashed: {exc}")
+        ready.error(EXIT_BUG, f"mount worker crashed: {exc}")
         pyfuse3.close(unmount=True)
         engine.close(checkpoint=False)
         return EXIT_BUG
@@ -511,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options = parse_options(args.options)
     except GalleonError as exc:
-        ready.send(f"error {exc.exit_code} {exc}")
+        ready.error(exc.exit_code, str(exc))
         return exc.exit_code
     config = WorkerConfig(os.path.abspath(args.volume_dir), os.path.abspath(args.mountpoint), options,
                           keys=key_spec(args),

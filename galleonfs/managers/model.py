@@ -95,7 +95,7 @@ class MountPoint:
     read_only: bool = False
     mounted_at_ns: int = 0
     snapshot: str = ""          # set when the mount point shows one snapshot of the volume
-    # The mount GalleonFS made there (node/mounts.py): unmount acts on it only. 0 in
+    # The mount GalleonFS made there (workers/mounts.py): unmount acts on it only. 0 in
     # catalogs written before ids were recorded (unmount then checks the path's mount).
     mount_id: int = 0           # as in /proc/self/mountinfo
     mount_unique_id: int = 0    # statx STATX_MNT_ID_UNIQUE (never reused); 0 if unknown

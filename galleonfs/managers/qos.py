@@ -2,7 +2,8 @@
 
 Policies and assignments live in the node catalog (durable before a call is answered), so
 an assigned policy survives a daemon restart. Enforcement is in the mount workers; this
-manager tells each worker, over its control socket (op ``qos``), the rates to enforce:
+manager tells each worker, over its control socket (``volops`` ``SetQos``), the rates to
+enforce:
 
 * without a node budget (``qos_node_iops`` and ``qos_node_throughput_mbps`` are 0, the
   default) each volume gets its own policy's limits and burst; guarantees are recorded but
@@ -26,7 +27,6 @@ import builtins
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -35,6 +35,7 @@ from ..errors import AlreadyExists, Busy, GalleonError, NotFound
 from ..meta.catalog import Catalog
 from ..qos.allocation import Share, allocate
 from ..qos.policy import QosPolicy, WorkerRates
+from ..volops.messages import QosState, SetQos
 from . import tenancy
 from .model import now_ns
 from .volumes import VolumeManager
@@ -189,20 +190,21 @@ class QosManager:
         return dict(zip(ids, allocate(budget, shares, minimum), strict=True))
 
     async def _send(self, volume_id: str, pid: int, rates: WorkerRates | None) -> None:
+        ops = self.volumes.supervisor.ops(volume_id)
+        if ops is None:
+            return                       # stopped meanwhile
         try:
-            reply = await self.volumes.supervisor.call(
-                volume_id, "qos", rates=rates.to_json() if rates else None)
+            reply = await ops.run(SetQos(rates))
         except GalleonError as exc:
             # A worker that is stopping or restarting: the next tick tries again.
             log.debug("volume %s: QoS rates not sent: %s", volume_id, exc)
             return
         self._observe(volume_id, pid, rates, reply)
 
-    def _observe(self, volume_id: str, pid: int, rates: WorkerRates | None, reply: dict[str, Any]) -> None:
+    def _observe(self, volume_id: str, pid: int, rates: WorkerRates | None, reply: QosState) -> None:
         """Remember what was sent, and the volume's demand since the last reply."""
         now = trio.current_time()
-        new = _Seen(pid, rates, now, int(reply["qos_requests"]), int(reply["qos_bytes"]),
-                    float(reply["throttled_s"]))
+        new = _Seen(pid, rates, now, reply.requests, reply.bytes, reply.throttled_s)
         old = self._seen.get(volume_id)
         if old is not None and old.pid == pid and now > old.at:
             elapsed = now - old.at

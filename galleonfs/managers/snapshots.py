@@ -1,10 +1,9 @@
 """Snapshots, clones and snapshot policies as a managed service (the daemon's side).
 
-Every operation runs where the volume's engine is (``VolumeManager.on_volume``): in the
-mount worker of a mounted volume, else in a helper process that opens it for the occasion
-(``managers/offline.py``). Operations are named (``snapshot_create`` ...), with the same
-arguments and answers on both sides; the daemon never opens a volume itself.
-The per-volume lock of the ``VolumeManager`` serialises them with mounts and deletes.
+Every operation runs where the volume's engine is (``VolumeManager.ops``, the typed
+``volops`` interface): in the mount worker of a mounted volume, else in a helper process
+that opens it for the occasion; the daemon never opens a volume itself. The per-volume
+lock of the ``VolumeManager`` (``lock``) serialises them with mounts and deletes.
 
 What lives here rather than in the engine: names of other volumes (a snapshot's clones
 are volumes of the catalog), mount points (restore remounts; a snapshot can be mounted on
@@ -13,16 +12,19 @@ its own), and the schedule of policies.
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
 import logging
 import os
+import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from ..engine import clones
-from ..engine import snapshots as snaps
+from .. import names
 from ..errors import (
     AlreadyExists,
     Busy,
@@ -32,7 +34,18 @@ from ..errors import (
     NotFound,
 )
 from ..meta.catalog import Catalog
-from ..node import mounts
+from ..volops.messages import (
+    Change,
+    Clone,
+    Flatten,
+    SnapshotCreate,
+    SnapshotDelete,
+    SnapshotDiff,
+    SnapshotInfo,
+    SnapshotList,
+    SnapshotRestore,
+)
+from ..workers import mounts
 from . import tenancy
 from .model import (
     MountPoint,
@@ -49,53 +62,75 @@ from .volumes import VolumeManager
 log = logging.getLogger(__name__)
 
 
+def check_snapshot_name(name: str) -> str:
+    """A snapshot's name becomes a directory name under ``.snapshots/``: one plain name."""
+    return names.check(name, names.SNAPSHOT)
+
+
+@dataclass(frozen=True)
+class SnapshotView:
+    """A snapshot as the API shows it: the engine's record, and the catalog's names."""
+
+    info: SnapshotInfo
+    volume: str
+    volume_id: str
+    clones: tuple[str, ...]          # names of the volumes cloned from it
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self.info), "volume": self.volume, "volume_id": self.volume_id,
+                "clones": list(self.clones)}
+
+
 class SnapshotManager:
     def __init__(self, volumes: VolumeManager, catalog: Catalog) -> None:
         self.volumes = volumes
         self.catalog = catalog
 
     def _lock(self, volume: Volume) -> trio.Lock:
-        return self.volumes._locks[volume.name]
+        return self.volumes.lock(volume)
 
-    def _decorate(self, volume: Volume, info: dict[str, Any]) -> dict[str, Any]:
-        clones_ = self.volumes.clones_of(volume.id, info["name"])
-        return {**info, "volume": volume.name, "volume_id": volume.id,
-                "clones": sorted(c.name for c in clones_)}
+    def _view(self, volume: Volume, info: SnapshotInfo) -> SnapshotView:
+        clones = self.volumes.clones_of(volume.id, info.name)
+        return SnapshotView(info, volume.name, volume.id, tuple(sorted(c.name for c in clones)))
 
     # --- snapshots -----------------------------------------------------------------------------
-    async def create(self, volume_name: str, name: str) -> dict[str, Any]:
-        snaps.check_snapshot_name(name)
+    async def create(self, volume_name: str, name: str) -> SnapshotView:
+        check_snapshot_name(name)
         volume = self.volumes.get(volume_name)
         async with self._lock(volume):
             volume = self.volumes.get(volume.id)
             self._check_state(volume)
-            reply = await self.volumes.on_volume(volume, "snapshot_create", {"name": name})
+            info = await self.volumes.ops(volume).run(SnapshotCreate(name))
         log.info("volume %s: snapshot %s created", volume.name, name)
-        return self._decorate(volume, reply["snapshot"])
+        return self._view(volume, info)
 
     def _check_state(self, volume: Volume) -> None:
         if volume.state not in (VolumeState.AVAILABLE, VolumeState.MOUNTED):
             raise FailedPrecondition(f"volume {volume.name} is {volume.state.value}; try again later")
 
-    async def list(self, volume_name: str = "") -> list[dict[str, Any]]:
+    async def list(self, volume_name: str = "") -> builtins.list[SnapshotView]:
         volumes = [self.volumes.get(volume_name)] if volume_name else self.volumes.list()
         out = []
         for volume in volumes:
             if volume.state not in (VolumeState.AVAILABLE, VolumeState.MOUNTED):
                 continue
             async with self._lock(volume):
-                reply = await self.volumes.on_volume(volume, "snapshot_list", {})
-            out += [self._decorate(volume, s) for s in reply["snapshots"]]
+                reply = await self.volumes.ops(volume).run(SnapshotList())
+            out += [self._view(volume, s) for s in reply.snapshots]
         return out
 
-    async def get(self, volume_name: str, name: str) -> dict[str, Any]:
-        for info in await self.list(volume_name):
-            if info["name"] == name:
-                return info
+    async def get(self, volume_name: str, name: str) -> SnapshotView:
+        for view in await self.list(volume_name):
+            if view.name == name:
+                return view
         raise NotFound(f"volume {volume_name} has no snapshot {name!r} (see `galleonctl snapshot list {volume_name}`)")
 
     async def delete(self, volume_name: str, name: str) -> int:
-        snaps.check_snapshot_name(name)
+        check_snapshot_name(name)
         volume = self.volumes.get(volume_name)
         async with self._lock(volume):
             volume = self.volumes.get(volume.id)
@@ -106,22 +141,22 @@ class SnapshotManager:
             mounted = [m.path for m in volume.mount_points if m.snapshot == name]
             if mounted:
                 raise Busy(f"snapshot {volume.name}@{name} is mounted on {', '.join(mounted)}; unmount it first")
-            reply = await self.volumes.on_volume(volume, "snapshot_delete", {"name": name})
-        log.info("volume %s: snapshot %s deleted, %d bytes freed", volume.name, name, reply["freed_bytes"])
-        return int(reply["freed_bytes"])
+            freed = (await self.volumes.ops(volume).run(SnapshotDelete(name))).freed_bytes
+        log.info("volume %s: snapshot %s deleted, %d bytes freed", volume.name, name, freed)
+        return freed
 
-    async def diff(self, volume_name: str, old: str, new: str | None) -> list[dict[str, str]]:
-        snaps.check_snapshot_name(old)
+    async def diff(self, volume_name: str, old: str, new: str | None) -> builtins.list[Change]:
+        check_snapshot_name(old)
         if new is not None:
-            snaps.check_snapshot_name(new)
+            check_snapshot_name(new)
         volume = self.volumes.get(volume_name)
         async with self._lock(volume):
-            reply = await self.volumes.on_volume(volume, "snapshot_diff", {"old": old, "new": new})
-        return list(reply["changes"])
+            reply = await self.volumes.ops(volume).run(SnapshotDiff(old, new))
+        return list(reply.changes)
 
     # --- restore -------------------------------------------------------------------------------
     async def restore(self, volume_name: str, name: str, *, force: bool = False) -> Volume:
-        snaps.check_snapshot_name(name)
+        check_snapshot_name(name)
         volume = self.volumes.get(volume_name)
         async with self._lock(volume):
             volume = self.volumes.get(volume.id)
@@ -135,31 +170,29 @@ class SnapshotManager:
                 await mounts.unbind(point)
             await self.volumes.supervisor.stop(volume.id)
             try:
-                changed = int((await self.volumes.offline(volume, "snapshot_restore", {"name": name}))["changed"])
+                changed = (await self.volumes.offline_ops(volume).run(SnapshotRestore(name))).changed
             finally:
                 if points:
                     await self._remount(volume, points)
         log.info("volume %s restored to snapshot %s (%d records)", volume.name, name, changed)
         return self.volumes.get(volume.id)
 
-    async def _remount(self, volume: Volume, points: list[MountPoint]) -> None:
-        worker = await self.volumes.supervisor.start(
-            volume.id, self.volumes.volume_dir(volume.id), read_only=not volume.writable_modes)
-        await self.volumes._rebind(volume, worker.staging)   # records the new mounts' ids
+    async def _remount(self, volume: Volume, points: builtins.list[MountPoint]) -> None:
+        worker = await self.volumes.start_worker(volume)
+        await self.volumes.rebind(volume, worker.staging)   # records the new mounts' ids
 
     # --- mount one snapshot --------------------------------------------------------------------
     async def mount(self, volume_name: str, name: str, path: str) -> Volume:
-        snaps.check_snapshot_name(name)
+        check_snapshot_name(name)
         volume = self.volumes.get(volume_name)
         path = os.path.abspath(path)
         async with self._lock(volume):
             volume = self.volumes.get(volume.id)
             self._check_state(volume)
-            snaps.check_snapshot_name(name)      # one plain name: never '', '..' or a path
+            check_snapshot_name(name)      # one plain name: never '', '..' or a path
             with await trio.to_thread.run_sync(mounts.open_target, path, self.volumes.mount_roots) as target:
                 started = volume.id not in self.volumes.supervisor.workers
-                worker = self.volumes.supervisor.workers.get(volume.id) or await self.volumes.supervisor.start(
-                    volume.id, self.volumes.volume_dir(volume.id), read_only=not volume.writable_modes)
+                worker = self.volumes.supervisor.workers.get(volume.id) or await self.volumes.start_worker(volume)
                 try:
                     # Resolved inside the worker's mount by fd: no symlink, no '..', no other mount.
                     placed = await mounts.bind(worker.staging, target, read_only=True, snapshot=name)
@@ -174,7 +207,7 @@ class SnapshotManager:
                                                   mount_unique_id=placed.unique_id))
             if volume.state != VolumeState.MOUNTED:
                 volume.move_to(VolumeState.MOUNTED)
-            self.volumes._save(volume)
+            self.volumes.save(volume)
         log.info("mounted snapshot %s@%s on %s", volume.name, name, path)
         return volume
 
@@ -182,7 +215,7 @@ class SnapshotManager:
     async def clone(self, volume_name: str, snapshot: str, new_name: str, *, size: int = 0,
                     labels: dict[str, str] | None = None) -> Volume:
         check_name(new_name)
-        snaps.check_snapshot_name(snapshot)
+        check_snapshot_name(snapshot)
         labels = check_labels(labels or {})
         source = self.volumes.get(volume_name)
         if self.catalog.volume_id(new_name) is not None:
@@ -200,18 +233,17 @@ class SnapshotManager:
                            access_modes=list(source.access_modes), labels=labels,
                            block_size=source.block_size, origin_volume=source.id, origin_snapshot=snapshot,
                            tenant=source.tenant)
-            self.volumes._save(clone)
+            self.volumes.save(clone)
             target = self.volumes.volume_dir(clone.id)
-            args = {"snapshot": snapshot, "target_dir": target, "clone_id": clone.id,
-                    "name": new_name, "size": clone.size}
             try:
-                await self.volumes.on_volume(source, "clone", args)
+                await self.volumes.ops(source).run(Clone(snapshot, target, clone.id, new_name, clone.size))
             except BaseException:
-                clones.remove_dir(target)
+                # Whatever stopped it, no half-made clone stays behind (and it propagates).
+                shutil.rmtree(target, ignore_errors=True)
                 self.catalog.delete_volume(clone.id)
                 raise
             clone.move_to(VolumeState.AVAILABLE)
-            self.volumes._save(clone)
+            self.volumes.save(clone)
         log.info("volume %s cloned from %s@%s", new_name, source.name, snapshot)
         return clone
 
@@ -221,12 +253,12 @@ class SnapshotManager:
             raise FailedPrecondition(f"volume {clone.name} is not a clone (or was flattened already)")
         async with self._lock(clone):
             clone = self.volumes.get(clone.id)
-            reply = await self.volumes.on_volume(clone, "flatten", {})
+            reply = await self.volumes.ops(clone).run(Flatten())
             flattened = Volume.from_json(clone.to_json())
             clone.origin_volume = clone.origin_snapshot = ""
-            self.volumes._save(clone)
+            self.volumes.save(clone)
         await self.volumes.release_origin(flattened)
-        log.info("volume %s flattened (%d bytes copied)", clone.name, reply["copied_bytes"])
+        log.info("volume %s flattened (%d bytes copied)", clone.name, reply.copied_bytes)
         return clone
 
 
@@ -303,17 +335,16 @@ class PolicyManager:
             self.catalog.put_policy(current.to_json())
 
     async def _snapshot_and_expire(self, policy: SnapshotPolicy, volume: Volume, name: str) -> None:
-        existing = await self.snapshots.list(volume.name)
-        names = {s["name"] for s in existing}
+        existing = {s.name for s in await self.snapshots.list(volume.name)}
         unique, n = name, 2
-        while unique in names:
+        while unique in existing:
             unique, n = f"{name}-{n}", n + 1
         await self.snapshots.create(volume.name, unique)
-        own = sorted((s for s in await self.snapshots.list(volume.name) if s["name"].startswith(policy.name + "-")),
-                     key=lambda s: (s["created_ns"], s["name"]))
+        own = sorted((s for s in await self.snapshots.list(volume.name) if s.name.startswith(policy.name + "-")),
+                     key=lambda s: (s.info.created_ns, s.name))
         for old in own[:-policy.retention]:
-            if old["clones"]:
+            if old.clones:
                 log.info("snapshot policy %s keeps %s@%s past retention: clones depend on it",
-                         policy.name, volume.name, old["name"])
+                         policy.name, volume.name, old.name)
                 continue
-            await self.snapshots.delete(volume.name, old["name"])
+            await self.snapshots.delete(volume.name, old.name)

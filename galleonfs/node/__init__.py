@@ -1,1 +1,2 @@
-"""galleond, the node daemon: config, supervisor of mount workers, gRPC edge, catalog."""
+"""galleond, the node daemon: its configuration, its start and stop, the catalog's guard and
+rebuild. It builds the managers and the gRPC edge and hands them to each other."""

@@ -8,6 +8,7 @@ unknown key in the file or a bad value anywhere is an error naming the setting.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -16,8 +17,10 @@ from typing import Any
 
 from .. import limits
 from ..errors import InvalidArgument
+from ..metrics.http import parse_listen
 from ..rpc.address import parse_address
-from .mounts import DEFAULT_MOUNT_ROOTS
+from ..units import parse_size
+from ..workers.mounts import DEFAULT_MOUNT_ROOTS, check_roots
 
 DEFAULT_CONFIG_FILE = "/etc/galleonfs/galleond.toml"
 ENV_PREFIX = "GALLEONFS_"
@@ -73,8 +76,6 @@ def _ratio(value: Any) -> float:
 
 def _metrics_listen(value: Any) -> str:
     """host:port of /metrics, /healthz and /readyz; port 0 picks a free port; "" is off."""
-    from ..metrics.http import parse_listen
-
     text = str(value).strip()
     if text:
         parse_listen(text)
@@ -115,8 +116,6 @@ def _path(value: Any) -> str:
 
 def _audit_rotate_bytes(value: Any) -> int:
     """A size ("64M") at which audit.log is rotated; at least limits.audit_file_bytes_min."""
-    from ..units import parse_size
-
     size = value if isinstance(value, int) and not isinstance(value, bool) else parse_size(str(value))
     if size < limits.audit_file_bytes_min:
         raise InvalidArgument(f"{value!r} is too small: the audit log rotates at "
@@ -157,7 +156,7 @@ class NodeConfig:
     insecure_listen: list[str] = field(default_factory=list)
     tls_client_ca: str = ""
     operator_group: str = "galleonfs"
-    # Where volumes may be mounted (node/mounts.py): a mount point must lie inside one.
+    # Where volumes may be mounted (workers/mounts.py): a mount point must lie inside one.
     mount_roots: list[str] = field(default_factory=lambda: list(DEFAULT_MOUNT_ROOTS))
     audit_rotate_bytes: int = limits.audit_file_bytes_default   # audit.log -> audit.log.N past this
     sources: dict[str, str] = field(default_factory=dict)
@@ -194,8 +193,6 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
 
 def _mount_roots(value: Any) -> list[str]:
     """A TOML list, or comma-separated in the environment (as ``listen``); may be empty."""
-    from .mounts import check_roots
-
     items = value if isinstance(value, list) else [s.strip() for s in str(value).split(",") if s.strip()]
     return check_roots(str(i) for i in items)
 
@@ -250,8 +247,6 @@ def _apply(config: NodeConfig, values: Mapping[str, Any], source: str) -> None:
 # --- API access ----------------------------------------------------------------------------------
 def _insecure_listen(value: Any) -> list[str]:
     """Plaintext TCP listeners: host:port on a loopback address only."""
-    import ipaddress
-
     items = value if isinstance(value, list) else [s for s in str(value).split(",") if s.strip()]
     out = []
     for item in items:

@@ -20,7 +20,7 @@ Logs are JSON lines on stderr (``log_format = "text"`` for people).
 from __future__ import annotations
 
 import argparse
-import fcntl
+import grp
 import json
 import logging
 import os
@@ -34,15 +34,35 @@ import trio
 from .. import __version__, limits
 from ..audit.log import AuditLog
 from ..crypto.keys import KeySpec
-from ..errors import Busy, ExitCode, GalleonError
+from ..errors import ExitCode, GalleonError
+from ..managers.access import AccessManager
 from ..managers.qos import QosManager
 from ..managers.snapshots import PolicyManager, SnapshotManager
+from ..managers.status import NodeInfo, NodeStatus
 from ..managers.storage_classes import StorageClassManager
 from ..managers.volumes import VolumeManager
 from ..meta.catalog import Catalog
+from ..metrics import multiproc
+from ..metrics.http import MetricsServer, Readiness
+from ..rpc.access import TenantService, TokenService
+from ..rpc.audit import AuditInterceptor, AuditService
+from ..rpc.auth import Authenticator, AuthInterceptor
+from ..rpc.bridge import TrioBridge
+from ..rpc.gate import UnixGate, run_dir_for
+from ..rpc.keys import KeyService
+from ..rpc.server import RpcServer, Tls
+from ..rpc.services import (
+    NodeService,
+    QosService,
+    SnapshotPolicyService,
+    SnapshotService,
+    StorageClassService,
+    VolumeService,
+)
+from ..workers.supervisor import Supervisor
 from . import config as node_config
 from . import recovery
-from .status import NodeInfo
+from .lock import lock_data_dir
 
 log = logging.getLogger("galleond")
 STOP_GRACE_S = 5.0
@@ -69,28 +89,14 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
 
 
-def lock_data_dir(data_dir: str) -> int:
-    os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    path = os.path.join(data_dir, "galleond.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        os.close(fd)
-        raise Busy(f"another galleond (pid {holder}) already uses the data directory {data_dir}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
 class Daemon:
     def __init__(self, config: node_config.NodeConfig) -> None:
         self.config = config
         self.catalog = Catalog(config.data_dir)
         self.classes = StorageClassManager(self.catalog)
-        self.volumes = VolumeManager(config.data_dir, self.catalog, self.classes,
-                                     keys=KeySpec(config.key_file, config.key_passphrase_env, config.key_command))
+        keys = KeySpec(config.key_file, config.key_passphrase_env, config.key_command)
+        self.supervisor = Supervisor(config.data_dir, keys)
+        self.volumes = VolumeManager(config.data_dir, self.catalog, self.classes, self.supervisor, keys)
         self.volumes.mount_roots = list(config.mount_roots)
         self.snapshots = SnapshotManager(self.volumes, self.catalog)
         self.policies = PolicyManager(self.catalog, self.volumes, self.snapshots)
@@ -98,8 +104,8 @@ class Daemon:
                               node_throughput_mbps=config.qos_node_throughput_mbps)
         self.info = NodeInfo(self.catalog.node_id, config.data_dir, [], self.volumes)
         self.audit = AuditLog.open(config.data_dir, rotate_bytes=config.audit_rotate_bytes)
-        self.server: Any = None
-        self.metrics: Any = None
+        self.server: RpcServer | None = None
+        self.metrics: MetricsServer | None = None
         self.volumes.overcommit_ratio = config.overcommit_ratio
         self._restored = trio.Event()
         self._stopping = False
@@ -109,7 +115,7 @@ class Daemon:
         # Signals are caught from the start: a SIGTERM during start-up still shuts down cleanly.
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                await nursery.start(self.volumes.supervisor.run)
+                await nursery.start(self.supervisor.run)
                 nursery.start_soon(self._backup_catalog)
                 self._start_metrics()
                 self._start_server()
@@ -128,21 +134,6 @@ class Daemon:
                 nursery.cancel_scope.cancel()
 
     def _start_server(self) -> None:
-        from ..rpc import convert
-        from ..rpc.audit import AuditInterceptor, AuditService
-        from ..rpc.bridge import TrioBridge
-        from ..rpc.keys import KeyService
-        from ..rpc.server import RpcServer, Tls
-        from ..rpc.services import (
-            NodeService,
-            QosService,
-            SnapshotPolicyService,
-            SnapshotService,
-            StorageClassService,
-            VolumeService,
-        )
-
-        convert.volume_name_of = lambda vid: (self.catalog.volume(vid) or {}).get("name", vid)
         bridge = TrioBridge(trio.lowlevel.current_trio_token())
         tls = (Tls(self.config.tls_cert, self.config.tls_key, self.config.tls_client_ca)
                if self.config.tls_cert else None)
@@ -151,7 +142,7 @@ class Daemon:
             {"volume": VolumeService(bridge, self.volumes, self.snapshots),
              "storage_class": StorageClassService(bridge, self.classes),
              "node": NodeService(bridge, self.info),
-             "snapshot": SnapshotService(bridge, self.snapshots),
+             "snapshot": SnapshotService(bridge, self.volumes, self.snapshots),
              "snapshot_policy": SnapshotPolicyService(bridge, self.policies),
              "qos": QosService(bridge, self.qos),
              "audit": AuditService(self.audit),
@@ -172,13 +163,8 @@ class Daemon:
         log.info("galleond %s serving on %s (data dir %s)", __version__,
                  ", ".join(self.info.listen), self.config.data_dir)
 
-    def _access(self, bridge: Any) -> tuple[Any, Any, dict[str, object]]:
+    def _access(self, bridge: TrioBridge) -> tuple[UnixGate, AuthInterceptor, dict[str, object]]:
         """The unix-socket gate, the auth interceptor and the Token/Tenant servicers."""
-        from ..managers.access import AccessManager
-        from ..rpc.access import TenantService, TokenService
-        from ..rpc.auth import Authenticator, AuthInterceptor
-        from ..rpc.gate import UnixGate, run_dir_for
-
         access = AccessManager(self.catalog)
         gate = UnixGate(run_dir_for(self.config.data_dir))
         authenticator = Authenticator(
@@ -194,12 +180,9 @@ class Daemon:
         (workers inherit the metrics directory from this process's environment)."""
         if not self.config.metrics_listen:
             return
-        from ..metrics import multiproc
-        from ..metrics.http import MetricsServer, Readiness
-
         token = trio.lowlevel.current_trio_token()
 
-        def status() -> Any:
+        def status() -> NodeStatus:
             return trio.from_thread.run_sync(self.info.status, trio_token=token)
 
         def readiness() -> Readiness:
@@ -225,6 +208,7 @@ class Daemon:
         if self._stopping:
             return
         self.info.reconciled = True
+        assert self.server is not None, "the server starts before the restore"
         self.server.set_serving(True)
         log.info("galleond ready")
         nursery.start_soon(self.policies.run)
@@ -264,8 +248,6 @@ class Daemon:
 
 def _group_id(name: str) -> int | None:
     """The gid the unix sockets are given (so that the operator group can connect)."""
-    import grp
-
     try:
         return grp.getgrnam(name).gr_gid if name else None
     except KeyError:
@@ -309,8 +291,7 @@ def _sole_error(exc: BaseException) -> BaseException:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["recover-catalog"]:
-        from .recovery import main as recover_catalog
-        return recover_catalog(argv[1:])
+        return recovery.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         config = node_config.load(

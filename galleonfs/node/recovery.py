@@ -1,7 +1,7 @@
 """The node catalog's guard at start and its rebuild: ``galleond recover-catalog``.
 
 At start (``check_at_start``), before galleond maps ``node.lmdb``: a helper process walks
-every record of every database of it (``managers/offline.py``), so a damaged page kills the
+every record of every database of it (``volops/offline.py``), so a damaged page kills the
 helper, not the daemon. galleond refuses to start, with a sentence naming the way out, when
 the catalog is damaged, or when it is missing, empty (0 bytes) or lists no volume while
 volume directories exist (or a backup of it does): starting as an empty node would orphan
@@ -43,9 +43,13 @@ from typing import Any, TextIO
 from .. import limits
 from ..crypto.keys import KeySpec
 from ..errors import CatalogDamaged, ExitCode, GalleonError, HelperFailed, InvalidArgument
-from ..managers import offline
 from ..managers.model import AccessMode, Volume, VolumeState, check_name
 from ..meta.catalog import BACKUP_FILE, CATALOG_DIR, Catalog
+from ..volops import offline
+from ..volops.codec import Setting
+from ..volops.messages import CatalogRecords, CheckCatalog, Describe, Description, DumpCatalog
+from . import config as node_config
+from .lock import lock_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +89,12 @@ def check_at_start(data_dir: str) -> None:
         raise CatalogDamaged(f"the node catalog {catalog_dir} is {what}, but {held}; galleond will not "
                              f"start as an empty node: {_way_out(data_dir)}")
     try:
-        summary = offline.run(offline.Request("catalog_check", args={"path": catalog_dir}),
-                              timeout_s=limits.catalog_check_timeout_s, what="the node catalog")
+        summary = offline.run(CheckCatalog(catalog_dir), timeout_s=limits.catalog_check_timeout_s,
+                              what="the node catalog")
     except (HelperFailed, CatalogDamaged) as exc:
         raise CatalogDamaged(f"the node catalog {catalog_dir} is damaged ({exc}); galleond will not start "
                              f"on it: {_way_out(data_dir)}") from None
-    known = set(summary["volumes"])
+    known = set(summary.volumes)
     if ids and not known:
         raise CatalogDamaged(f"the node catalog {catalog_dir} lists no volume, but {len(ids)} volume "
                              f"directories exist under {data_dir}/volumes; galleond will not start as an "
@@ -122,46 +126,45 @@ class Recovery:
         return "\n".join(lines)
 
 
-def _describe(data_dir: str, volume_id: str, keys: KeySpec) -> tuple[dict[str, Any] | None, str]:
-    path = os.path.join(data_dir, "volumes", volume_id)
+def _describe(data_dir: str, volume_id: str, keys: KeySpec) -> tuple[Description | None, str]:
+    setting = Setting(os.path.join(data_dir, "volumes", volume_id), keys, os.getpid())
     try:
-        return offline.run(offline.Request("describe", path, {}, keys), what=f"volume {volume_id}"), ""
+        return offline.run(Describe(), setting, what=f"volume {volume_id}"), ""
     except GalleonError as exc:
         return None, str(exc)
 
 
-def _read_backup(data_dir: str) -> tuple[dict[str, Any] | None, str]:
+def _read_backup(data_dir: str) -> tuple[CatalogRecords | None, str]:
     path = os.path.join(data_dir, BACKUP_FILE)
     if not os.path.exists(path):
         return None, f"{path} does not exist"
     try:
-        return offline.run(offline.Request("catalog_dump", args={"path": path}),
-                           timeout_s=limits.catalog_check_timeout_s, what="the catalog backup"), ""
+        return offline.run(DumpCatalog(path), timeout_s=limits.catalog_check_timeout_s,
+                           what="the catalog backup"), ""
     except GalleonError as exc:
         return None, f"{path} is damaged: {exc}"
 
 
-def _backup_volumes(dump: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    raw = dump["dbs"].get(base64.b64encode(b"volumes").decode(), {})
+def _backup_volumes(dump: CatalogRecords) -> dict[str, dict[str, Any]]:
+    raw = dump.dbs.get(base64.b64encode(b"volumes").decode(), {})
     return {base64.b64decode(k).decode(): json.loads(base64.b64decode(v)) for k, v in raw.items()}
 
 
-def _new_entry(volume_id: str, info: dict[str, Any], taken: set[str], ids: list[str]) -> Volume:
-    name = str(info.get("name") or "")
+def _new_entry(volume_id: str, info: Description, taken: set[str], ids: list[str]) -> Volume:
+    name = info.name
     try:
         check_name(name)
     except InvalidArgument:
         name = ""
     if not name or name in taken:
         name = f"recovered-{volume_id[:8]}"
-    origin_dir = str(info.get("origin_volume_dir") or "")
-    origin = os.path.basename(origin_dir) if origin_dir else ""
-    return Volume(id=volume_id, name=name, size=int(info["size"]),
-                  storage_class="encrypted" if info.get("encrypted") else "local",
+    origin = os.path.basename(info.origin_volume_dir) if info.origin_volume_dir else ""
+    return Volume(id=volume_id, name=name, size=info.size,
+                  storage_class="encrypted" if info.encrypted else "local",
                   state=VolumeState.AVAILABLE, access_modes=[AccessMode.RWO],
-                  block_size=int(info["block_size"]), created_ns=int(info.get("created_ns") or time.time_ns()),
+                  block_size=info.block_size, created_ns=info.created_ns or time.time_ns(),
                   origin_volume=origin if origin in ids else "",
-                  origin_snapshot=str(info.get("origin_snapshot") or "") if origin in ids else "")
+                  origin_snapshot=info.origin_snapshot if origin in ids else "")
 
 
 def recover(data_dir: str, keys: KeySpec) -> Recovery:
@@ -181,7 +184,7 @@ def recover(data_dir: str, keys: KeySpec) -> Recovery:
     try:
         if dump is not None:
             skip = {base64.b64encode(n).decode() for n in (b"volumes", b"names")}
-            catalog.load_records({k: v for k, v in dump["dbs"].items() if k not in skip})
+            catalog.load_records({k: v for k, v in dump.dbs.items() if k not in skip})
         taken: set[str] = set()
         for volume_id in ids:
             info, problem = described[volume_id]
@@ -189,7 +192,7 @@ def recover(data_dir: str, keys: KeySpec) -> Recovery:
             if known is not None:
                 volume = Volume.from_json(known)
                 if info is not None:
-                    volume.size = int(info["size"])
+                    volume.size = info.size
                     how = "from the backup and its own records"
                 else:
                     volume.state, volume.message = VolumeState.FAILED, f"unreadable during recover-catalog: {problem}"
@@ -231,9 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str], out: TextIO = sys.stdout) -> int:
-    from . import config as node_config
-    from .daemon import lock_data_dir
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr, format="galleond: %(message)s")
     try:

@@ -10,7 +10,7 @@ plain data model).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -72,7 +72,8 @@ def rates_to_pb(r: dict[str, Any]) -> volume_pb2.VolumeRates:
         written_bytes_total=int(r.get("written_bytes_total", 0)))
 
 
-def volume_to_pb(v: Volume) -> pb.Volume:
+def volume_to_pb(v: Volume, origin_name: str = "") -> pb.Volume:
+    """``origin_name``: the name of the volume a clone comes from (stored by id)."""
     return pb.Volume(
         id=v.id, name=v.name, type=_TYPES[v.type], state=_STATES[v.state], size_bytes=v.size,
         access_modes=[_MODES[m] for m in v.access_modes], storage_class=v.storage_class,
@@ -80,21 +81,9 @@ def volume_to_pb(v: Volume) -> pb.Volume:
         mount_points=[pb.MountPoint(path=m.path, read_only=m.read_only, snapshot=m.snapshot,
                                     mounted_at=timestamp(m.mounted_at_ns)) for m in v.mount_points],
         block_size_bytes=v.block_size, message=v.message,
-        origin_volume=_volume_name(v.origin_volume), origin_snapshot=v.origin_snapshot,
+        origin_volume=origin_name or v.origin_volume, origin_snapshot=v.origin_snapshot,
         tenant=v.tenant,
     )
-
-
-def _volume_name(volume_id: str) -> str:
-    """A volume's name from its id (origins are stored by id); set up by the daemon."""
-    return volume_name_of(volume_id) if volume_id else ""
-
-
-def _identity(volume_id: str) -> str:
-    return volume_id
-
-
-volume_name_of: Callable[[str], str] = _identity
 
 
 def volume_type_from_pb(value: pb.VolumeType) -> VolumeType:

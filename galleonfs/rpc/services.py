@@ -1,19 +1,23 @@
 """The gRPC servicers: translate, call the managers on the trio thread, translate back.
 
 Each method is a few lines. Errors are not handled here: ``GalleonError`` propagates to
-``status.ErrorInterceptor``.
+``status.ErrorInterceptor``. Every manager call, lookups included, crosses the bridge:
+the managers' state lives on the trio thread only.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from ..managers import tenancy
+from ..managers.model import Volume
 from ..managers.qos import QosManager
 from ..managers.snapshots import PolicyManager, SnapshotManager
+from ..managers.status import NodeInfo
 from ..managers.storage_classes import StorageClassManager
 from ..managers.volumes import VolumeManager
-from ..node.status import NodeInfo
 from ..v1 import (
     node_pb2,
     node_pb2_grpc,
@@ -36,14 +40,22 @@ class VolumeService(volume_pb2_grpc.VolumeServiceServicer):
         self.volumes = volumes
         self.snapshots = snapshots
 
+    def _pb(self, volume: Volume) -> Any:
+        return self._pbs([volume])[0]
+
+    def _pbs(self, volumes: Sequence[Volume]) -> list[Any]:
+        """Volumes as messages; a clone names its origin, looked up on the trio thread."""
+        origins = self.bridge.run_sync(lambda: [self.volumes.name_of(v.origin_volume) for v in volumes])
+        return [convert.volume_to_pb(v, origin) for v, origin in zip(volumes, origins, strict=True)]
+
     def Clone(self, request: Any, context: Any) -> Any:
         volume = self.bridge.run(lambda: self.snapshots.clone(
             request.volume, request.snapshot, request.name, size=request.size_bytes,
             labels=dict(request.labels)))
-        return convert.volume_to_pb(volume)
+        return self._pb(volume)
 
     def Flatten(self, request: Any, context: Any) -> Any:
-        return convert.volume_to_pb(self.bridge.run(self.snapshots.flatten, request.name))
+        return self._pb(self.bridge.run(self.snapshots.flatten, request.name))
 
     def Create(self, request: Any, context: Any) -> Any:
         volume = self.bridge.run(
@@ -51,14 +63,14 @@ class VolumeService(volume_pb2_grpc.VolumeServiceServicer):
                 request.name, request.size_bytes, storage_class=request.storage_class,
                 access_modes=convert.access_modes_from_pb(request.access_modes),
                 type=convert.volume_type_from_pb(request.type), labels=dict(request.labels)))
-        return convert.volume_to_pb(volume)
+        return self._pb(volume)
 
     def Get(self, request: Any, context: Any) -> Any:
-        return convert.volume_to_pb(self.bridge.run_sync(self.volumes.get, request.name))
+        return self._pb(self.bridge.run_sync(self.volumes.get, request.name))
 
     def List(self, request: Any, context: Any) -> Any:
         volumes = self.bridge.run_sync(self.volumes.list, dict(request.label_selector))
-        return volume_pb2.ListVolumesResponse(volumes=[convert.volume_to_pb(v) for v in volumes])
+        return volume_pb2.ListVolumesResponse(volumes=self._pbs(volumes))
 
     def Delete(self, request: Any, context: Any) -> Any:
         volume_id, retained = self.bridge.run(lambda: self.volumes.delete(request.name, force=request.force))
@@ -66,28 +78,27 @@ class VolumeService(volume_pb2_grpc.VolumeServiceServicer):
                                                retained_path=retained)
 
     def Expand(self, request: Any, context: Any) -> Any:
-        return convert.volume_to_pb(self.bridge.run(self.volumes.expand, request.name, request.size_bytes))
+        return self._pb(self.bridge.run(self.volumes.expand, request.name, request.size_bytes))
 
     def Mount(self, request: Any, context: Any) -> Any:
         volume = self.bridge.run(lambda: self.volumes.mount(request.name, request.path,
                                                             read_only=request.read_only))
-        return convert.volume_to_pb(volume)
+        return self._pb(volume)
 
     def Unmount(self, request: Any, context: Any) -> Any:
-        return convert.volume_to_pb(self.bridge.run(
+        return self._pb(self.bridge.run(
             lambda: self.volumes.unmount(request.name, request.path, lazy=request.force)))
 
     def GetStats(self, request: Any, context: Any) -> Any:
-        volume, stats = self.bridge.run(self.volumes.stats, request.name)
-        size, used = int(stats["size"]), int(stats["used_bytes"])
+        view = self.bridge.run(self.volumes.stats, request.name)
+        volume, stats = view.volume, view.stats
         return volume_pb2.VolumeStats(
-            id=volume.id, name=volume.name, size_bytes=size, used_bytes=used,
-            free_bytes=max(0, size - used), inodes_used=int(stats["inodes_used"]),
-            inodes_total=int(stats["inodes_total"]), disk_bytes=int(stats["disk_bytes"]),
-            mounted=bool(stats["mounted"]), worker_pid=int(stats.get("pid") or 0),
-            counters={k: int(v) for k, v in dict(stats.get("counters") or {}).items()},
-            failsafe=bool(stats.get("failsafe")), failsafe_reason=str(stats.get("failsafe") or ""),
-            rates=convert.rates_to_pb(dict(stats.get("rates") or {})),
+            id=volume.id, name=volume.name, size_bytes=stats.size, used_bytes=stats.used_bytes,
+            free_bytes=max(0, stats.size - stats.used_bytes), inodes_used=stats.inodes_used,
+            inodes_total=stats.inodes_total, disk_bytes=view.disk_bytes,
+            mounted=stats.mounted, worker_pid=stats.pid, counters=stats.counters,
+            failsafe=bool(stats.failsafe), failsafe_reason=stats.failsafe,
+            rates=convert.rates_to_pb(stats.rates),
         )
 
 
@@ -131,19 +142,22 @@ class NodeService(node_pb2_grpc.NodeServiceServicer):
 
 
 class SnapshotService(snapshot_pb2_grpc.SnapshotServiceServicer):
-    def __init__(self, bridge: TrioBridge, snapshots: SnapshotManager) -> None:
+    def __init__(self, bridge: TrioBridge, volumes: VolumeManager, snapshots: SnapshotManager) -> None:
         self.bridge = bridge
+        self.volumes = volumes
         self.snapshots = snapshots
 
     def Create(self, request: Any, context: Any) -> Any:
-        return convert.snapshot_to_pb(self.bridge.run(self.snapshots.create, request.volume, request.name))
+        view = self.bridge.run(self.snapshots.create, request.volume, request.name)
+        return convert.snapshot_to_pb(view.to_json())
 
     def Get(self, request: Any, context: Any) -> Any:
-        return convert.snapshot_to_pb(self.bridge.run(self.snapshots.get, request.volume, request.name))
+        view = self.bridge.run(self.snapshots.get, request.volume, request.name)
+        return convert.snapshot_to_pb(view.to_json())
 
     def List(self, request: Any, context: Any) -> Any:
-        infos = self.bridge.run(self.snapshots.list, request.volume)
-        return snapshot_pb2.ListSnapshotsResponse(snapshots=[convert.snapshot_to_pb(i) for i in infos])
+        views = self.bridge.run(self.snapshots.list, request.volume)
+        return snapshot_pb2.ListSnapshotsResponse(snapshots=[convert.snapshot_to_pb(v.to_json()) for v in views])
 
     def Delete(self, request: Any, context: Any) -> Any:
         freed = self.bridge.run(self.snapshots.delete, request.volume, request.name)
@@ -151,15 +165,20 @@ class SnapshotService(snapshot_pb2_grpc.SnapshotServiceServicer):
 
     def Restore(self, request: Any, context: Any) -> Any:
         volume = self.bridge.run(lambda: self.snapshots.restore(request.volume, request.name, force=request.force))
-        return convert.volume_to_pb(volume)
+        return self._pb(volume)
 
     def Diff(self, request: Any, context: Any) -> Any:
         changes = self.bridge.run(self.snapshots.diff, request.volume, request.from_snapshot,
                                   request.to_snapshot or None)
-        return snapshot_pb2.DiffSnapshotsResponse(entries=[snapshot_pb2.DiffEntry(**c) for c in changes])
+        return snapshot_pb2.DiffSnapshotsResponse(
+            entries=[snapshot_pb2.DiffEntry(**dataclasses.asdict(c)) for c in changes])
 
     def Mount(self, request: Any, context: Any) -> Any:
-        return convert.volume_to_pb(self.bridge.run(self.snapshots.mount, request.volume, request.name, request.path))
+        return self._pb(self.bridge.run(self.snapshots.mount, request.volume, request.name, request.path))
+
+    def _pb(self, volume: Volume) -> Any:
+        origin = self.bridge.run_sync(self.volumes.name_of, volume.origin_volume)
+        return convert.volume_to_pb(volume, origin)
 
 
 class SnapshotPolicyService(snapshot_pb2_grpc.SnapshotPolicyServiceServicer):

@@ -7,16 +7,14 @@ that the worker exited cleanly. ``kill`` is ``SIGKILL`` of the worker, for crash
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from ..crypto.keys import KeySpec
 from ..engine.engine import Engine
-from ..fuse.ready import read_line
+from ..workers.launch import Launch
 
 READY_TIMEOUT_S = 30.0
 EXIT_TIMEOUT_S = 60.0
@@ -66,26 +64,19 @@ class MountedVolume:
 
     def mount(self) -> MountedVolume:
         assert self.proc is None, "already mounted"
-        read_fd, write_fd = os.pipe()
-        command = [sys.executable, "-m", "galleonfs.fuse.worker", str(self.volume_dir),
-                   str(self.mountpoint), "--ready-fd", str(write_fd), *self.keys.arguments()]
-        if self.options:
-            command += ["-o", self.options]
-        env = dict(os.environ, **self.keys.environment(), **(self.env or {}))
+        launch = Launch(str(self.volume_dir), str(self.mountpoint), options=self.options, keys=self.keys,
+                        env=self.env)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(command, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log, env=env)
-        os.close(write_fd)
-        line = read_line(read_fd, READY_TIMEOUT_S)
-        if line != "ready":
+            self.proc = launch.popen(stdout=log, stderr=log)
+        outcome = launch.wait_ready(READY_TIMEOUT_S)
+        if not outcome.ready:
             code = None
             try:
                 code = self.proc.wait(timeout=EXIT_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
             self.proc = None
-            message = line.split(" ", 2)[-1] if line.startswith("error ") else f"no ready signal: {line!r}"
-            raise MountError(f"{message}\n--- worker log ---\n{self.log()}", code)
+            raise MountError(f"{outcome.message}\n--- worker log ---\n{self.log()}", code)
         return self
 
     def log(self) -> str:

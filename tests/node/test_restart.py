@@ -231,7 +231,7 @@ def test_mount_worker_killed_is_restarted(daemon: RunningDaemon, tmp_path: Path)
         api(d, "unmount_volume", name)
     killed = rf"mount worker {pid} was killed by signal SIGKILL while serving the volume"
     assert_only_expected_loud(
-        d, rf"ERROR galleonfs.node.supervisor: volume {v['id']}: {killed}",
+        d, rf"ERROR galleonfs.workers.supervisor: volume {v['id']}: {killed}",
         rf"WARNING .*restarting the mount worker of volume keep \({killed}\)",
         rf"WARNING galleonfs.worker.* was marked for check \({killed}\); the check found it clean")
 

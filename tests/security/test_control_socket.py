@@ -26,8 +26,9 @@ from node.util import allows_warnings, ctl_ok, finish
 
 from galleonfs.engine.engine import NEEDS_CHECK_FILE
 from galleonfs.errors import PermissionDenied
-from galleonfs.fuse import control
 from galleonfs.testing.daemon import RunningDaemon
+from galleonfs.volops import channel, online
+from galleonfs.volops.messages import Ping
 from security.local_users import LocalUser
 
 _SYSTEM_PYTHON = "/usr/bin/python3"     # users cannot run the venv's (under root's 0700 home)
@@ -88,7 +89,7 @@ def test_a_squatter_cannot_stop_a_mount_nor_reach_the_worker(open_daemon: Runnin
     control_dir = d.data_dir / "run" / "control"
     info = os.stat(control_dir)
     assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == 0
-    sock_path = control_dir / control.socket_file(volume_id)
+    sock_path = control_dir / channel.socket_file(volume_id)
 
     squatter = subprocess.Popen([_SYSTEM_PYTHON, "-c", _SQUATTER, f"galleonfs/{volume_id}", str(sock_path)],
                                 user=local_user.uid, group=local_user.gid, extra_groups=[],
@@ -145,7 +146,7 @@ def test_the_daemon_trusts_no_control_socket_another_user_serves(local_user: Loc
             plain.connect(str(path))
             assert b'"forged"' in plain.recv(4096)
         with pytest.raises(PermissionDenied) as refused:     # ... but not us
-            trio.run(lambda: control.call(str(path), "ping", timeout_s=5))
+            trio.run(lambda: online.call(str(path), Ping(), timeout_s=5))
         assert f"served by uid {local_user.uid}" in str(refused.value)
     finally:
         fake.kill()

@@ -25,9 +25,9 @@ from node.util import allows_warnings, ctl_ok, finish, mounts_under, user_error
 
 from galleonfs.errors import GalleonError, InvalidArgument
 from galleonfs.fuse.kernel import find_mount
-from galleonfs.node import mountapi
 from galleonfs.rpc.client import Client
 from galleonfs.testing.daemon import RunningDaemon
+from galleonfs.workers import mountapi
 from security.local_users import LocalUser
 
 

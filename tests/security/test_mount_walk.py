@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from galleonfs.errors import InvalidArgument, NotFound, PermissionDenied
-from galleonfs.node import mountapi, mounts
+from galleonfs.workers import mountapi, mounts
 
 
 @pytest.fixture

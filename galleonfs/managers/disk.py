@@ -1,7 +1,7 @@
 """``DiskWatch``: galleond's view of the disk under its data directory (issue 9: host disk full).
 
 Every ``limits.disk_watch_interval_s`` it asks each mount worker how its volume sees the
-disk (``space`` on the control socket: whether it refuses writes for lack of host space,
+disk (``volops`` ``Space`` on the control socket: whether it refuses writes for lack of host space,
 how many it refused; ``engine/space.py``). It logs when a volume starts and stops refusing
 writes, one line each naming the volume and the disk: the workers' own logs live on that
 disk and may not get their lines out. ``problems`` gives ``NodeInfo`` what ``/readyz``
@@ -28,8 +28,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -44,9 +44,8 @@ from ..engine.space import (
 from ..engine.storage import no_space
 from ..errors import GalleonError
 from ..units import format_size
-
-if TYPE_CHECKING:
-    from ..managers.volumes import VolumeManager
+from ..volops.messages import Space, SpaceState
+from ..workers.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +65,11 @@ def pressure_threshold(capacity: int) -> int:
 
 
 class DiskWatch:
-    def __init__(self, data_dir: str, volumes: VolumeManager) -> None:
+    def __init__(self, data_dir: str, supervisor: Supervisor, name_of: Callable[[str], str]) -> None:
         self.data_dir = data_dir
         self.disk = mount_point(data_dir)
-        self.volumes = volumes
+        self.supervisor = supervisor
+        self.name_of = name_of          # a volume's name from its id (for the log and readiness)
         self.spaces: dict[str, VolumeSpace] = {}      # volume id -> its worker's last answer
         self._pressure = False
         self.reserve = os.path.join(data_dir, RESERVE_FILE)
@@ -84,26 +84,27 @@ class DiskWatch:
 
     async def poll(self) -> None:
         """Ask every mount worker once (each bounded); log what changed."""
-        workers = dict(self.volumes.supervisor.workers)
+        workers = list(self.supervisor.workers)
         for volume_id in list(self.spaces):
             if volume_id not in workers:
                 del self.spaces[volume_id]
         for volume_id in workers:
-            reply: dict[str, Any] | None = None
+            ops = self.supervisor.ops(volume_id)
+            if ops is None:
+                continue                 # stopped meanwhile
+            reply: SpaceState | None = None
             with trio.move_on_after(limits.disk_watch_call_timeout_s):
                 try:
-                    reply = await self.volumes.supervisor.call(volume_id, "space")
+                    reply = await ops.run(Space())
                 except GalleonError as exc:
                     log.debug("volume %s: no space report: %s", volume_id, exc)
             if reply is not None:
                 self._update(volume_id, reply)
         self._check_pressure()
 
-    def _update(self, volume_id: str, reply: dict[str, Any]) -> None:
-        data = self.volumes.catalog.volume(volume_id) or {}
-        old = self.spaces.get(volume_id) or VolumeSpace(str(data.get("name", volume_id)))
-        new = VolumeSpace(old.name, str(reply.get("full") or ""), int(reply.get("enospc_total") or 0),
-                          float(reply.get("last_enospc") or 0.0))
+    def _update(self, volume_id: str, reply: SpaceState) -> None:
+        old = self.spaces.get(volume_id) or VolumeSpace(self.name_of(volume_id))
+        new = VolumeSpace(old.name, reply.full, reply.enospc_total, reply.last_enospc)
         if new.full and not old.full:
             log.error("volume %s refuses writes that need space: the host disk %s under the data "
                       "directory is full (%s); free space there", new.name, self.disk, new.full)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import stat
 import struct
 from dataclasses import dataclass
 
@@ -132,8 +133,6 @@ def _walk_nofollow(dir_fd: int, path: str, flags: int, *, no_xdev: bool) -> int:
 
 
 def is_symlink(dir_fd: int, name: str) -> bool:
-    import stat
-
     try:
         return stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
     except OSError:

@@ -4,53 +4,50 @@ One worker process per mounted volume (pyfuse3 allows one mount per process); th
 mounts the volume on a private staging directory, and mount points are bind mounts of it
 (``mounts.py``). The supervisor:
 
-* starts a worker and waits, with a bound, for its "ready" line on a pipe;
+* starts a worker (``launch.py``) and waits, with a bound, for its "ready" line on a pipe;
 * watches every worker through a pidfd; when one dies unasked, marks its volume for check
   (the next worker checks it before mounting), and calls the owner back to restart it;
 * adopts workers left running by a previous daemon (``kill -9`` of galleond does not take
   the mounts down), recognising them by the volume lock and the control socket;
 * binds each worker's control socket itself, in ``<data-dir>/run/control`` (0700), and
-  hands it to the worker by fd: no other user can take or reach the address (``control.py``);
+  hands it to the worker by fd: no other user can take or reach the address
+  (``volops/channel.py``); ``ops`` reaches a worker's volume through it (``OnlineOps``);
 * stops a worker with SIGTERM, which makes it flush, checkpoint and unmount, then exit 0.
 
 Workers run in their own session, so a signal to the daemon's process group does not
 reach them; the daemon stops them explicitly on a clean shutdown.
+
+Whoever owns the volumes (the ``VolumeManager``) is handed a supervisor and subscribes to
+worker deaths (``on_death``); the supervisor knows no manager.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
 
-from .. import errors, limits
+from .. import limits
 from ..crypto.keys import KeySpec
 from ..engine.engine import LOCK_FILE, NEEDS_CHECK_FILE
-from ..errors import ExitCode, GalleonError, Unavailable
-from ..fuse import control
+from ..engine.storage import Storage
+from ..errors import GalleonError, Unavailable
 from ..metrics import multiproc
+from ..volops import channel, online
+from ..volops.messages import Ping
+from ..volops.online import OnlineOps
 from . import mounts
+from .launch import Launch, error_of
 
 log = logging.getLogger(__name__)
 
 DeathHandler = Callable[[str, str], Awaitable[None]]
-
-
-# A worker that cannot start says why as "error <exit code> <message>": the code brings
-# back the kind of error, so the API answers with the right status (not INTERNAL).
-_WORKER_ERRORS: dict[int, type[GalleonError]] = {
-    ExitCode.USAGE: errors.InvalidArgument, ExitCode.NOT_FOUND: errors.NotFound,
-    ExitCode.EXISTS: errors.AlreadyExists, ExitCode.BUSY: errors.Busy, ExitCode.NO_SPACE: errors.NoSpace,
-    ExitCode.CORRUPT: errors.Corrupt, ExitCode.PERMISSION: errors.PermissionDenied,
-    ExitCode.UNAVAILABLE: errors.Unavailable,
-}
 
 
 @dataclass
@@ -68,8 +65,6 @@ class MountWorker:
 
 def lock_holder(volume_dir: str) -> int | None:
     """The pid written in the volume's LOCK file, if that process still holds the lock."""
-    import fcntl
-
     path = os.path.join(volume_dir, LOCK_FILE)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -95,12 +90,16 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+async def _nobody_listens(volume_id: str, reason: str) -> None:
+    log.error("volume %s: nobody restarts its mount worker", volume_id)
+
+
 class Supervisor:
-    def __init__(self, data_dir: str, on_death: DeathHandler, keys: KeySpec | None = None) -> None:
+    def __init__(self, data_dir: str, keys: KeySpec | None = None) -> None:
         self.data_dir = data_dir
         self.keys = keys or KeySpec()           # passed on to every worker (encrypted volumes)
         self.workers: dict[str, MountWorker] = {}
-        self._on_death = on_death
+        self._on_death: DeathHandler = _nobody_listens
         self._nursery: trio.Nursery | None = None
         self.log_dir = os.path.join(data_dir, "logs")
         self.control_dir = os.path.join(data_dir, "run", "control")
@@ -115,6 +114,10 @@ class Supervisor:
             task_status.started()
             await trio.sleep_forever()
 
+    def on_death(self, handler: DeathHandler) -> None:
+        """Call ``handler(volume_id, reason)`` when a worker dies unasked (to restart it)."""
+        self._on_death = handler
+
     def staging_dir(self, volume_id: str) -> str:
         return os.path.join(self.data_dir, "mounts", volume_id)
 
@@ -128,7 +131,11 @@ class Supervisor:
         return self._control_dir_fd
 
     def control_address(self, volume_id: str) -> str:
-        return control.address(self.control_dir, self.control_dir_fd(), control.socket_file(volume_id))
+        return channel.address(self.control_dir, self.control_dir_fd(), channel.socket_file(volume_id))
+
+    def ops(self, volume_id: str) -> OnlineOps | None:
+        """The volume operations of the worker serving ``volume_id``; None if none does."""
+        return OnlineOps(self.control_address(volume_id)) if volume_id in self.workers else None
 
     def up(self) -> int:
         return sum(1 for w in self.workers.values() if not w.exited.is_set())
@@ -144,52 +151,30 @@ class Supervisor:
         await mounts.clear_dead(staging)
         os.makedirs(staging, mode=0o700, exist_ok=True)
         os.makedirs(self.log_dir, mode=0o700, exist_ok=True)
-        listener = control.listen(self.control_dir_fd(), control.socket_file(volume_id))
-        read_fd, write_fd = os.pipe()
-        command = [sys.executable, "-m", "galleonfs.fuse.worker", volume_dir, staging,
-                   "--ready-fd", str(write_fd), "--control-fd", str(listener.fileno())]
-        if read_only:
-            command += ["-o", "ro"]
-        command += self.keys.arguments()
+        listener = channel.listen(self.control_dir_fd(), channel.socket_file(volume_id))
+        launch = Launch(volume_dir, staging, options="ro" if read_only else "", keys=self.keys,
+                        control_fd=listener.fileno())
         with open(os.path.join(self.log_dir, f"{volume_id}.log"), "ab") as log_file:
             try:
-                process = await trio.lowlevel.open_process(
-                    command, pass_fds=(write_fd, listener.fileno()), stdin=subprocess.DEVNULL,
-                    stdout=log_file, stderr=log_file, start_new_session=True,
-                    env={**os.environ, **self.keys.environment()},   # the key command, not in argv
-                )
+                process = await launch.open_process(stdout=log_file, stderr=log_file)
             finally:
-                os.close(write_fd)
                 listener.close()
-        line = await self._read_ready(read_fd)
-        if line != "ready":
+        outcome = await launch.wait_ready_async()
+        if not outcome.ready:
             with trio.move_on_after(limits.unmount_timeout_s):
                 await process.wait()
             if process.returncode is None:
                 process.kill()
                 await process.wait()
             await mounts.clear_dead(staging)
-            if line.startswith("error ") and line.count(" ") >= 2:
-                _, code, message = line.split(" ", 2)
-                raise _WORKER_ERRORS.get(int(code) if code.isdigit() else -1, GalleonError)(message)
+            if outcome.answered:
+                raise error_of(outcome)
             raise GalleonError(f"the mount worker {describe_exit(process.returncode)} before it was ready")
         worker = MountWorker(volume_id, volume_dir, staging, read_only, process.pid, process)
         self.workers[volume_id] = worker
         self._nursery.start_soon(self._watch, worker)
         log.info("mount worker %d serves volume %s", process.pid, volume_id)
         return worker
-
-    async def _read_ready(self, fd: int) -> str:
-        stream = trio.lowlevel.FdStream(fd)
-        data = b""
-        async with stream:
-            with trio.move_on_after(limits.mount_ready_timeout_s + 5):
-                while b"\n" not in data:
-                    chunk = await stream.receive_some(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-        return data.decode(errors="replace").strip()
 
     # --- adopt ---------------------------------------------------------------------------------
     async def adopt(self, volume_id: str, volume_dir: str, *, read_only: bool) -> MountWorker | None:
@@ -200,10 +185,10 @@ class Supervisor:
         if pid is None or not mounts.is_mounted(staging):
             return None
         try:
-            reply = await control.call(self.control_address(volume_id), "ping", timeout_s=5)
+            reply = await online.call(self.control_address(volume_id), Ping(), timeout_s=5)
         except GalleonError:
             return None
-        if reply.get("pid") != pid:
+        if reply.pid != pid:
             return None
         worker = MountWorker(volume_id, volume_dir, staging, read_only, pid)
         self.workers[volume_id] = worker
@@ -257,22 +242,19 @@ class Supervisor:
             await worker.exited.wait()
         await mounts.clear_dead(worker.staging)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(control.socket_file(volume_id), dir_fd=self.control_dir_fd())
+            os.unlink(channel.socket_file(volume_id), dir_fd=self.control_dir_fd())
         if worker.exit_status not in ("exited with code 0", "exited (adopted worker; status unknown)"):
             raise Unavailable(f"the mount worker of volume {volume_id} {worker.exit_status} on stop")
 
-    async def call(self, volume_id: str, op: str, /, **args: object) -> dict[str, object]:
-        return await control.call(self.control_address(volume_id), op, **args)
-
 
 def mark_needs_check(volume_dir: str, reason: str) -> None:
+    """Record durably that the volume must be checked before its next read-write use, as
+    the engine does (``Engine.mark_needs_check``: written, synced, renamed into place, the
+    directory synced); a reason already recorded is kept (it is the first, the cause)."""
     path = os.path.join(volume_dir, NEEDS_CHECK_FILE)
     if os.path.exists(path):
         return
     try:
-        with open(path, "w") as f:
-            f.write(reason + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        Storage().write_file_durably(path, reason.encode() + b"\n")
     except OSError:
         log.exception("cannot mark volume %s for check", volume_dir)

@@ -1,4 +1,8 @@
-"""What the node reports about itself (NodeService.GetStatus, and the health endpoints)."""
+"""What the node reports about itself (NodeService.GetStatus, and the health endpoints).
+
+Here, below the RPC layer that shows it, so that ``rpc`` never imports ``node`` (the
+daemon, which builds everything, is the only module above both).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .. import __version__
-from ..managers.model import VolumeState
-from ..managers.volumes import VolumeManager
 from .disk import DiskWatch
+from .model import VolumeState
+from .volumes import VolumeManager
 
 
 @dataclass
@@ -43,7 +47,8 @@ class NodeInfo:
         self.started_ns = time.time_ns()
         self.reconciled = False
         self.metrics_url = ""
-        self.disk = DiskWatch(data_dir, volumes)   # the data directory's disk: pressure, full volumes
+        # The data directory's disk: pressure, full volumes.
+        self.disk = DiskWatch(data_dir, volumes.supervisor, volumes.name_of)
 
     def status(self) -> NodeStatus:
         fs = os.statvfs(self.data_dir)

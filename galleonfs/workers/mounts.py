@@ -53,7 +53,7 @@ from ..errors import (
     NotFound,
     PermissionDenied,
 )
-from ..fuse.kernel import find_mount
+from ..fuse.kernel import _unescape, find_mount
 from . import mountapi
 
 log = logging.getLogger(__name__)
@@ -346,8 +346,6 @@ class Recorded(Protocol):
 
 def _mountinfo_paths(mount_id: int) -> list[str]:
     """Where the mount with this (reusable) id is, from the kernel's table."""
-    from ..fuse.kernel import _unescape
-
     with open("/proc/self/mountinfo") as f:
         return [_unescape(fields[4]) for fields in (line.split() for line in f) if fields[0] == str(mount_id)]
 
