@@ -103,12 +103,6 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
 # Today's edges against the target graph (issue 10). Only ever remove entries.
 KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     ("galleonfs.crypto.codec", "galleonfs.engine.frames"),
-    ("galleonfs.managers.offline", "galleonfs.vfs.vfs"),
-    ("galleonfs.managers.snapshots", "galleonfs.node.mounts"),
-    ("galleonfs.managers.volumes", "galleonfs.node.mounts"),
-    ("galleonfs.managers.volumes", "galleonfs.node.supervisor"),
-    ("galleonfs.node.supervisor", "galleonfs.fuse.control"),
-    ("galleonfs.rpc.services", "galleonfs.node.status"),
 }
 
 
@@ -116,7 +110,6 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
 # Only ever remove entries.
 KNOWN_CYCLES: list[set[str]] = [
     {"galleonfs.engine.engine", "galleonfs.engine.snapshots"},
-    {"galleonfs.node.daemon", "galleonfs.node.recovery"},
 ]
 
 
