@@ -59,9 +59,10 @@ Sealed object (index, lock)
          0     4  magic ("GBIX" index, "GBLK" lock)
          4     1  format version 1
          5     3  reserved 0
-         8    12  nonce (random)
-        20     n  AES-GCM(object key, zstd(payload)) including the 16-byte tag;
-                  AAD = bytes 0..8 | object name (UTF-8)
+         8     4  n, the length of the sealed payload (a shorter object is "truncated")
+        12    12  nonce (random)
+        24     n  AES-GCM(object key, zstd(payload)) including the 16-byte tag;
+                  AAD = bytes 0..12 | object name (UTF-8)
 
 Pack
 ----
@@ -117,10 +118,11 @@ Manifest (``backups/<backup id>``)::
          4     1  format version 1
          5     3  reserved 0
          8     4  h, the sealed header's length
-        12     h  sealed header: nonce (12) | AES-GCM(object key, JSON) with tag;
-                  AAD = bytes 0..12 | name | "\\0header"
-      12+h     .  sealed body: nonce (12) | AES-GCM(object key, zstd(chunk list)) with tag;
-                  AAD = bytes 0..12 | name | "\\0body"
+        12     4  b, the sealed body's length
+        16     h  sealed header: nonce (12) | AES-GCM(object key, JSON) with tag;
+                  AAD = bytes 0..16 | name | "\\0header"
+      16+h     b  sealed body: nonce (12) | AES-GCM(object key, zstd(chunk list)) with tag;
+                  AAD = bytes 0..16 | name | "\\0body"
 
 The header is JSON (a dict): format, backup, volume {name, id}, generation, time (ISO 8601
 UTC), time_ns, parent (a backup id or null), meta (caller's string pairs), stats (counters),
@@ -175,13 +177,13 @@ LOCKS = "locks/"
 
 _CONFIG_HEAD = struct.Struct("<4sBBH16sQ")          # 32 bytes
 _SLOT = struct.Struct("<BBBB4s8s16s12s48s")          # 92 bytes
-_SEALED_HEAD = struct.Struct("<4sB3s")               # 8 bytes
+_SEALED_HEAD = struct.Struct("<4sB3sI")              # 12 bytes
 _PACK_HEAD = struct.Struct("<4sB3s16s")              # 24 bytes
 _PACK_TRAILER = struct.Struct("<III4s")              # 16 bytes
 _ENTRY = struct.Struct("<32sBBHIII")                 # 48 bytes
 _RECORD = struct.Struct("<HIH")                      # 8 bytes
 _CHUNK_REF = struct.Struct("<32sIII")                # after the first key
-_MANIFEST_HEAD = struct.Struct("<4sB3sI")            # 12 bytes
+_MANIFEST_HEAD = struct.Struct("<4sB3sII")           # 16 bytes
 _U32 = struct.Struct("<I")
 _INDEX_PACK = struct.Struct("<16sQI")
 
@@ -341,9 +343,9 @@ def _unwrap(slots: Sequence[bytes], key: RepositoryKey, repo_id: bytes, target: 
 
 
 def seal(keys: Keys, magic: bytes, name: str, payload: bytes) -> bytes:
-    head = _SEALED_HEAD.pack(magic, VERSION, bytes(3))
-    nonce = os.urandom(12)
     body = zstandard.ZstdCompressor(level=3).compress(payload)
+    head = _SEALED_HEAD.pack(magic, VERSION, bytes(3), len(body) + TAG_BYTES)
+    nonce = os.urandom(12)
     return head + nonce + keys.objects.encrypt(nonce, body, head + name.encode())
 
 
@@ -358,14 +360,19 @@ def _decompress(data: bytes, name: str, target: str, max_bytes: int) -> bytes:
 def unseal(keys: Keys, magic: bytes, name: str, data: bytes, target: str) -> bytes:
     if len(data) < _SEALED_HEAD.size + 12 + TAG_BYTES:
         raise ObjectTruncated(name=name, target=target, reason=f"only {len(data)} bytes")
-    got, version, _ = _SEALED_HEAD.unpack_from(data)
+    got, version, _, sealed_len = _SEALED_HEAD.unpack_from(data)
     if got != magic:
         raise ObjectCorrupt(name=name, target=target, reason=f"bad magic {got!r}, expected {magic!r}")
     if version != VERSION:
         raise UnsupportedRepository(name=name, target=target, version=version)
+    end = _SEALED_HEAD.size + 12 + sealed_len
+    if len(data) < end:
+        raise ObjectTruncated(name=name, target=target, reason=f"{len(data)} of its {end} bytes")
+    if len(data) > end:
+        raise ObjectCorrupt(name=name, target=target, reason=f"{len(data) - end} bytes follow its end")
     head = data[:_SEALED_HEAD.size]
     try:
-        body = keys.objects.decrypt(data[8:20], data[20:], head + name.encode())
+        body = keys.objects.decrypt(data[12:24], data[24:], head + name.encode())
     except InvalidTag:
         raise ObjectCorrupt(name=name, target=target,
                             reason="its authentication tag does not match (altered, truncated or renamed)") from None
@@ -786,7 +793,7 @@ def encode_manifest(keys: Keys, name: str, info: BackupInfo, chunks: Sequence[Ch
     body = zstandard.ZstdCompressor(level=3).compress(encode_chunk_list(chunks))
     n1, n2 = os.urandom(12), os.urandom(12)
     sealed_len = 12 + len(header) + TAG_BYTES
-    head = _MANIFEST_HEAD.pack(MAGIC_MANIFEST, VERSION, bytes(3), sealed_len)
+    head = _MANIFEST_HEAD.pack(MAGIC_MANIFEST, VERSION, bytes(3), sealed_len, 12 + len(body) + TAG_BYTES)
     h = n1 + keys.objects.encrypt(n1, header, head + name.encode() + b"\0header")
     b = n2 + keys.objects.encrypt(n2, body, head + name.encode() + b"\0body")
     return head + h + b
@@ -796,7 +803,7 @@ def manifest_header_length(prefix: bytes, name: str, target: str) -> int:
     """Bytes from the start of a manifest up to the end of its sealed header."""
     if len(prefix) < _MANIFEST_HEAD.size:
         raise ObjectTruncated(name=name, target=target, reason=f"only {len(prefix)} bytes")
-    magic, version, _, sealed_len = _MANIFEST_HEAD.unpack_from(prefix)
+    magic, version, _, sealed_len, _body_len = _MANIFEST_HEAD.unpack_from(prefix)
     if magic != MAGIC_MANIFEST:
         raise ObjectCorrupt(name=name, target=target, reason="bad magic (not a manifest)")
     if version != VERSION:
@@ -812,7 +819,7 @@ def open_manifest_header(keys: Keys, name: str, prefix: bytes, target: str) -> B
         raise ObjectTruncated(name=name, target=target, reason="its header is cut short")
     head = prefix[:_MANIFEST_HEAD.size]
     try:
-        plain = keys.objects.decrypt(prefix[12:24], prefix[24:end], head + name.encode() + b"\0header")
+        plain = keys.objects.decrypt(prefix[16:28], prefix[28:end], head + name.encode() + b"\0header")
     except InvalidTag:
         raise ObjectCorrupt(name=name, target=target,
                             reason="its header fails authentication (altered or renamed)") from None
@@ -829,8 +836,11 @@ def open_manifest_header(keys: Keys, name: str, prefix: bytes, target: str) -> B
 def open_manifest_body(keys: Keys, name: str, data: bytes, target: str) -> list[ChunkRef]:
     end = manifest_header_length(data, name, target)
     head = data[:_MANIFEST_HEAD.size]
-    if len(data) < end + 12 + TAG_BYTES:
-        raise ObjectTruncated(name=name, target=target, reason="its body is missing or cut short")
+    body_len = _MANIFEST_HEAD.unpack_from(data)[4]
+    if len(data) < end + body_len:
+        raise ObjectTruncated(name=name, target=target, reason=f"{len(data)} of its {end + body_len} bytes")
+    if len(data) > end + body_len or body_len < 12 + TAG_BYTES:
+        raise ObjectCorrupt(name=name, target=target, reason="its length does not match its header")
     try:
         body = keys.objects.decrypt(data[end:end + 12], data[end + 12:], head + name.encode() + b"\0body")
     except InvalidTag:

@@ -260,6 +260,20 @@ class Repository:
                 index.add(info)
         return len(recovered)
 
+    def rebuild_index(self) -> int:
+        """Repair after lost or damaged index objects: index every pack that no readable index
+        object names, from the pack's own authenticated tail. Returns the packs recovered."""
+        with self.lock(exclusive=False, purpose="index rebuild"):
+            names = {n for n, _ in self.target.list(fmt.INDEX)}
+            index = Index()
+            readable = self.parallel(self.read_index_object, sorted(names), on_error=lambda n, e: None)
+            for name, packs in readable.items():
+                for info in packs:
+                    index.add(info)
+                index.objects.add(name)
+            self._index = index
+            return self.reconcile_packs()
+
     # --- blobs ---------------------------------------------------------------------------
 
     def has_blob(self, blob_id: bytes) -> bool:
