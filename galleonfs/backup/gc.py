@@ -96,7 +96,7 @@ def collect_garbage(repo: Repository, *, dry_run: bool = False,
                       Meter("gc", progress, limits.progress_interval_s))
     finally:
         lock.release()
-        repo.load_index(full=True)
+        repo.replace_index(None)        # read afresh when next needed
 
 
 def _read_all(repo: Repository) -> _State:
@@ -160,9 +160,10 @@ def _sweep(repo: Repository, state: _State, lock: Lock, dry_run: bool, fraction:
         chosen[pack_id].append(entry)
     keep, repack, dead = [], [], list(state.damaged)
     for pack_id, info in state.packs.items():
+        blob_bytes = sum(e.stored_len for e in info.entries)   # not the pack's fixed overhead
         if live_bytes[pack_id] == 0:
             dead.append(pack_id)
-        elif live_bytes[pack_id] < fraction * info.size:
+        elif live_bytes[pack_id] < fraction * blob_bytes:
             repack.append(pack_id)
         else:
             keep.append(info)

@@ -185,7 +185,7 @@ class Repository:
         assert self._index is not None
         return self._index
 
-    def replace_index(self, index: Index) -> None:
+    def replace_index(self, index: Index | None) -> None:
         self._index = index
 
     def read_index_object(self, name: str) -> list[PackInfo]:
