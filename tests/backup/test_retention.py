@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 
@@ -44,7 +45,7 @@ def oracle(backups: list[tuple[str, datetime]], policy: Policy) -> set[str]:
     buckets, for each rule (n = -1: of every bucket)."""
     newest_first = sorted(backups, key=lambda b: (b[1], b[0]), reverse=True)
     keep = {b for b, _t in newest_first[:policy.keep_last]} if policy.keep_last >= 0 else {b for b, _ in backups}
-    rules = {
+    rules: dict[str, tuple[int, Callable[[datetime], tuple[int, ...]]]] = {
         "hourly": (policy.keep_hourly, lambda t: (t.year, t.month, t.day, t.hour)),
         "daily": (policy.keep_daily, lambda t: (t.year, t.month, t.day)),
         "weekly": (policy.keep_weekly, lambda t: tuple(t.isocalendar()[:2])),
