@@ -10,9 +10,10 @@ The volume side drives a ``BackupWriter`` from one thread::
             w.put_record(key, value, block_ids)         # or w.delete_record(key)
         info = w.commit()
 
-Blobs are sealed into a pack on the calling thread (zstd, then AES-256-GCM) and each full
-pack is stored by the pool; at most ``threads + packs_queued_max`` packs wait, so memory is
-bounded and a slow target slows the caller instead of filling memory. Every
+Blobs are gathered into packs on the calling thread; each full pack is sealed (zstd, then
+AES-256-GCM) and stored by one task of the pool; at most ``threads + packs_queued_max``
+packs wait, so memory is bounded and a slow target slows the caller instead of filling
+memory. Every
 ``index_flush_packs`` stored packs (and at commit) an index object names them.
 
 Order of commit (why an interrupted backup leaves nothing that looks like a backup): the
@@ -51,42 +52,56 @@ if TYPE_CHECKING:
 
 
 class PackSink:
-    """Seals blobs into packs and stores full packs on the repository's pool."""
+    """Gathers blobs into packs; each full pack is sealed and stored by one pool task.
+
+    Sealing (zstd, AES-256-GCM) runs on the pool, not on the caller's thread, so a node's
+    cores seal packs in parallel while the caller goes on hashing and reading blocks (zstd
+    and OpenSSL release the GIL). A pack closes at ``pack_target_bytes`` of raw blob bytes:
+    compressible data makes smaller objects, never larger ones.
+    """
 
     def __init__(self, repo: Repository, meter: Meter) -> None:
         self.repo, self.meter = repo, meter
-        self._zstd = zstandard.ZstdCompressor(level=limits.zstd_level)
-        self._builder: PackBuilder | None = None
+        self._blobs: list[tuple[bytes, int, bytes]] = []
+        self._raw = 0
         self._slots = threading.BoundedSemaphore(repo.pool_threads + limits.packs_queued_max)
-        self._inflight: deque[tuple[Future[None], PackInfo]] = deque()
+        self._inflight: deque[Future[PackInfo]] = deque()
+        self._local = threading.local()
         self.stored: list[PackInfo] = []        # stored, not yet named by an index object
         self.packs = 0
         self.bytes_stored = 0
 
     def add(self, blob_id: bytes, kind: int, data: bytes | bytearray | memoryview) -> None:
-        if self._builder is None:
-            self._builder = PackBuilder(self.repo.keys, self._zstd)
-        self._builder.add(blob_id, kind, data)
-        if (self._builder.size >= limits.pack_target_bytes
-                or len(self._builder.entries) >= limits.pack_blobs_max):
+        # bytes() copies a view or bytearray the caller may reuse; a bytes object is kept as is.
+        self._blobs.append((blob_id, kind, bytes(data)))
+        self._raw += len(data)
+        if self._raw >= limits.pack_target_bytes or len(self._blobs) >= limits.pack_blobs_max:
             self._ship()
         self.reap()
 
-    def _ship(self) -> None:
-        builder, self._builder = self._builder, None
-        assert builder is not None and builder.entries
+    def _seal_and_store(self, blobs: list[tuple[bytes, int, bytes]]) -> PackInfo:
+        zstd = getattr(self._local, "zstd", None)
+        if zstd is None:                        # a compressor is not shareable across threads
+            zstd = self._local.zstd = zstandard.ZstdCompressor(level=limits.zstd_level)
+        builder = PackBuilder(self.repo.keys, zstd)
+        for blob_id, kind, data in blobs:
+            builder.add(blob_id, kind, data)
         data = builder.finish()
-        info = PackInfo(builder.pack_id, len(data), tuple(builder.entries))
+        self.repo.target.put(fmt.pack_name(builder.pack_id), data)
+        return PackInfo(builder.pack_id, len(data), tuple(builder.entries))
+
+    def _ship(self) -> None:
+        blobs, self._blobs, self._raw = self._blobs, [], 0
+        assert blobs
         self._slots.acquire()
-        fut = self.repo.pool.submit(self.repo.target.put, fmt.pack_name(info.pack_id), data)
+        fut = self.repo.pool.submit(self._seal_and_store, blobs)
         fut.add_done_callback(lambda _f: self._slots.release())
-        self._inflight.append((fut, info))
+        self._inflight.append(fut)
 
     def reap(self, *, block: bool = False) -> None:
         """Account for stored packs; re-raise the first failed store."""
-        while self._inflight and (block or self._inflight[0][0].done()):
-            fut, info = self._inflight.popleft()
-            fut.result()
+        while self._inflight and (block or self._inflight[0].done()):
+            info = self._inflight.popleft().result()
             self.repo.index.add(info)
             self.stored.append(info)
             self.packs += 1
@@ -94,9 +109,8 @@ class PackSink:
             self.meter.add(transferred=info.size)
 
     def flush(self) -> None:
-        if self._builder is not None and self._builder.entries:
+        if self._blobs:
             self._ship()
-        self._builder = None
         self.reap(block=True)
 
     def take_stored(self) -> list[PackInfo]:
@@ -105,9 +119,9 @@ class PackSink:
 
     def abandon(self) -> None:
         """Let stores already running finish (their packs are found again later); drop the rest."""
-        self._builder = None
+        self._blobs, self._raw = [], 0
         while self._inflight:
-            fut, _info = self._inflight.popleft()
+            fut = self._inflight.popleft()
             if not fut.cancel():
                 with contextlib.suppress(Exception):
                     fut.result()
