@@ -39,11 +39,10 @@ import blake3
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from backup.util import start_moto  # noqa: E402
 from galleonfs.backup import DirectoryTarget, Repository, RepositoryKey, Target  # noqa: E402
 from galleonfs.backup.s3 import S3Target  # noqa: E402
+from galleonfs.backup.testing import start_moto  # noqa: E402
 
 MiB = 1 << 20
 BLOCK = 64 * 1024

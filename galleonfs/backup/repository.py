@@ -44,7 +44,7 @@ from .errors import (
 )
 from .format import BackupInfo, ChunkRef, Entry, Keys, PackInfo, RepositoryKey
 from .locks import Lock
-from .progress import Meter
+from .progress import Meter, ProgressCallback
 from .targets import Target
 
 if TYPE_CHECKING:
@@ -429,7 +429,7 @@ class Repository:
 
     def begin_backup(self, *, volume_name: str, volume_id: str, generation: int,
                      parent: str | None = None, meta: dict[str, str] | None = None,
-                     progress: Callable[..., None] | None = None,
+                     progress: ProgressCallback | None = None,
                      backup_id: str | None = None, time: datetime | None = None) -> BackupWriter:
         """Start a backup (see ``BackupWriter``); with ``parent``, an incremental on top of it.
         ``time`` is when the backed-up state was taken (the snapshot's time; default now):
@@ -476,12 +476,18 @@ class Repository:
             self.delete_backups(doomed)
         return plans
 
-    def collect_garbage(self, **options: object) -> GCReport:
+    def collect_garbage(self, *, dry_run: bool = False,
+                        repack_live_fraction: float = limits.repack_live_fraction_max,
+                        progress: ProgressCallback | None = None,
+                        wait_s: float = limits.lock_wait_default_s) -> GCReport:
+        """Delete what no backup references, repack sparse packs (see ``gc``)."""
         from .gc import collect_garbage
 
-        return collect_garbage(self, **options)  # type: ignore[arg-type]
+        return collect_garbage(self, dry_run=dry_run, repack_live_fraction=repack_live_fraction,
+                               progress=progress, wait_s=wait_s)
 
-    def verify(self, *, deep: bool = False, progress: Callable[..., None] | None = None) -> VerifyReport:
+    def verify(self, *, deep: bool = False, progress: ProgressCallback | None = None) -> VerifyReport:
+        """Check every object (see ``verify``); problems are reported, not raised."""
         from .verify import verify
 
         return verify(self, deep=deep, progress=progress)

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from galleonfs.backup import DirectoryTarget, Repository, Target
+from galleonfs.backup.testing import MotoServer, start_moto
 
-from .util import CREDENTIALS_ENV, REPO_KEY, MotoServer, new_bucket, s3_target, start_moto
+from .util import CREDENTIALS_ENV, REPO_KEY, new_bucket, s3_target
 
 
 @pytest.fixture(scope="session")

@@ -18,19 +18,10 @@ from hypothesis import strategies as st
 from galleonfs.backup import DirectoryTarget, Progress, Repository, Target, limits
 from galleonfs.backup.errors import BackupNotFound, RepositoryKeyRejected
 from galleonfs.backup.format import BackupInfo, RepositoryKey
+from galleonfs.backup.testing import MotoServer
 from galleonfs.errors import InvalidArgument
 
-from .util import (
-    REPO_KEY,
-    MotoServer,
-    Vol,
-    backup,
-    block_id,
-    new_bucket,
-    restore,
-    s3_target,
-    same_content,
-)
+from .util import REPO_KEY, Vol, backup, block_id, new_bucket, restore, s3_target, same_content
 
 
 def mixed_block(rng: random.Random, size: int = 64 * 1024) -> bytes:

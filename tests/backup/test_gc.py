@@ -7,14 +7,14 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from galleonfs.backup import Repository, Target, break_locks, format, limits
-from galleonfs.backup.errors import GCRefused, LockLost, RepositoryLocked, TargetUnreachable
+from galleonfs.backup.errors import GCRefused, LockLost, RepositoryLocked
 from galleonfs.backup.format import BackupInfo, PackInfo
+from galleonfs.backup.testing import FailingList
 
 from .util import REPO_KEY, Vol, backup, object_sizes, restore, same_content
 
@@ -85,21 +85,6 @@ def test_mostly_dead_packs_are_repacked(dir_repo: Repository) -> None:
     assert report.bytes_freed > 5 * 8192
     same_content(keep, restore(dir_repo, kept.backup_id))
     assert dir_repo.verify(deep=True).ok
-
-
-class FailingList:
-    """A real target whose listing of one prefix fails the way an unreachable S3 does."""
-
-    def __init__(self, inner: Target, prefix: str) -> None:
-        self.inner, self.prefix = inner, prefix
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
-
-    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
-        if prefix == self.prefix:
-            raise TargetUnreachable(target=self.inner.url, reason="connection reset by peer")
-        return self.inner.list(prefix)
 
 
 @pytest.mark.parametrize("prefix", ["backups/", "index/", "packs/"])

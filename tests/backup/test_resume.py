@@ -17,11 +17,11 @@ import pytest
 
 from galleonfs.backup import DirectoryTarget, Repository, Target, limits
 from galleonfs.backup.s3 import S3Target
+from galleonfs.backup.testing import MotoServer
 
 from .util import (
     CREDENTIALS_ENV,
     REPO_KEY,
-    MotoServer,
     Vol,
     backup,
     new_bucket,

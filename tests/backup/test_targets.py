@@ -24,19 +24,10 @@ from galleonfs.backup.errors import (
     TargetUnreachable,
 )
 from galleonfs.backup.s3 import S3Target
+from galleonfs.backup.testing import MotoServer, free_port, start_moto
 from galleonfs.errors import GalleonError
 
-from .util import (
-    CREDENTIALS_ENV,
-    REPO_KEY,
-    MotoServer,
-    Vol,
-    backup,
-    free_port,
-    new_bucket,
-    s3_target,
-    start_moto,
-)
+from .util import CREDENTIALS_ENV, REPO_KEY, Vol, backup, new_bucket, s3_target
 
 
 def one_line(error: GalleonError) -> str:

@@ -5,14 +5,8 @@ family's keyed BLAKE3 ids (or, for an encrypted volume, its sealed frames)."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import blake3
 import boto3
@@ -21,51 +15,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from galleonfs.backup import Repository, RepositoryKey, Target
 from galleonfs.backup.format import BackupInfo
 from galleonfs.backup.s3 import S3Target
+from galleonfs.backup.testing import MotoServer
 
 FAMILY_KEY = b"f" * 32          # the keyed-id key of the test volumes' family
 VOLUME_DATA_KEY = b"v" * 32     # what encrypts an "encrypted volume's" frames
 REPO_KEY = RepositoryKey.from_key(b"r" * 32)
 CREDENTIALS_ENV = "GALLEONTEST"  # GALLEONTEST_ACCESS_KEY_ID / _SECRET_ACCESS_KEY
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class MotoServer:
-    proc: subprocess.Popen[bytes]
-    endpoint: str
-    log: Path
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-def start_moto(log: Path, env: dict[str, str] | None = None) -> MotoServer:
-    port = free_port()
-    exe = Path(sys.executable).with_name("moto_server")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=out,
-                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()
-            return MotoServer(proc, endpoint, log)
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"moto_server did not start: {log.read_text()[-2000:]}") from None
-            time.sleep(0.1)
 
 
 def raw_s3(endpoint: str) -> object:
