@@ -128,10 +128,14 @@ class Lock:
         deadline = time.monotonic() + wait_s
         while True:
             self._write()
-            holders = self.conflicts()
+            try:
+                holders = self.conflicts()
+            except BaseException:
+                self._remove()
+                raise
             if not holders:
                 break
-            self.repo.target.delete(self.name)
+            self._remove()
             if time.monotonic() >= deadline:
                 raise RepositoryLocked(target=self.repo.url, holder=holders[0])
             # Jitter so that two exclusive takers do not back off in lockstep forever.
@@ -160,11 +164,20 @@ class Lock:
         if self.repo.target.head(self.name) is None:
             raise LockLost(target=self.repo.url, reason="its lock object was removed by another process")
 
+    def _remove(self) -> None:
+        try:
+            self.repo.target.delete(self.name)
+        except GalleonError as exc:
+            # Left behind, the lock blocks GC only until it expires (lock_ttl_s).
+            log.info("could not remove backup lock %s (it expires by itself): %s", self.name, exc)
+
     def release(self) -> None:
+        """Stop refreshing and remove the lock object; never raises (the work is done)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.repo.target.delete(self.name)
+            self._thread = None
+        self._remove()
 
     def __enter__(self) -> Lock:
         return self
