@@ -251,6 +251,10 @@ class Keys:
         self.id_key = _hkdf(master, b"galleonfs-backup ids v1")
         self.config = AESGCM(_hkdf(master, b"galleonfs-backup config v1"))
 
+    @property
+    def master(self) -> bytes:
+        return self._master
+
     def pack(self, pack_id: bytes) -> AESGCM:
         return AESGCM(_hkdf(self._master, b"galleonfs-backup pack v1" + pack_id))
 
@@ -295,8 +299,7 @@ def _finish_config(body: bytes, keys: Keys) -> bytes:
     return body + nonce + keys.config.encrypt(nonce, b"", body)
 
 
-def open_config(data: bytes, key: RepositoryKey, target: str) -> tuple[Config, Keys]:
-    """Check ``config`` and unwrap the master key with ``key``."""
+def _parse_config(data: bytes, target: str) -> Config:
     def bad(reason: str) -> ObjectCorrupt:
         return ObjectCorrupt(name=CONFIG_NAME, target=target, reason=reason)
 
@@ -311,13 +314,49 @@ def open_config(data: bytes, key: RepositoryKey, target: str) -> tuple[Config, K
     if not 1 <= count <= limits.key_slots_max or len(data) != end + 28:
         raise bad(f"{count} key slots do not match its length of {len(data)} bytes")
     slots = tuple(data[_CONFIG_HEAD.size + i * _SLOT.size:][:_SLOT.size] for i in range(count))
-    master = _unwrap(slots, key, repo_id, target)
-    keys = Keys(master)
+    return Config(repo_id, created, slots)
+
+
+def _check_config(data: bytes, keys: Keys, target: str) -> None:
+    end = len(data) - 28
     try:
         keys.config.decrypt(data[end:end + 12], data[end + 12:], data[:end])
     except InvalidTag:
-        raise bad("its authentication tag does not match (altered)") from None
-    return Config(repo_id, created, slots), keys
+        raise ObjectCorrupt(name=CONFIG_NAME, target=target,
+                            reason="its authentication tag does not match (altered)") from None
+
+
+def open_config(data: bytes, key: RepositoryKey, target: str) -> tuple[Config, Keys]:
+    """Check ``config`` and unwrap the master key with ``key``."""
+    config = _parse_config(data, target)
+    keys = Keys(_unwrap(config.slots, key, config.repo_id, target))
+    _check_config(data, keys, target)
+    return config, keys
+
+
+def reread_config(data: bytes, keys: Keys, target: str) -> Config:
+    """``config`` as stored now, checked with keys already unwrapped."""
+    config = _parse_config(data, target)
+    _check_config(data, keys, target)
+    return config
+
+
+def slot_opens(slot: bytes, key: RepositoryKey) -> bool:
+    kind, log2_n, r, p, _, kek_id, salt, _nonce, _wrapped = _SLOT.unpack(slot)
+    if kind != key.kind or (kind == KEY_KIND_PASSPHRASE and not (10 <= log2_n <= 20 and 1 <= r <= 32 and 1 <= p <= 4)):
+        return False
+    return hashlib.sha256(key.kek(salt, log2_n, r, p)).digest()[:8] == bytes(kek_id)
+
+
+def config_with_slots(config: Config, keys: Keys, slots: Sequence[bytes]) -> bytes:
+    """``config`` rewritten with other key slots (adding or removing a key)."""
+    assert 1 <= len(slots) <= limits.key_slots_max
+    head = _CONFIG_HEAD.pack(MAGIC_CONFIG, VERSION, len(slots), 0, config.repo_id, config.created_s)
+    return _finish_config(head + b"".join(slots), keys)
+
+
+def new_slot(key: RepositoryKey, keys: Keys, repo_id: bytes) -> bytes:
+    return _seal_slot(key, keys.master, repo_id)
 
 
 def _unwrap(slots: Sequence[bytes], key: RepositoryKey, repo_id: bytes, target: str) -> bytes:

@@ -41,6 +41,7 @@ from .errors import (
     ObjectCorrupt,
     ObjectMissing,
     RepositoryExists,
+    RepositoryKeyRejected,
 )
 from .format import BackupInfo, ChunkRef, Entry, Keys, PackInfo, RepositoryKey
 from .locks import Lock
@@ -123,6 +124,34 @@ class Repository:
         config, keys = fmt.open_config(data, key, target.url)
         return cls(target, config, keys, pool_threads=pool_threads, lock_ttl_s=lock_ttl_s,
                    lock_refresh_s=lock_refresh_s)
+
+    def add_key(self, key: RepositoryKey) -> None:
+        """Let ``key`` open the repository too (a new passphrase, a new key file): its own
+        slot wraps the same master key, so nothing but ``config`` is rewritten."""
+        with self.lock(exclusive=True, purpose="key change"):
+            config = fmt.reread_config(self.target.get(fmt.CONFIG_NAME), self.keys, self.url)
+            if any(fmt.slot_opens(s, key) for s in config.slots):
+                raise InvalidArgument(f"this {key.description} opens the backup repository at {self.url} already")
+            if len(config.slots) >= limits.key_slots_max:
+                raise InvalidArgument(f"the backup repository at {self.url} has {limits.key_slots_max} keys "
+                                      "already; remove one first")
+            slots = (*config.slots, fmt.new_slot(key, self.keys, config.repo_id))
+            self.target.put(fmt.CONFIG_NAME, fmt.config_with_slots(config, self.keys, slots))
+            self.config = fmt.reread_config(self.target.get(fmt.CONFIG_NAME), self.keys, self.url)
+
+    def remove_key(self, key: RepositoryKey) -> None:
+        """Stop ``key`` from opening the repository (after ``add_key`` of its successor).
+        The master key stays: whoever saw it (or the data) keeps what they saw."""
+        with self.lock(exclusive=True, purpose="key change"):
+            config = fmt.reread_config(self.target.get(fmt.CONFIG_NAME), self.keys, self.url)
+            slots = tuple(s for s in config.slots if not fmt.slot_opens(s, key))
+            if len(slots) == len(config.slots):
+                raise RepositoryKeyRejected(kind=key.description, target=self.url)
+            if not slots:
+                raise InvalidArgument(f"this {key.description} is the last one that opens the backup "
+                                      f"repository at {self.url}; add another first")
+            self.target.put(fmt.CONFIG_NAME, fmt.config_with_slots(config, self.keys, slots))
+            self.config = fmt.reread_config(self.target.get(fmt.CONFIG_NAME), self.keys, self.url)
 
     @property
     def url(self) -> str:

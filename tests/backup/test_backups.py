@@ -250,3 +250,22 @@ def test_block_ids_are_the_callers(dir_repo: Repository) -> None:
     assert dir_repo.has_blob(bid)
     assert dir_repo.read_blob(bid) == b"hello" * 100
     assert info.refs == 1
+
+
+def test_keys_can_be_added_and_removed(dir_repo: Repository) -> None:
+    vol = Vol()
+    vol.set(b"a", b"", [b"data" * 100])
+    info = backup(dir_repo, vol)
+    passphrase = RepositoryKey.from_passphrase("new passphrase")
+    dir_repo.add_key(passphrase)
+    with pytest.raises(InvalidArgument, match=r"opens the backup repository at .* already"):
+        dir_repo.add_key(passphrase)
+    with Repository.open(dir_repo.target, passphrase) as other:
+        same_content(vol, restore(other, info.backup_id))
+        other.remove_key(REPO_KEY)
+        with pytest.raises(InvalidArgument, match="is the last one"):
+            other.remove_key(passphrase)
+    with pytest.raises(RepositoryKeyRejected, match="the key does not open"):
+        Repository.open(dir_repo.target, REPO_KEY)
+    with Repository.open(dir_repo.target, passphrase) as again:
+        same_content(vol, restore(again, info.backup_id))
