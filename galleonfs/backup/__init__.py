@@ -18,7 +18,8 @@ manifests, keys, locks, retention, GC and verify, and nothing of volumes. A volu
   ``records()``, ``get(key)``, ``walk(have=)`` (records with the blobs they reference,
   verified), ``blobs(ids)``.
 * ``repo.delete_backups(ids)``, ``repo.forget(Policy(...))``, ``repo.collect_garbage()``,
-  ``repo.verify(deep=)``, ``break_locks(repo)``.
+  ``repo.verify(deep=)``, ``repo.rebuild_index()``, ``repo.add_key(k)``/``remove_key(k)``,
+  ``break_locks(repo)``.
 
 Formats are drawn in ``format``; the safety argument of concurrent backup and GC is in
 ``gc`` and ``locks``. Every bound is in ``limits``; every error in ``errors``.
