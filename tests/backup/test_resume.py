@@ -67,7 +67,7 @@ if spec["kind"] == "s3":
     def after(context, **kw):
         if "/packs/" in context.get("galleon_key", ""):
             say("PUT " + context["galleon_key"])
-            time.sleep(0.05)             # a slow link: the kill lands mid-upload
+            time.sleep(0.2)              # a slow link: the kill lands mid-upload
     target.client.meta.events.register("before-parameter-build.s3.PutObject", before)
     target.client.meta.events.register("after-call.s3.PutObject", after)
 else:
@@ -77,7 +77,7 @@ else:
         put(name, data)
         if name.startswith("packs/"):
             say("PUT " + name)
-            time.sleep(0.05)
+            time.sleep(0.2)
     target.put = slow_put
 with Repository.open(target, REPO_KEY, pool_threads=4) as repo:
     backup(repo, big_volume())
