@@ -5,8 +5,9 @@ and the key, so a fresh node can list and restore every backup from the target a
 (disaster recovery): the catalog *is* the target (``backups/`` manifests, ``index/``).
 
 The index (which pack holds which blob) is loaded from the target's ``index/`` objects into
-memory when first needed (~200 bytes per blob: 16 M blobs of a 1 TiB volume at 64 KiB are
-~3 GiB, see the report's weak points). It is the dedup oracle of writers and the map of
+memory when first needed: ~290 bytes per blob, measured (tracemalloc, 200 000 entries), so
+16 M blobs of a 1 TiB volume at 64 KiB would take ~4.7 GB; a compact or on-disk index is
+future work. It is the dedup oracle of writers and the map of
 readers. A writer takes a shared lock, reloads the index, lists ``packs/`` and forgets
 entries whose pack is gone (so it never dedups against a blob GC removed), and learns the
 packs an interrupted writer stored but never indexed from their own tails (so a resumed
