@@ -1,6 +1,7 @@
 """The backup repository alone: throughput and request counts (issue 13). Not in CI.
 
     python benchmarks/backup_repo.py [--dir DIR] [--size-mib 1024] [--threads 8] [--no-s3]
+                                     [--restic]
 
 What a volume's backup will cost once the volume side feeds the repository, without the
 volume: ``--size-mib`` of 64 KiB blocks, half random and half compressible (log-like text,
@@ -14,6 +15,12 @@ referencing it, as the volume's extent records will. For each target (the direct
   share of the full backup's, and the bytes it stored against the bytes changed;
 * **restore**: every record and every block read back and verified (``BackupReader.walk``);
 * S3 requests per GiB backed up (every HTTP request boto3 sends, counted by an event hook).
+
+``--restic`` (needs ``restic`` on PATH, Debian's package) also writes the same blocks as
+16 files under ``DIR``, and times ``restic backup`` of that tree to a restic repository in
+``DIR`` against this repository backing up the same files (read in 64 KiB blocks) to a
+directory target, both from a warm page cache; restic also chunks and hashes the files
+itself, which a volume's backup never has to (its blocks and ids exist already).
 
 moto keeps objects in its own Python process, so the S3 numbers measure moto as much as the
 client; the directory numbers are the repository's own. The 1-minute load average is
@@ -29,6 +36,7 @@ import os
 import random
 import shutil
 import struct
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -137,12 +145,52 @@ def measure(name: str, target: Target, size: int, threads: int, requests: Counte
     return out
 
 
+def compare_restic(base: Path, size: int, threads: int) -> dict[str, Any]:
+    """restic backup of a tree against this repository backing up the same files."""
+    count = size // BLOCK
+    blocks = Blocks(count)
+    tree = base / "tree"
+    tree.mkdir(parents=True)
+    files = 16
+    per_file = count // files
+    for f in range(files):
+        with open(tree / f"file{f:02d}", "wb") as out:
+            for i in range(f * per_file, (f + 1) * per_file):
+                out.write(blocks.data(i))
+    env = {**os.environ, "RESTIC_PASSWORD": "bench", "RESTIC_REPOSITORY": str(base / "restic")}
+    subprocess.run(["restic", "init", "--quiet"], env=env, check=True)
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    subprocess.run(["restic", "backup", "--quiet", str(tree)], env=env, check=True)
+    t_restic = time.perf_counter() - started
+    ours_target = DirectoryTarget(base / "ours", create=True)
+    with Repository.init(ours_target, KEY, pool_threads=threads) as repo:
+        started = time.perf_counter()
+        with repo.begin_backup(volume_name="bench", volume_id="bench-1", generation=1) as w:
+            for f in range(files):
+                with open(tree / f"file{f:02d}", "rb") as src:
+                    n = 0
+                    while data := src.read(BLOCK):
+                        bid = blake3.blake3(data, key=FAMILY_KEY).digest()
+                        if not w.has_blob(bid):
+                            w.put_blob(bid, data)
+                        w.put_record(struct.pack(">QQ", f, n), b"x" * 40, [bid])
+                        n += 1
+            w.commit()
+        t_ours = time.perf_counter() - started
+    total = files * per_file * BLOCK
+    return {"bytes": total, "load_before": load, "restic_s": t_restic,
+            "restic_MBps": total / t_restic / 1e6, "ours_s": t_ours, "ours_MBps": total / t_ours / 1e6,
+            "ours_over_restic_speed": t_restic / t_ours}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir", default="/var/tmp")
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument("--restic", action="store_true")
     args = parser.parse_args()
     size = args.size_mib * MiB
     results = []
@@ -169,7 +217,13 @@ def main() -> None:
         finally:
             server.stop()
             shutil.rmtree(scratch, ignore_errors=True)
-    report = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(), "results": results}
+    report: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(),
+                              "results": results}
+    if args.restic:
+        try:
+            report["restic"] = compare_restic(scratch, size, args.threads)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(report, indent=2))
     out = ROOT / "benchmarks" / "results" / f"backup_repo-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
