@@ -1,0 +1,48 @@
+"""Off-node backups: a deduplicated, compressed, encrypted repository on a directory or S3.
+
+This package is the backup *repository* (issue 13): it knows targets, packs, indexes,
+manifests, keys, locks, retention, GC and verify, and nothing of volumes. A volume's side
+(managers/backup, later) feeds it and reads it back through a small API:
+
+* ``Repository.init(target, key)`` / ``Repository.open(target, key)``: the target
+  (``open_target("s3://bucket/prefix", endpoint=..., credentials_env="AWS")`` or
+  ``open_target("file:///srv/backups")``) and the key (``RepositoryKey.from_key(32 bytes)``
+  or ``.from_passphrase(text)``) are all it needs (disaster recovery).
+* ``repo.begin_backup(volume_name=, volume_id=, generation=, parent=, meta=, time=)`` gives a
+  ``BackupWriter``: ``has_blob(id)``, ``put_blob(id, bytes, sealed=)``,
+  ``put_record(key, value, refs)``, ``delete_record(key)``, ``commit()``. Blob ids are the
+  volume's keyed block ids; records are the volume's metadata records (opaque here) with the
+  block ids they reference. With ``parent``, only the changed records are given (a
+  generation diff) and the rest of the parent's table is carried over by reference.
+* ``repo.list_backups(volume_id)``, ``repo.open_backup(id)`` gives a ``BackupReader``:
+  ``records()``, ``get(key)``, ``walk(have=)`` (records with the blobs they reference,
+  verified), ``blobs(ids)``.
+* ``repo.delete_backups(ids)``, ``repo.forget(Policy(...))``, ``repo.collect_garbage()``,
+  ``repo.verify(deep=)``, ``repo.rebuild_index()``, ``repo.add_key(k)``/``remove_key(k)``,
+  ``break_locks(repo)``.
+
+Formats are drawn in ``format``; the safety argument of concurrent backup and GC is in
+``gc`` and ``locks``. Every bound is in ``limits``; every error in ``errors``.
+
+What it must not do: import anything of GalleonFS above the floor (``galleonfs.errors``,
+``galleonfs.limits``, ``galleonfs.units``): no engine, managers or RPC.
+"""
+
+from __future__ import annotations
+
+from .format import BackupInfo, Record, RepositoryKey
+from .gc import GCReport
+from .locks import break_locks
+from .progress import Progress
+from .reader import BackupReader
+from .repository import Repository
+from .retention import Plan, Policy
+from .targets import DirectoryTarget, Target, open_target
+from .verify import VerifyReport
+from .writer import BackupWriter
+
+__all__ = [
+    "BackupInfo", "BackupReader", "BackupWriter", "DirectoryTarget", "GCReport", "Plan",
+    "Policy", "Progress", "Record", "Repository", "RepositoryKey", "Target", "VerifyReport",
+    "break_locks", "open_target",
+]

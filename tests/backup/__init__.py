@@ -1,0 +1,1 @@
+"""The backup repository (galleonfs.backup) against a real directory and a real S3 server."""
