@@ -21,8 +21,8 @@ manifests, keys, locks, retention, GC and verify, and nothing of volumes. A volu
   ``repo.verify(deep=)``, ``repo.rebuild_index()``, ``repo.add_key(k)``/``remove_key(k)``,
   ``break_locks(repo)``.
 
-Formats are drawn in ``format``; the safety argument of concurrent backup and GC is in
-``gc`` and ``locks``. Every bound is in ``limits``; every error in ``errors``.
+Formats are drawn byte by byte in the modules that implement them (``layout`` lists them);
+the safety argument of concurrent backup and GC is in ``gc`` and ``locks``. Every bound is in ``limits``; every error in ``errors``.
 
 What it must not do: import anything of GalleonFS above the floor (``galleonfs.errors``,
 ``galleonfs.limits``, ``galleonfs.units``): no engine, managers or RPC.
@@ -30,9 +30,10 @@ What it must not do: import anything of GalleonFS above the floor (``galleonfs.e
 
 from __future__ import annotations
 
-from .format import BackupInfo, Record, RepositoryKey
 from .gc import GCReport
+from .keys import RepositoryKey
 from .locks import break_locks
+from .manifests import BackupInfo, Record
 from .progress import Progress
 from .reader import BackupReader
 from .repository import Repository

@@ -33,12 +33,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import GalleonError
-from . import format as fmt
 from . import limits
 from .errors import BlobMissing, GCRefused
-from .format import ChunkRef, Entry, PackInfo
+from .index import Index, PackInfo
+from .layout import BACKUPS, INDEX
+from .manifests import ChunkRef
+from .packs import Entry, pack_name
 from .progress import Meter, ProgressCallback
-from .repository import Index
 from .writer import PackSink
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def collect_garbage(repo: Repository, *, dry_run: bool = False,
 
 
 def _read_all(repo: Repository) -> _State:
-    index_names = [n for n, _ in repo.target.list(fmt.INDEX)]
+    index_names = [n for n, _ in repo.target.list(INDEX)]
     listed = repo.list_packs()
     objects = repo.parallel(repo.read_index_object, index_names)
     index, packs, stale = Index(), {}, 0
@@ -129,8 +130,8 @@ def _read_all(repo: Repository) -> _State:
 
 
 def _mark(repo: Repository, state: _State) -> None:
-    names = [n for n, _ in repo.target.list(fmt.BACKUPS)]
-    manifests = repo.parallel(lambda n: repo.read_manifest(n[len(fmt.BACKUPS):]), names)
+    names = [n for n, _ in repo.target.list(BACKUPS)]
+    manifests = repo.parallel(lambda n: repo.read_manifest(n[len(BACKUPS):]), names)
     state.backups = len(manifests)
     chunks: dict[bytes, tuple[ChunkRef, str]] = {}
     for name, (_info, refs) in manifests.items():
@@ -167,7 +168,7 @@ def _sweep(repo: Repository, state: _State, lock: Lock, dry_run: bool, fraction:
             repack.append(pack_id)
         else:
             keep.append(info)
-    report.damaged_orphans = [fmt.pack_name(p) for p in state.damaged]
+    report.damaged_orphans = [pack_name(p) for p in state.damaged]
     report.packs_deleted = len(dead)
     report.packs_repacked = len(repack)
     if not (dead or repack or state.orphans):
@@ -201,7 +202,7 @@ def _sweep(repo: Repository, state: _State, lock: Lock, dry_run: bool, fraction:
     old = [n for n in state.index_names if n not in written]
     repo.parallel(repo.target.delete, old)
     report.index_objects_deleted = len(old)
-    repo.parallel(repo.target.delete, [fmt.pack_name(p) for p in dead + repack])
+    repo.parallel(repo.target.delete, [pack_name(p) for p in dead + repack])
     report.incomplete_removed = repo.target.sweep_incomplete(limits.incomplete_age_s)
     meter.finish()
     return report

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GalleonError
-from . import format as fmt
 from . import limits
 from .errors import LockLost, ObjectCorrupt, ObjectMissing, RepositoryLocked
+from .layout import LOCKS
+from .sealed import MAGIC_LOCK, seal, unseal
 
 if TYPE_CHECKING:
     from .repository import Repository
@@ -72,7 +73,7 @@ class LockInfo:
 
 
 def read_lock(repo: Repository, name: str) -> LockInfo:
-    data = fmt.unseal(repo.keys, fmt.MAGIC_LOCK, name, repo.target.get(name), repo.url)
+    data = unseal(repo.keys, MAGIC_LOCK, name, repo.target.get(name), repo.url)
     try:
         doc: Any = json.loads(data)
         return LockInfo(name, bool(doc["exclusive"]), str(doc["host"]), int(doc["pid"]),
@@ -89,7 +90,7 @@ class Lock:
         self.repo = repo
         self.exclusive, self.purpose = exclusive, purpose
         self.ttl_s, self.refresh_s = ttl_s, refresh_s
-        self.name = f"{fmt.LOCKS}{os.urandom(16).hex()}"
+        self.name = f"{LOCKS}{os.urandom(16).hex()}"
         self._last_ok = 0.0
         self._lost: str | None = None
         self._stop = threading.Event()
@@ -98,7 +99,7 @@ class Lock:
     def _payload(self) -> bytes:
         doc = {"exclusive": self.exclusive, "host": HOST, "pid": os.getpid(),
                "purpose": self.purpose, "time": time.time(), "ttl_s": self.ttl_s}
-        return fmt.seal(self.repo.keys, fmt.MAGIC_LOCK, self.name, json.dumps(doc).encode())
+        return seal(self.repo.keys, MAGIC_LOCK, self.name, json.dumps(doc).encode())
 
     def _write(self) -> None:
         started = time.monotonic()
@@ -108,7 +109,7 @@ class Lock:
     def conflicts(self) -> list[str]:
         """Who holds a lock that conflicts with ours (descriptions), after writing ours."""
         now, out = time.time(), []
-        for name, _size in list(self.repo.target.list(fmt.LOCKS)):
+        for name, _size in list(self.repo.target.list(LOCKS)):
             if name == self.name:
                 continue
             try:
@@ -188,7 +189,7 @@ class Lock:
 
 def list_locks(repo: Repository, on_error: Callable[[str, GalleonError], None] | None = None) -> list[LockInfo]:
     out = []
-    for name, _size in list(repo.target.list(fmt.LOCKS)):
+    for name, _size in list(repo.target.list(LOCKS)):
         try:
             out.append(read_lock(repo, name))
         except GalleonError as exc:
@@ -201,7 +202,7 @@ def list_locks(repo: Repository, on_error: Callable[[str, GalleonError], None] |
 def break_locks(repo: Repository, *, stale_only: bool = True) -> list[str]:
     """Delete lock objects (only stale ones unless told otherwise); return their names."""
     now, removed = time.time(), []
-    for name, _size in list(repo.target.list(fmt.LOCKS)):
+    for name, _size in list(repo.target.list(LOCKS)):
         if stale_only:
             try:
                 if not read_lock(repo, name).stale(now):

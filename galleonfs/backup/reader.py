@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
-from . import format as fmt
 from . import limits
 from .errors import BlobMissing
-from .format import BackupInfo, ChunkRef, Entry, Record
+from .layout import BACKUPS
 from .locks import Lock
+from .manifests import BackupInfo, ChunkRef, Record
+from .packs import Entry
 from .progress import Meter, ProgressCallback
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ Window = tuple[list[Record], dict[bytes, tuple[int, bytes]]]
 class BackupReader:
     def __init__(self, repo: Repository, info: BackupInfo, chunks: list[ChunkRef], lock: Lock | None) -> None:
         self.repo, self.info, self.chunks, self._lock = repo, info, chunks, lock
-        self._name = fmt.BACKUPS + info.backup_id
+        self._name = BACKUPS + info.backup_id
         self._first_keys = [c.first_key for c in chunks]
 
     @classmethod

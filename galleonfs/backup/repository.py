@@ -33,7 +33,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import GalleonError, InvalidArgument
-from . import format as fmt
 from . import limits
 from .errors import (
     BackupNotFound,
@@ -44,9 +43,40 @@ from .errors import (
     RepositoryExists,
     RepositoryKeyRejected,
 )
-from .format import BackupInfo, ChunkRef, Entry, Keys, PackInfo, RepositoryKey
+from .index import Index, PackInfo, decode_index, encode_index
+from .keys import (
+    Config,
+    Keys,
+    RepositoryKey,
+    config_with_slots,
+    new_config,
+    new_slot,
+    open_config,
+    reread_config,
+    slot_opens,
+)
+from .layout import BACKUPS, CONFIG_NAME, INDEX, PACKS
 from .locks import Lock
+from .manifests import (
+    BackupInfo,
+    ChunkRef,
+    Record,
+    decode_chunk,
+    manifest_header_length,
+    open_manifest_body,
+    open_manifest_header,
+)
+from .packs import (
+    KIND_META,
+    Entry,
+    open_blob,
+    open_pack_tail,
+    pack_id_of,
+    pack_name,
+    pack_tail_length,
+)
 from .progress import Meter, ProgressCallback
+from .sealed import MAGIC_INDEX, seal, unseal
 from .targets import Target
 
 if TYPE_CHECKING:
@@ -61,31 +91,10 @@ _BACKUP_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 Blob = tuple[bytes, int, bytes]     # (blob id, kind, bytes as given to put_blob)
 
 
-class Index:
-    """Which pack holds each blob, as far as this process knows."""
-
-    def __init__(self) -> None:
-        self.blobs: dict[bytes, tuple[bytes, Entry]] = {}
-        self.packs: dict[bytes, int] = {}           # pack id -> object size
-        self.objects: set[str] = set()              # index objects merged in
-
-    def add(self, info: PackInfo) -> None:
-        self.packs[info.pack_id] = info.size
-        for e in info.entries:
-            self.blobs.setdefault(e.blob_id, (info.pack_id, e))
-
-    def drop_packs(self, gone: set[bytes]) -> None:
-        if not gone:
-            return
-        for pack_id in gone:
-            self.packs.pop(pack_id, None)
-        self.blobs = {k: v for k, v in self.blobs.items() if v[0] not in gone}
-
-
 class Repository:
     """One repository on one target; use as a context manager (it owns a thread pool)."""
 
-    def __init__(self, target: Target, config: fmt.Config, keys: Keys, *,
+    def __init__(self, target: Target, config: Config, keys: Keys, *,
                  pool_threads: int = limits.pool_threads_default,
                  lock_ttl_s: float = limits.lock_ttl_s,
                  lock_refresh_s: float = limits.lock_refresh_s) -> None:
@@ -105,10 +114,10 @@ class Repository:
              lock_ttl_s: float = limits.lock_ttl_s,
              lock_refresh_s: float = limits.lock_refresh_s) -> Repository:
         """Create a repository on an empty target (it is then opened, which checks the write)."""
-        if target.head(fmt.CONFIG_NAME) is not None:
+        if target.head(CONFIG_NAME) is not None:
             raise RepositoryExists(target=target.url)
-        data, _keys = fmt.new_config(key)
-        target.put(fmt.CONFIG_NAME, data)
+        data, _keys = new_config(key)
+        target.put(CONFIG_NAME, data)
         return cls.open(target, key, pool_threads=pool_threads, lock_ttl_s=lock_ttl_s,
                         lock_refresh_s=lock_refresh_s)
 
@@ -119,10 +128,10 @@ class Repository:
              lock_refresh_s: float = limits.lock_refresh_s) -> Repository:
         """Open the repository on ``target`` with ``key``: all a fresh node needs."""
         try:
-            data = target.get(fmt.CONFIG_NAME)
+            data = target.get(CONFIG_NAME)
         except ObjectMissing:
             raise NotARepository(target=target.url) from None
-        config, keys = fmt.open_config(data, key, target.url)
+        config, keys = open_config(data, key, target.url)
         return cls(target, config, keys, pool_threads=pool_threads, lock_ttl_s=lock_ttl_s,
                    lock_refresh_s=lock_refresh_s)
 
@@ -130,29 +139,29 @@ class Repository:
         """Let ``key`` open the repository too (a new passphrase, a new key file): its own
         slot wraps the same master key, so nothing but ``config`` is rewritten."""
         with self.lock(exclusive=True, purpose="key change"):
-            config = fmt.reread_config(self.target.get(fmt.CONFIG_NAME), self.keys, self.url)
-            if any(fmt.slot_opens(s, key) for s in config.slots):
+            config = reread_config(self.target.get(CONFIG_NAME), self.keys, self.url)
+            if any(slot_opens(s, key) for s in config.slots):
                 raise InvalidArgument(f"this {key.description} opens the backup repository at {self.url} already")
             if len(config.slots) >= limits.key_slots_max:
                 raise InvalidArgument(f"the backup repository at {self.url} has {limits.key_slots_max} keys "
                                       "already; remove one first")
-            slots = (*config.slots, fmt.new_slot(key, self.keys, config.repo_id))
-            self.target.put(fmt.CONFIG_NAME, fmt.config_with_slots(config, self.keys, slots))
-            self.config = fmt.reread_config(self.target.get(fmt.CONFIG_NAME), self.keys, self.url)
+            slots = (*config.slots, new_slot(key, self.keys, config.repo_id))
+            self.target.put(CONFIG_NAME, config_with_slots(config, self.keys, slots))
+            self.config = reread_config(self.target.get(CONFIG_NAME), self.keys, self.url)
 
     def remove_key(self, key: RepositoryKey) -> None:
         """Stop ``key`` from opening the repository (after ``add_key`` of its successor).
         The master key stays: whoever saw it (or the data) keeps what they saw."""
         with self.lock(exclusive=True, purpose="key change"):
-            config = fmt.reread_config(self.target.get(fmt.CONFIG_NAME), self.keys, self.url)
-            slots = tuple(s for s in config.slots if not fmt.slot_opens(s, key))
+            config = reread_config(self.target.get(CONFIG_NAME), self.keys, self.url)
+            slots = tuple(s for s in config.slots if not slot_opens(s, key))
             if len(slots) == len(config.slots):
                 raise RepositoryKeyRejected(kind=key.description, target=self.url)
             if not slots:
                 raise InvalidArgument(f"this {key.description} is the last one that opens the backup "
                                       f"repository at {self.url}; add another first")
-            self.target.put(fmt.CONFIG_NAME, fmt.config_with_slots(config, self.keys, slots))
-            self.config = fmt.reread_config(self.target.get(fmt.CONFIG_NAME), self.keys, self.url)
+            self.target.put(CONFIG_NAME, config_with_slots(config, self.keys, slots))
+            self.config = reread_config(self.target.get(CONFIG_NAME), self.keys, self.url)
 
     @property
     def url(self) -> str:
@@ -219,13 +228,13 @@ class Repository:
         self._index = index
 
     def read_index_object(self, name: str) -> list[PackInfo]:
-        data = fmt.unseal(self.keys, fmt.MAGIC_INDEX, name, self.target.get(name), self.url)
-        return fmt.decode_index(data, name, self.url)
+        data = unseal(self.keys, MAGIC_INDEX, name, self.target.get(name), self.url)
+        return decode_index(data, name, self.url)
 
     def load_index(self, *, full: bool = False) -> Index:
         """Bring the index up to date with ``index/``: read only objects not read yet, unless
         some disappeared (GC consolidated them) or ``full``; then start over."""
-        names = {n for n, _ in self.target.list(fmt.INDEX)}
+        names = {n for n, _ in self.target.list(INDEX)}
         index = self._index
         if full or index is None or not index.objects <= names:
             index = Index()
@@ -238,27 +247,27 @@ class Repository:
         return index
 
     def write_index(self, packs: Sequence[PackInfo]) -> str:
-        name = f"{fmt.INDEX}{os.urandom(16).hex()}"
-        self.target.put(name, fmt.seal(self.keys, fmt.MAGIC_INDEX, name, fmt.encode_index(packs)))
+        name = f"{INDEX}{os.urandom(16).hex()}"
+        self.target.put(name, seal(self.keys, MAGIC_INDEX, name, encode_index(packs)))
         if self._index is not None:
             self._index.objects.add(name)
         return name
 
     def read_pack_entries(self, pack_id: bytes, size: int) -> list[Entry]:
         """A pack's entries from its own tail (one ranged GET, two for a large index)."""
-        name = fmt.pack_name(pack_id)
+        name = pack_name(pack_id)
         tail = self.target.get(name, -min(size, limits.pack_tail_read_bytes))
         if len(tail) < min(size, limits.pack_tail_read_bytes):
             raise ObjectCorrupt(name=name, target=self.url, reason="it shrank while being read")
-        need = fmt.pack_tail_length(tail, size, name, self.url)
+        need = pack_tail_length(tail, size, name, self.url)
         if need > len(tail):
             tail = self.target.get(name, size - need, need)
-        return fmt.open_pack_tail(self.keys, pack_id, tail, size, name, self.url)
+        return open_pack_tail(self.keys, pack_id, tail, size, name, self.url)
 
     def list_packs(self) -> dict[bytes, int]:
         out = {}
-        for name, size in self.target.list(fmt.PACKS):
-            pack_id = fmt.pack_id_of(name)
+        for name, size in self.target.list(PACKS):
+            pack_id = pack_id_of(name)
             if pack_id is not None:
                 out[pack_id] = size
         return out
@@ -294,7 +303,7 @@ class Repository:
         """Repair after lost or damaged index objects: index every pack that no readable index
         object names, from the pack's own authenticated tail. Returns the packs recovered."""
         with self.lock(exclusive=False, purpose="index rebuild"):
-            names = {n for n, _ in self.target.list(fmt.INDEX)}
+            names = {n for n, _ in self.target.list(INDEX)}
             index = Index()
             readable = self.parallel(self.read_index_object, sorted(names), on_error=lambda n, e: None)
             for name, packs in readable.items():
@@ -310,7 +319,7 @@ class Repository:
         return blob_id in self.index.blobs
 
     def _fetch_range(self, pack_id: bytes, start: int, end: int, entries: list[Entry]) -> list[tuple[Entry, bytes]]:
-        name = fmt.pack_name(pack_id)
+        name = pack_name(pack_id)
         try:
             data = self.target.get(name, start, end - start)
         except ObjectMissing:
@@ -321,8 +330,8 @@ class Repository:
         out = []
         for e in entries:
             lo = e.offset - start
-            plain = fmt.open_blob(cipher, pack_id, e, view[lo:lo + e.stored_len], name, self.url)
-            if e.kind == fmt.KIND_META and self.keys.blob_id(plain) != e.blob_id:
+            plain = open_blob(cipher, pack_id, e, view[lo:lo + e.stored_len], name, self.url)
+            if e.kind == KIND_META and self.keys.blob_id(plain) != e.blob_id:
                 raise ObjectCorrupt(name=name, target=self.url,
                                     reason=f"metadata blob {e.blob_id.hex()} does not match its id")
             out.append((e, plain))
@@ -414,20 +423,20 @@ class Repository:
     def manifest_name(self, backup_id: str) -> str:
         if not _BACKUP_ID.fullmatch(backup_id):
             raise InvalidArgument(f"{backup_id!r} is not a backup id (like b-20261204T020000Z-3fa9c1)")
-        return fmt.BACKUPS + backup_id
+        return BACKUPS + backup_id
 
     def _read_header(self, name: str) -> BackupInfo:
         prefix = self.target.get(name, 0, limits.manifest_head_read_bytes)
-        end = fmt.manifest_header_length(prefix, name, self.url)
+        end = manifest_header_length(prefix, name, self.url)
         if end > len(prefix) and len(prefix) == limits.manifest_head_read_bytes:
             prefix += self.target.get(name, len(prefix), end - len(prefix))
-        return fmt.open_manifest_header(self.keys, name, prefix, self.url)
+        return open_manifest_header(self.keys, name, prefix, self.url)
 
     def list_backups(self, volume_id: str | None = None,
                      on_error: Callable[[str, GalleonError], None] | None = None) -> list[BackupInfo]:
         """Every backup (of one volume if given), oldest first. A manifest that cannot be read
         raises, naming it, unless ``on_error`` takes it (then it is left out)."""
-        names = [n for n, _ in self.target.list(fmt.BACKUPS)]
+        names = [n for n, _ in self.target.list(BACKUPS)]
         infos = self.parallel(self._read_header, names, on_error).values()
         out = [i for i in infos if volume_id is None or i.volume_id == volume_id]
         return sorted(out, key=lambda i: (i.time, i.backup_id))
@@ -445,13 +454,13 @@ class Repository:
             data = self.target.get(name)
         except ObjectMissing:
             raise BackupNotFound(backup=backup_id, target=self.url) from None
-        info = fmt.open_manifest_header(self.keys, name, data, self.url)
-        return info, fmt.open_manifest_body(self.keys, name, data, self.url)
+        info = open_manifest_header(self.keys, name, data, self.url)
+        return info, open_manifest_body(self.keys, name, data, self.url)
 
-    def load_chunk(self, chunk: ChunkRef, where: str) -> list[fmt.Record]:
+    def load_chunk(self, chunk: ChunkRef, where: str) -> list[Record]:
         """The records of one table chunk, checked against what the manifest says of it."""
         data = self.read_blob(chunk.blob_id)
-        records = fmt.decode_chunk(data, where, self.url)
+        records = decode_chunk(data, where, self.url)
         if not records or records[0].key != chunk.first_key or len(records) != chunk.records:
             raise ObjectCorrupt(name=where, target=self.url,
                                 reason=f"table chunk {chunk.blob_id.hex()} does not match its manifest entry")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import InvalidArgument
 from . import limits
-from .format import ChunkRef, Record
+from .manifests import ChunkRef, Record
 
 
 def make_boundary(key_hash32: Callable[[bytes], int]) -> Callable[[Record, int], bool]:

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import GalleonError
-from . import format as fmt
 from . import limits
 from .errors import BlobMissing, ObjectCorrupt, ObjectMissing, ObjectTruncated
-from .format import ChunkRef, PackInfo
+from .index import Index, PackInfo
+from .layout import BACKUPS, INDEX, PACKS
+from .manifests import ChunkRef
+from .packs import KIND_META, check_pack_header, open_blob, open_pack_tail, pack_id_of, pack_name
 from .progress import Meter, ProgressCallback
-from .repository import Index
 
 if TYPE_CHECKING:
     from .repository import Repository
@@ -86,14 +87,14 @@ def _listing(repo: Repository, report: VerifyReport, prefix: str) -> list[tuple[
 
 
 def _check_index(repo: Repository, report: VerifyReport) -> tuple[Index, dict[bytes, PackInfo]]:
-    names = [n for n, _ in _listing(repo, report, fmt.INDEX)]
+    names = [n for n, _ in _listing(repo, report, INDEX)]
     objects = repo.parallel(repo.read_index_object, names, on_error=report.add)
     report.index_objects = len(objects)
-    listed = {fmt.pack_id_of(n): s for n, s in _listing(repo, report, fmt.PACKS)}
+    listed = {pack_id_of(n): s for n, s in _listing(repo, report, PACKS)}
     index, packs, flagged = Index(), {}, set()
     for name in sorted(objects):
         for info in objects[name]:
-            pname = fmt.pack_name(info.pack_id)
+            pname = pack_name(info.pack_id)
             size = listed.get(info.pack_id)
             if info.pack_id in packs or info.pack_id in flagged:
                 continue
@@ -117,8 +118,8 @@ def _check_index(repo: Repository, report: VerifyReport) -> tuple[Index, dict[by
 
 
 def _check_manifests(repo: Repository, report: VerifyReport, index: Index) -> dict[str, list[ChunkRef]]:
-    names = [n for n, _ in _listing(repo, report, fmt.BACKUPS)]
-    got = repo.parallel(lambda n: repo.read_manifest(n[len(fmt.BACKUPS):]), names, on_error=report.add)
+    names = [n for n, _ in _listing(repo, report, BACKUPS)]
+    got = repo.parallel(lambda n: repo.read_manifest(n[len(BACKUPS):]), names, on_error=report.add)
     report.backups = len(got)
     out = {}
     for name, (info, chunks) in got.items():
@@ -131,12 +132,12 @@ def _check_manifests(repo: Repository, report: VerifyReport, index: Index) -> di
 
 
 def _check_pack(repo: Repository, info: PackInfo) -> tuple[list[tuple[str, GalleonError]], set[bytes], int]:
-    name = fmt.pack_name(info.pack_id)
+    name = pack_name(info.pack_id)
     data = repo.target.get(name)
     if len(data) != info.size:
         raise ObjectTruncated(name=name, target=repo.url, reason=f"{len(data)} of {info.size} bytes")
-    fmt.check_pack_header(data, info.pack_id, name, repo.url)
-    own = fmt.open_pack_tail(repo.keys, info.pack_id, data, info.size, name, repo.url)
+    check_pack_header(data, info.pack_id, name, repo.url)
+    own = open_pack_tail(repo.keys, info.pack_id, data, info.size, name, repo.url)
     if sorted(own, key=lambda e: e.offset) != sorted(info.entries, key=lambda e: e.offset):
         raise ObjectCorrupt(name=name, target=repo.url, reason="its own index differs from the index objects")
     cipher = repo.keys.pack(info.pack_id)
@@ -145,8 +146,8 @@ def _check_pack(repo: Repository, info: PackInfo) -> tuple[list[tuple[str, Galle
     view = memoryview(data)
     for e in own:
         try:
-            plain = fmt.open_blob(cipher, info.pack_id, e, view[e.offset:e.offset + e.stored_len], name, repo.url)
-            if e.kind == fmt.KIND_META and repo.keys.blob_id(plain) != e.blob_id:
+            plain = open_blob(cipher, info.pack_id, e, view[e.offset:e.offset + e.stored_len], name, repo.url)
+            if e.kind == KIND_META and repo.keys.blob_id(plain) != e.blob_id:
                 raise ObjectCorrupt(name=name, target=repo.url,
                                     reason=f"metadata blob {e.blob_id.hex()} does not match its id")
         except GalleonError as exc:
@@ -162,7 +163,7 @@ def _check_packs(repo: Repository, report: VerifyReport, packs: dict[bytes, Pack
         return _check_pack(repo, packs[bytes.fromhex(pack_hex)])
 
     def failed(pack_hex: str, exc: GalleonError) -> None:
-        report.add(fmt.pack_name(bytes.fromhex(pack_hex)), exc)
+        report.add(pack_name(bytes.fromhex(pack_hex)), exc)
         bad.update(e.blob_id for e in packs[bytes.fromhex(pack_hex)].entries)
 
     results = repo.parallel(one, [p.hex() for p in packs], on_error=failed)

@@ -39,11 +39,13 @@ from typing import TYPE_CHECKING
 import zstandard
 
 from ..errors import InvalidArgument
-from . import format as fmt
 from . import limits
 from .errors import BlobMissing
-from .format import BackupInfo, ChunkRef, PackBuilder, PackInfo, Record
+from .index import PackInfo
+from .layout import BACKUPS, ID_BYTES
 from .locks import Lock
+from .manifests import BackupInfo, ChunkRef, Record, check_record, encode_chunk, encode_manifest
+from .packs import KIND_DATA, KIND_META, KIND_SEALED, PackBuilder, pack_name
 from .progress import Meter, ProgressCallback
 from .table import TableWriter, make_boundary
 
@@ -87,7 +89,7 @@ class PackSink:
         for blob_id, kind, data in blobs:
             builder.add(blob_id, kind, data)
         data = builder.finish()
-        self.repo.target.put(fmt.pack_name(builder.pack_id), data)
+        self.repo.target.put(pack_name(builder.pack_id), data)
         return PackInfo(builder.pack_id, len(data), tuple(builder.entries))
 
     def _ship(self) -> None:
@@ -137,7 +139,7 @@ class BackupWriter:
         self._sink = PackSink(repo, meter)
         self._added: set[bytes] = set()
         self._closed = False
-        parent_name = fmt.BACKUPS + (info.parent or "")
+        parent_name = BACKUPS + (info.parent or "")
         self._table = TableWriter(parent_chunks,
                                   load=lambda c: repo.load_chunk(c, parent_name),
                                   emit=self._emit_chunk,
@@ -162,7 +164,7 @@ class BackupWriter:
                 if parent_info.volume_id != volume_id:
                     raise InvalidArgument(f"backup {parent} is of volume {parent_info.volume_name}, "
                                           f"not of {volume_name}: it cannot be the parent")
-            if repo.target.head(fmt.BACKUPS + backup_id) is not None:
+            if repo.target.head(BACKUPS + backup_id) is not None:
                 raise InvalidArgument(f"backup {backup_id} exists already in {repo.url}")
             repo.load_index()
             recovered = repo.reconcile_packs()
@@ -194,8 +196,8 @@ class BackupWriter:
         stored as given, covered by the pack's authenticated index; otherwise they are
         compressed and encrypted here."""
         self._check_open()
-        if len(blob_id) != fmt.ID_BYTES:
-            raise InvalidArgument(f"a blob id has {fmt.ID_BYTES} bytes, not {len(blob_id)}")
+        if len(blob_id) != ID_BYTES:
+            raise InvalidArgument(f"a blob id has {ID_BYTES} bytes, not {len(blob_id)}")
         if len(data) > limits.blob_max_bytes:
             raise InvalidArgument(f"a blob has at most {limits.blob_max_bytes} bytes, not {len(data)}")
         if self.has_blob(blob_id):
@@ -203,7 +205,7 @@ class BackupWriter:
             self.stats["bytes_known"] += len(data)
             self._meter.add(done=len(data), items=1)
             return False
-        self._sink.add(blob_id, fmt.KIND_SEALED if sealed else fmt.KIND_DATA, data)
+        self._sink.add(blob_id, KIND_SEALED if sealed else KIND_DATA, data)
         self._added.add(blob_id)
         self.stats["blobs_new"] += 1
         self.stats["bytes_new"] += len(data)
@@ -216,10 +218,10 @@ class BackupWriter:
             self.repo.write_index(self._sink.take_stored())
 
     def _emit_chunk(self, records: list[Record]) -> ChunkRef:
-        data = fmt.encode_chunk(records)
+        data = encode_chunk(records)
         blob_id = self.repo.keys.blob_id(data)
         if not self.has_blob(blob_id):
-            self._sink.add(blob_id, fmt.KIND_META, data)
+            self._sink.add(blob_id, KIND_META, data)
             self._added.add(blob_id)
             self.stats["chunks_new"] += 1
             self._maybe_flush_index()
@@ -231,7 +233,7 @@ class BackupWriter:
         Every blob in ``refs`` must be stored (``put_blob``) before."""
         self._check_open()
         record = Record(bytes(key), bytes(value), tuple(bytes(r) for r in refs))
-        fmt.check_record(record)
+        check_record(record)
         for ref in record.refs:
             if not self.has_blob(ref):
                 raise InvalidArgument(f"record {record.key.hex()} references blob {ref.hex()}, "
@@ -266,9 +268,9 @@ class BackupWriter:
         info = BackupInfo(i.backup_id, i.volume_name, i.volume_id, i.generation, i.time, i.parent,
                           i.meta, stats, len(chunks), sum(c.records for c in chunks),
                           sum(c.refs for c in chunks))
-        name = fmt.BACKUPS + info.backup_id
+        name = BACKUPS + info.backup_id
         self._lock.check()
-        self.repo.target.put(name, fmt.encode_manifest(self.repo.keys, name, info, chunks))
+        self.repo.target.put(name, encode_manifest(self.repo.keys, name, info, chunks))
         self._closed = True
         self._lock.release()
         self._meter.finish()

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from galleonfs.backup import DirectoryTarget, Progress, Repository, Target, limits
 from galleonfs.backup.errors import BackupNotFound, RepositoryKeyRejected
-from galleonfs.backup.format import BackupInfo, RepositoryKey
+from galleonfs.backup.keys import RepositoryKey
+from galleonfs.backup.manifests import BackupInfo
 from galleonfs.backup.testing import MotoServer
 from galleonfs.errors import InvalidArgument
 

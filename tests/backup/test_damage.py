@@ -10,25 +10,27 @@ import random
 
 import pytest
 
-from galleonfs.backup import Repository, Target, format
+from galleonfs.backup import Repository, Target
 from galleonfs.backup.errors import (
     BlobMissing,
     ObjectCorrupt,
     ObjectMissing,
     ObjectTruncated,
 )
-from galleonfs.backup.format import BackupInfo
+from galleonfs.backup.layout import BACKUPS
+from galleonfs.backup.manifests import BackupInfo
+from galleonfs.backup.packs import KIND_DATA, KIND_SEALED, Entry, pack_name
 
 from .util import REPO_KEY, Vol, backup, restore, same_content
 
 
-def stored(repo: Repository, vol: Vol, sealed: bool = False) -> tuple[BackupInfo, str, format.Entry]:
+def stored(repo: Repository, vol: Vol, sealed: bool = False) -> tuple[BackupInfo, str, Entry]:
     """One backup; returns it, one data pack's name and one data blob's entry in it."""
     info = backup(repo, vol)
     repo.load_index(full=True)
     for pack_id, entry in repo.index.blobs.values():
-        if entry.kind == (format.KIND_SEALED if sealed else format.KIND_DATA):
-            return info, format.pack_name(pack_id), entry
+        if entry.kind == (KIND_SEALED if sealed else KIND_DATA):
+            return info, pack_name(pack_id), entry
     raise AssertionError("no data blob stored")
 
 
@@ -107,7 +109,7 @@ def test_moved_pack_fails_authentication(repo: Repository) -> None:
     other.set(b"x", b"", [b"something else" * 1000])
     backup(repo, other)
     packs = sorted(repo.list_packs().items(), key=lambda p: -p[1])
-    a, b = (format.pack_name(p) for p, _ in packs[:2])
+    a, b = (pack_name(p) for p, _ in packs[:2])
     repo.target.put(a, repo.target.get(b))
     r = fresh(repo.target)
     with pytest.raises(ObjectCorrupt) as err:
@@ -139,7 +141,7 @@ def test_altered_pack_index_is_found_by_deep_verify(repo: Repository) -> None:
 @pytest.mark.parametrize("where", ["header", "body", "cut"])
 def test_damaged_manifest_is_named(repo: Repository, where: str) -> None:
     info, _pack, _entry = stored(repo, some_volume())
-    name = format.BACKUPS + info.backup_id
+    name = BACKUPS + info.backup_id
     data = repo.target.get(name)
     if where == "cut":
         repo.target.put(name, data[:-10])

@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from galleonfs.backup import Repository, Target, break_locks, format, limits
+from galleonfs.backup import Repository, Target, break_locks, limits
 from galleonfs.backup.errors import GCRefused, LockLost, RepositoryLocked
-from galleonfs.backup.format import BackupInfo, PackInfo
+from galleonfs.backup.index import PackInfo
+from galleonfs.backup.layout import BACKUPS
+from galleonfs.backup.manifests import BackupInfo
+from galleonfs.backup.packs import pack_name
+from galleonfs.backup.sealed import MAGIC_LOCK, seal
 from galleonfs.backup.testing import FailingList
 
 from .util import REPO_KEY, Vol, backup, object_sizes, restore, same_content
@@ -102,7 +106,7 @@ def test_gc_with_a_listing_error_deletes_nothing(repo: Repository, prefix: str) 
 def test_gc_with_an_unreadable_manifest_deletes_nothing(repo: Repository) -> None:
     (b1, _v1), (b2, _v2), _b3 = history(repo)
     repo.delete_backups([b1.backup_id])
-    name = format.BACKUPS + b2.backup_id
+    name = BACKUPS + b2.backup_id
     data = bytearray(repo.target.get(name))
     data[-4] ^= 1
     repo.target.put(name, bytes(data))
@@ -116,7 +120,7 @@ def test_gc_with_a_missing_blob_deletes_nothing(dir_repo: Repository) -> None:
     (b1, _v1), _b2, (_b3, _v3) = history(dir_repo)
     dir_repo.delete_backups([b1.backup_id])
     pack_id, _entry = dir_repo.index.blobs[next(iter(_v3.records.values()))[1][0]]
-    dir_repo.target.delete(format.pack_name(pack_id))
+    dir_repo.target.delete(pack_name(pack_id))
     before = object_sizes(dir_repo.target)
     with pytest.raises(GCRefused, match="although a backup references it"):
         dir_repo.collect_garbage()
@@ -195,7 +199,7 @@ def test_stale_locks_do_not_block(dir_target: Target, tmp_path: Path) -> None:
 
     doc = {"exclusive": False, "host": __import__("socket").gethostname(), "pid": dead.pid,
            "purpose": "backup of volume x", "time": time.time(), "ttl_s": 600}
-    dir_target.put(name, format.seal(holder.keys, format.MAGIC_LOCK, name, json.dumps(doc).encode()))
+    dir_target.put(name, seal(holder.keys, MAGIC_LOCK, name, json.dumps(doc).encode()))
     assert Repository.open(dir_target, REPO_KEY).collect_garbage().backups == 0
     # A lock not refreshed for its ttl is stale, and its holder knows it lost it.
     short = Repository.open(dir_target, REPO_KEY, lock_ttl_s=1.0, lock_refresh_s=3600.0)

@@ -13,7 +13,7 @@ import boto3
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from galleonfs.backup import Repository, RepositoryKey, Target
-from galleonfs.backup.format import BackupInfo
+from galleonfs.backup.manifests import BackupInfo
 from galleonfs.backup.s3 import S3Target
 from galleonfs.backup.testing import MotoServer
 
