@@ -40,7 +40,7 @@ from .errors import (
     TargetMissing,
     TargetUnreachable,
 )
-from .targets import check_name, check_prefix
+from .object_names import check_name, check_prefix
 
 _DENIED = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken",
            "InvalidToken", "AuthorizationHeaderMalformed", "InvalidClientTokenId", "403",

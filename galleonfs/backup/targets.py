@@ -4,7 +4,7 @@
 object, the new one, or none, never a part), ``get`` (optionally a byte range; a negative
 start reads the last bytes), ``list`` (names and sizes under a prefix), ``delete``
 (idempotent) and ``head`` (the size, or None). Names are ``/``-separated components of
-``[A-Za-z0-9._-]`` chosen by the repository, never by a user.
+``[A-Za-z0-9._-]`` chosen by the repository, never by a user (``object_names`` checks them).
 
 * ``DirectoryTarget``: a local or NFS directory. A put writes a temporary file beside the
   object, fsyncs it, renames it over the name and fsyncs the directory (the rename is the
@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,23 +33,9 @@ from urllib.parse import unquote, urlparse
 from ..errors import InvalidArgument
 from . import limits
 from .errors import ObjectMissing, TargetDenied, TargetFailed, TargetFull, TargetMissing
+from .object_names import check_name, check_prefix
 
-_COMPONENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 TMP_PREFIX = ".tmp-"
-
-
-def check_name(name: str) -> str:
-    """An object name the repository made; anything else is a bug, refused loudly."""
-    parts = name.split("/")
-    if not name or len(name) > 512 or not all(_COMPONENT.fullmatch(p) for p in parts):
-        raise InvalidArgument(f"{name!r} is not a valid backup object name")
-    return name
-
-
-def check_prefix(prefix: str) -> str:
-    if prefix and not (prefix.endswith("/") and check_name(prefix[:-1])):
-        raise InvalidArgument(f"{prefix!r} is not a valid backup object prefix")
-    return prefix
 
 
 class Target(Protocol):
