@@ -48,7 +48,14 @@ import blake3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from galleonfs.backup import DirectoryTarget, Repository, RepositoryKey, Target  # noqa: E402
+from galleonfs.backup import (  # noqa: E402
+    DirectoryTarget,
+    Repository,
+    RepositoryKey,
+    Target,
+    begin_backup,
+    open_backup,
+)
 from galleonfs.backup.s3 import S3Target  # noqa: E402
 from galleonfs.backup.testing import start_moto  # noqa: E402
 
@@ -83,8 +90,8 @@ class Blocks:
 def run_backup(repo: Repository, blocks: Blocks, which: list[int], parent: str | None,
                generation: int) -> tuple[Any, float]:
     started = time.perf_counter()
-    with repo.begin_backup(volume_name="bench", volume_id="bench-1", generation=generation,
-                           parent=parent) as w:
+    with begin_backup(repo, volume_name="bench", volume_id="bench-1", generation=generation,
+                      parent=parent) as w:
         for i in which:
             data = blocks.data(i)
             bid = blake3.blake3(data, key=FAMILY_KEY).digest()
@@ -98,7 +105,7 @@ def run_backup(repo: Repository, blocks: Blocks, which: list[int], parent: str |
 def run_restore(repo: Repository, backup_id: str) -> tuple[int, float]:
     started = time.perf_counter()
     got = 0
-    with repo.open_backup(backup_id) as r:
+    with open_backup(repo, backup_id) as r:
         for _records, blobs in r.walk():
             got += sum(len(d) for _k, d in blobs.values())
     return got, time.perf_counter() - started
@@ -166,7 +173,7 @@ def compare_restic(base: Path, size: int, threads: int) -> dict[str, Any]:
     ours_target = DirectoryTarget(base / "ours", create=True)
     with Repository.init(ours_target, KEY, pool_threads=threads) as repo:
         started = time.perf_counter()
-        with repo.begin_backup(volume_name="bench", volume_id="bench-1", generation=1) as w:
+        with begin_backup(repo, volume_name="bench", volume_id="bench-1", generation=1) as w:
             for f in range(files):
                 with open(tree / f"file{f:02d}", "rb") as src:
                     n = 0

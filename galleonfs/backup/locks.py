@@ -29,19 +29,32 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import GalleonError
 from . import limits
 from .errors import LockLost, ObjectCorrupt, ObjectMissing, RepositoryLocked
+from .keys import Keys
 from .layout import LOCKS
 from .sealed import MAGIC_LOCK, seal, unseal
-
-if TYPE_CHECKING:
-    from .repository import Repository
+from .targets import Target
 
 log = logging.getLogger(__name__)
 HOST = socket.gethostname()
+
+
+class Lockable(Protocol):
+    """What locks need of a repository (``repository.Repository`` is one). Declared here
+    rather than imported: the repository takes its locks from this module."""
+
+    @property
+    def target(self) -> Target: ...
+
+    @property
+    def keys(self) -> Keys: ...
+
+    @property
+    def url(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,7 @@ class LockInfo:
         return f"{self.purpose} ({kind}) on {self.host} pid {self.pid} since {when}"
 
 
-def read_lock(repo: Repository, name: str) -> LockInfo:
+def read_lock(repo: Lockable, name: str) -> LockInfo:
     data = unseal(repo.keys, MAGIC_LOCK, name, repo.target.get(name), repo.url)
     try:
         doc: Any = json.loads(data)
@@ -85,7 +98,7 @@ def read_lock(repo: Repository, name: str) -> LockInfo:
 class Lock:
     """A held lock; a context manager that releases it."""
 
-    def __init__(self, repo: Repository, *, exclusive: bool, purpose: str,
+    def __init__(self, repo: Lockable, *, exclusive: bool, purpose: str,
                  ttl_s: float, refresh_s: float) -> None:
         self.repo = repo
         self.exclusive, self.purpose = exclusive, purpose
@@ -187,7 +200,7 @@ class Lock:
         self.release()
 
 
-def list_locks(repo: Repository, on_error: Callable[[str, GalleonError], None] | None = None) -> list[LockInfo]:
+def list_locks(repo: Lockable, on_error: Callable[[str, GalleonError], None] | None = None) -> list[LockInfo]:
     out = []
     for name, _size in list(repo.target.list(LOCKS)):
         try:
@@ -199,7 +212,7 @@ def list_locks(repo: Repository, on_error: Callable[[str, GalleonError], None] |
     return out
 
 
-def break_locks(repo: Repository, *, stale_only: bool = True) -> list[str]:
+def break_locks(repo: Lockable, *, stale_only: bool = True) -> list[str]:
     """Delete lock objects (only stale ones unless told otherwise); return their names."""
     now, removed = time.time(), []
     for name, _size in list(repo.target.list(LOCKS)):

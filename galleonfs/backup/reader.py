@@ -2,7 +2,7 @@
 
 The volume side restores a backup into a new volume like this::
 
-    with repo.open_backup(backup_id) as r:
+    with open_backup(repo, backup_id) as r:
         for records, blobs in r.walk(have=new_volume.has_block):
             for block_id, (kind, data) in blobs.items():   # kind 3: the volume's own frame
                 new_volume.put_block(block_id, data)
@@ -39,23 +39,26 @@ if TYPE_CHECKING:
 Window = tuple[list[Record], dict[bytes, tuple[int, bytes]]]
 
 
+def open_backup(repo: Repository, backup_id: str, *, lock: bool = True) -> BackupReader:
+    """Read one backup (see ``BackupReader``). With ``lock`` (the default) a shared lock
+    keeps GC from moving its blobs while it is read; without, a read-only credential
+    suffices."""
+    held = repo.lock(exclusive=False, purpose=f"restore of {backup_id}") if lock else None
+    try:
+        info, chunks = repo.read_manifest(backup_id)
+        repo.load_index()
+    except BaseException:
+        if held is not None:
+            held.release()
+        raise
+    return BackupReader(repo, info, chunks, held)
+
+
 class BackupReader:
     def __init__(self, repo: Repository, info: BackupInfo, chunks: list[ChunkRef], lock: Lock | None) -> None:
         self.repo, self.info, self.chunks, self._lock = repo, info, chunks, lock
         self._name = BACKUPS + info.backup_id
         self._first_keys = [c.first_key for c in chunks]
-
-    @classmethod
-    def open(cls, repo: Repository, backup_id: str, *, lock: bool = True) -> BackupReader:
-        held = repo.lock(exclusive=False, purpose=f"restore of {backup_id}") if lock else None
-        try:
-            info, chunks = repo.read_manifest(backup_id)
-            repo.load_index()
-        except BaseException:
-            if held is not None:
-                held.release()
-            raise
-        return cls(repo, info, chunks, held)
 
     def close(self) -> None:
         if self._lock is not None:

@@ -1,8 +1,14 @@
 """A backup repository on one target: open it, list its backups, read and locate its blobs.
 
-``Repository`` is the entry point of the package. ``init``/``open`` need only the target
-and the key, so a fresh node can list and restore every backup from the target alone
-(disaster recovery): the catalog *is* the target (``backups/`` manifests, ``index/``).
+``Repository`` is the core of the package: its target, its keys (``config``), its index, its
+manifests and its locks. ``init``/``open`` need only the target and the key, so a fresh node
+can list and restore every backup from the target alone (disaster recovery): the catalog
+*is* the target (``backups/`` manifests, ``index/``).
+
+The operations on a repository are functions of their own modules that take one:
+``writer.begin_backup``, ``reader.open_backup``, ``retention.forget``,
+``gc.collect_garbage`` and ``verify.verify`` (the package re-exports them). This module
+knows none of them, so each depends on the core and never the other way round.
 
 The index (which pack holds which blob) is loaded from the target's ``index/`` objects into
 memory when first needed: ~290 bytes per blob, measured (tracemalloc, 200 000 entries), so
@@ -18,8 +24,9 @@ with one ranged GET, every blob is authenticated (and its id recomputed where th
 made it) before it is returned, and a missing, damaged or cut object raises an error that
 names it.
 
-What it must not do: return bytes that did not verify, delete anything (that is GC's), or
-write a manifest except through a ``BackupWriter`` holding a live lock.
+What it must not do: import an operation, return bytes that did not verify, delete
+anything but the manifests ``delete_backups`` is given (packs and index objects are GC's),
+or write a manifest except through a ``BackupWriter`` holding a live lock.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from ..errors import GalleonError, InvalidArgument
 from . import limits
@@ -75,16 +82,9 @@ from .packs import (
     pack_name,
     pack_tail_length,
 )
-from .progress import Meter, ProgressCallback
+from .progress import Meter
 from .sealed import MAGIC_INDEX, seal, unseal
 from .targets import Target
-
-if TYPE_CHECKING:
-    from .gc import GCReport
-    from .reader import BackupReader
-    from .retention import Plan, Policy
-    from .verify import VerifyReport
-    from .writer import BackupWriter
 
 T = TypeVar("T")
 _BACKUP_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -466,27 +466,6 @@ class Repository:
                                 reason=f"table chunk {chunk.blob_id.hex()} does not match its manifest entry")
         return records
 
-    def begin_backup(self, *, volume_name: str, volume_id: str, generation: int,
-                     parent: str | None = None, meta: dict[str, str] | None = None,
-                     progress: ProgressCallback | None = None,
-                     backup_id: str | None = None, time: datetime | None = None) -> BackupWriter:
-        """Start a backup (see ``BackupWriter``); with ``parent``, an incremental on top of it.
-        ``time`` is when the backed-up state was taken (the snapshot's time; default now):
-        retention buckets use it."""
-        from .writer import BackupWriter
-
-        return BackupWriter.start(self, volume_name=volume_name, volume_id=volume_id,
-                                  generation=generation, parent=parent, meta=meta or {},
-                                  progress=progress, backup_id=backup_id, time=time)
-
-    def open_backup(self, backup_id: str, *, lock: bool = True) -> BackupReader:
-        """Read one backup (see ``BackupReader``). With ``lock`` (the default) a shared lock
-        keeps GC from moving its blobs while it is read; without, a read-only credential
-        suffices."""
-        from .reader import BackupReader
-
-        return BackupReader.open(self, backup_id, lock=lock)
-
     def delete_backups(self, backup_ids: Iterable[str]) -> list[str]:
         """Delete manifests (their blobs go at the next GC); returns the ids deleted."""
         ids = list(backup_ids)
@@ -498,35 +477,3 @@ class Repository:
             for name in names:
                 self.target.delete(name)
         return ids
-
-    def forget(self, policy: Policy, *, volume_id: str | None = None,
-               dry_run: bool = False) -> dict[str, Plan]:
-        """Apply a retention policy to every volume's backups (or one volume's): returns the
-        plan per volume id and, unless ``dry_run``, deletes what the plans do not keep."""
-        from .retention import plan
-
-        by_volume: dict[str, list[BackupInfo]] = defaultdict(list)
-        for info in self.list_backups(volume_id):
-            by_volume[info.volume_id].append(info)
-        plans = {vol: plan([(i.backup_id, i.time) for i in infos], policy)
-                 for vol, infos in by_volume.items()}
-        doomed = [b for p in plans.values() for b in p.remove]
-        if doomed and not dry_run:
-            self.delete_backups(doomed)
-        return plans
-
-    def collect_garbage(self, *, dry_run: bool = False,
-                        repack_live_fraction: float = limits.repack_live_fraction_max,
-                        progress: ProgressCallback | None = None,
-                        wait_s: float = limits.lock_wait_default_s) -> GCReport:
-        """Delete what no backup references, repack sparse packs (see ``gc``)."""
-        from .gc import collect_garbage
-
-        return collect_garbage(self, dry_run=dry_run, repack_live_fraction=repack_live_fraction,
-                               progress=progress, wait_s=wait_s)
-
-    def verify(self, *, deep: bool = False, progress: ProgressCallback | None = None) -> VerifyReport:
-        """Check every object (see ``verify``); problems are reported, not raised."""
-        from .verify import verify
-
-        return verify(self, deep=deep, progress=progress)

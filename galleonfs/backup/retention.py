@@ -8,16 +8,21 @@ newest backup of each of the last 7 days that have backups. A backup is kept whe
 keeps it; the reasons are reported. A count of -1 means "every bucket". A policy that keeps
 nothing is refused (it would delete every backup).
 
-Pure: no I/O, no clock. ``Repository.forget`` applies a plan.
+``plan`` is pure: no I/O, no clock. ``forget`` applies the plans to a repository: it lists
+the backups, plans per volume, and deletes the manifests no plan keeps (their blobs go at
+the next GC).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from ..errors import InvalidArgument
+from .manifests import BackupInfo
 
 
 @dataclass(frozen=True)
@@ -90,3 +95,27 @@ def plan(backups: Sequence[tuple[str, datetime]], policy: Policy) -> Plan:
         else:
             out.remove.append(backup_id)
     return out
+
+
+class Backups(Protocol):
+    """What ``forget`` needs of a repository (``repository.Repository`` is one): declared
+    here so that retention depends on no I/O module."""
+
+    def list_backups(self, volume_id: str | None = None) -> list[BackupInfo]: ...
+
+    def delete_backups(self, backup_ids: Iterable[str]) -> list[str]: ...
+
+
+def forget(repo: Backups, policy: Policy, *, volume_id: str | None = None,
+           dry_run: bool = False) -> dict[str, Plan]:
+    """Apply a retention policy to every volume's backups (or one volume's): returns the
+    plan per volume id and, unless ``dry_run``, deletes what the plans do not keep."""
+    by_volume: dict[str, list[BackupInfo]] = defaultdict(list)
+    for info in repo.list_backups(volume_id):
+        by_volume[info.volume_id].append(info)
+    plans = {vol: plan([(i.backup_id, i.time) for i in infos], policy)
+             for vol, infos in by_volume.items()}
+    doomed = [b for p in plans.values() for b in p.remove]
+    if doomed and not dry_run:
+        repo.delete_backups(doomed)
+    return plans

@@ -2,7 +2,7 @@
 
 The volume side drives a ``BackupWriter`` from one thread::
 
-    with repo.begin_backup(volume_name=..., volume_id=..., generation=G, parent=prev) as w:
+    with begin_backup(repo, volume_name=..., volume_id=..., generation=G, parent=prev) as w:
         for block_id, frame in changed_blocks:          # ids are the volume's keyed ids
             if not w.has_blob(block_id):                # skip reading what is stored
                 w.put_blob(block_id, frame, sealed=volume_is_encrypted)
@@ -129,6 +129,39 @@ class PackSink:
                     fut.result()
 
 
+def begin_backup(repo: Repository, *, volume_name: str, volume_id: str, generation: int,
+                 parent: str | None = None, meta: dict[str, str] | None = None,
+                 progress: ProgressCallback | None = None,
+                 backup_id: str | None = None, time: datetime | None = None) -> BackupWriter:
+    """Start a backup of one volume (see ``BackupWriter``); with ``parent``, an incremental
+    on top of it. ``time`` is when the backed-up state was taken (the snapshot's time;
+    default now): retention buckets use it."""
+    meta = meta or {}
+    _check_meta(volume_name, volume_id, generation, meta)
+    time = time or datetime.now(UTC)
+    backup_id = backup_id or repo.new_backup_id(time)
+    repo.manifest_name(backup_id)
+    lock = repo.lock(exclusive=False, purpose=f"backup of volume {volume_name}")
+    try:
+        chunks: list[ChunkRef] = []
+        if parent is not None:
+            parent_info, chunks = repo.read_manifest(parent)
+            if parent_info.volume_id != volume_id:
+                raise InvalidArgument(f"backup {parent} is of volume {parent_info.volume_name}, "
+                                      f"not of {volume_name}: it cannot be the parent")
+        if repo.target.head(BACKUPS + backup_id) is not None:
+            raise InvalidArgument(f"backup {backup_id} exists already in {repo.url}")
+        repo.load_index()
+        recovered = repo.reconcile_packs()
+    except BaseException:
+        lock.release()
+        raise
+    info = BackupInfo(backup_id, volume_name, volume_id, generation, time, parent,
+                      dict(meta), {}, 0, 0, 0)
+    meter = Meter("backup", progress, limits.progress_interval_s)
+    return BackupWriter(repo, lock, info, chunks, meter, recovered)
+
+
 class BackupWriter:
     """One backup being written (see the module docstring). Not thread-safe: one caller thread."""
 
@@ -147,34 +180,6 @@ class BackupWriter:
         self.stats = {"blobs_new": 0, "blobs_known": 0, "bytes_new": 0, "bytes_known": 0,
                       "chunks_new": 0, "records_put": 0, "records_deleted": 0,
                       "packs_recovered": recovered}
-
-    @classmethod
-    def start(cls, repo: Repository, *, volume_name: str, volume_id: str, generation: int,
-              parent: str | None, meta: dict[str, str], progress: ProgressCallback | None,
-              backup_id: str | None = None, time: datetime | None = None) -> BackupWriter:
-        _check_meta(volume_name, volume_id, generation, meta)
-        time = time or datetime.now(UTC)
-        backup_id = backup_id or repo.new_backup_id(time)
-        repo.manifest_name(backup_id)
-        lock = repo.lock(exclusive=False, purpose=f"backup of volume {volume_name}")
-        try:
-            chunks: list[ChunkRef] = []
-            if parent is not None:
-                parent_info, chunks = repo.read_manifest(parent)
-                if parent_info.volume_id != volume_id:
-                    raise InvalidArgument(f"backup {parent} is of volume {parent_info.volume_name}, "
-                                          f"not of {volume_name}: it cannot be the parent")
-            if repo.target.head(BACKUPS + backup_id) is not None:
-                raise InvalidArgument(f"backup {backup_id} exists already in {repo.url}")
-            repo.load_index()
-            recovered = repo.reconcile_packs()
-        except BaseException:
-            lock.release()
-            raise
-        info = BackupInfo(backup_id, volume_name, volume_id, generation, time, parent,
-                          dict(meta), {}, 0, 0, 0)
-        meter = Meter("backup", progress, limits.progress_interval_s)
-        return cls(repo, lock, info, chunks, meter, recovered)
 
     @property
     def backup_id(self) -> str:

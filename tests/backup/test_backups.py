@@ -15,7 +15,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from galleonfs.backup import DirectoryTarget, Progress, Repository, Target, limits
+from galleonfs.backup import (
+    DirectoryTarget,
+    Progress,
+    Repository,
+    Target,
+    begin_backup,
+    limits,
+    open_backup,
+    verify,
+)
 from galleonfs.backup.errors import BackupNotFound, RepositoryKeyRejected
 from galleonfs.backup.keys import RepositoryKey
 from galleonfs.backup.manifests import BackupInfo
@@ -80,7 +89,7 @@ def test_encrypted_volume_blocks_stay_its_ciphertext(repo: Repository) -> None:
     for i in range(10):
         vol.set(b"k%d" % i, b"v", [rng.randbytes(8192)])
     info = backup(repo, vol)
-    with repo.open_backup(info.backup_id) as reader:
+    with open_backup(repo, info.backup_id) as reader:
         for _records, blobs in reader.walk():
             for bid, (kind, data) in blobs.items():
                 assert kind == 3 and data == vol.frames[bid]   # stored and returned as given
@@ -92,8 +101,8 @@ def test_progress_reports_bytes_and_finishes(dir_repo: Repository) -> None:
     vol = Vol()
     for i in range(8):
         vol.set(b"k%d" % i, b"", [os.urandom(1 << 20)])
-    with dir_repo.begin_backup(volume_name="db", volume_id="vol-1", generation=1,
-                               progress=seen.append) as w:
+    with begin_backup(dir_repo, volume_name="db", volume_id="vol-1", generation=1,
+                      progress=seen.append) as w:
         for key, (value, refs) in sorted(vol.records.items()):
             for bid in refs:
                 w.put_blob(bid, vol.blocks[bid])
@@ -105,7 +114,7 @@ def test_progress_reports_bytes_and_finishes(dir_repo: Repository) -> None:
 
 
 def test_bad_calls_get_one_sentence(dir_repo: Repository) -> None:
-    with dir_repo.begin_backup(volume_name="db", volume_id="v", generation=1) as w:
+    with begin_backup(dir_repo, volume_name="db", volume_id="v", generation=1) as w:
         w.put_record(b"b", b"")
         with pytest.raises(InvalidArgument, match="strictly increasing key order"):
             w.put_record(b"a", b"")
@@ -113,7 +122,7 @@ def test_bad_calls_get_one_sentence(dir_repo: Repository) -> None:
             w.put_record(b"c", b"", [b"\1" * 32])
     assert dir_repo.list_backups() == []                   # aborted: no backup
     with pytest.raises(BackupNotFound, match="backup b-nope does not exist in file://"):
-        dir_repo.open_backup("b-nope")
+        open_backup(dir_repo, "b-nope")
     with pytest.raises(RepositoryKeyRejected, match="the passphrase does not open the backup repository"):
         Repository.open(dir_repo.target, RepositoryKey.from_passphrase("wrong"))
 
@@ -157,7 +166,7 @@ def run_history(target: Target, history: list[dict[str, object]], encrypted: boo
         # every backup restores on its own, whatever came before or after it
         for info, expected in done:
             same_content(expected, restore(repo, info.backup_id, encrypted=encrypted))
-        assert repo.verify(deep=True).ok
+        assert verify(repo, deep=True).ok
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -180,7 +189,7 @@ def test_history_s3(moto: MotoServer, monkeypatch: pytest.MonkeyPatch,
 
 RESTORE_ELSEWHERE = textwrap.dedent("""
     import hashlib, json, sys
-    from galleonfs.backup import Repository, RepositoryKey, open_target
+    from galleonfs.backup import Repository, RepositoryKey, open_backup, open_target
     spec = json.loads(sys.argv[1])
     target = open_target(spec["url"], endpoint=spec.get("endpoint"), region=spec.get("region"),
                          credentials_env=spec.get("credentials_env"))
@@ -188,7 +197,7 @@ RESTORE_ELSEWHERE = textwrap.dedent("""
         out = {}
         for info in repo.list_backups():
             h = hashlib.sha256()
-            with repo.open_backup(info.backup_id) as r:
+            with open_backup(repo, info.backup_id) as r:
                 blobs = {}
                 for records, got in r.walk():
                     blobs.update({k.hex(): d for k, (_kind, d) in got.items()})

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from galleonfs.backup import Repository, Target
+from galleonfs.backup import Repository, Target, open_backup, verify
 from galleonfs.backup.errors import (
     BlobMissing,
     ObjectCorrupt,
@@ -56,7 +56,7 @@ def flip(target: Target, name: str, offset: int) -> None:
 def problem(repo: Repository, deep: bool) -> tuple[type, str]:
     """The one damaged object verify found (its class and message). A deep verify also
     names, as BlobMissing, each backup record whose blob sat in the damaged object."""
-    report = repo.verify(deep=deep)
+    report = verify(repo, deep=deep)
     first = [p for p in report.problems if not isinstance(p.error, BlobMissing)] or report.problems
     assert len({p.name for p in first}) == 1, report.problems
     for p in report.problems:
@@ -74,7 +74,7 @@ def test_altered_blob_is_named_by_restore_and_deep_verify(repo: Repository) -> N
     assert type(err.value) is ObjectCorrupt
     assert pack in str(err.value) and entry.blob_id.hex() in str(err.value)
     assert "fails authentication" in str(err.value) and "\n" not in str(err.value)
-    assert r.verify().ok                                  # same size: only a deep verify reads it
+    assert verify(r).ok                                  # same size: only a deep verify reads it
     cls, message = problem(r, deep=True)
     assert cls is ObjectCorrupt and pack in message and entry.blob_id.hex() in message
 
@@ -150,7 +150,7 @@ def test_damaged_manifest_is_named(repo: Repository, where: str) -> None:
         flip(repo.target, name, 30 if where == "header" else len(data) - 5)
         expected = ObjectCorrupt
     r = fresh(repo.target)
-    with pytest.raises(expected) as err, r.open_backup(info.backup_id):
+    with pytest.raises(expected) as err, open_backup(r, info.backup_id):
         pass
     assert type(err.value) is expected and name in str(err.value)
     if where == "header":
@@ -168,12 +168,12 @@ def test_lost_index_is_named_then_rebuilt_from_the_packs(repo: Repository) -> No
     r = fresh(repo.target)
     with pytest.raises(BlobMissing, match="is not stored in"):
         restore(r, info.backup_id)
-    report = r.verify()
+    report = verify(r)
     assert {type(p.error) for p in report.problems} == {BlobMissing}
     assert report.unindexed_packs >= 1
     assert r.rebuild_index() >= 1
     same_content(vol, restore(fresh(repo.target), info.backup_id))
-    assert fresh(repo.target).verify(deep=True).ok
+    assert verify(fresh(repo.target), deep=True).ok
 
 
 def test_damaged_index_object_is_named(repo: Repository) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from galleonfs.backup import DirectoryTarget, Repository, Target, limits
+from galleonfs.backup import DirectoryTarget, Repository, Target, begin_backup, limits, verify
 from galleonfs.backup.errors import TargetUnreachable
 from galleonfs.backup.s3 import S3Target
 from galleonfs.backup.testing import LoopbackProxy, MotoServer
@@ -162,7 +162,7 @@ def test_kill9_mid_upload_then_resume(kind: str, flush: int, tmp_path: Path,
     data_blobs = {b for _v, refs in vol.records.values() for b in refs}
     assert {b: copies[b] for b in data_blobs} == dict.fromkeys(data_blobs, 1)
     same_content(vol, restore(repo, info.backup_id))
-    assert repo.verify(deep=True).ok
+    assert verify(repo, deep=True).ok
     repo.close()
 
 
@@ -192,7 +192,7 @@ def test_network_loss_mid_backup_then_resume(moto: MotoServer, monkeypatch: pyte
     vol = big_volume()
     put = 0
     with pytest.raises(TargetUnreachable) as err, \
-            repo.begin_backup(volume_name="db", volume_id="vol-1", generation=1) as w:
+            begin_backup(repo, volume_name="db", volume_id="vol-1", generation=1) as w:
         for key in sorted(vol.records):
             value, refs = vol.records[key]
             for bid in refs:

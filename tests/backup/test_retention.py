@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from galleonfs.backup import Policy, Repository
+from galleonfs.backup import Policy, Repository, forget
 from galleonfs.backup.retention import plan
 from galleonfs.errors import InvalidArgument
 
@@ -90,9 +90,9 @@ def test_forget_on_a_repository_deletes_exactly_the_rest(dir_repo: Repository) -
             info = backup(dir_repo, vol, time=when)
             made[name].append((info.backup_id, when))
     policy = Policy(keep_last=2, keep_daily=7, keep_weekly=4, keep_monthly=3)
-    dry = dir_repo.forget(policy, dry_run=True)
+    dry = forget(dir_repo, policy, dry_run=True)
     assert len(dir_repo.list_backups()) == 360                  # a dry run deletes nothing
-    plans = dir_repo.forget(policy)
+    plans = forget(dir_repo, policy)
     for name, backups in made.items():
         expected = oracle(backups, policy)
         assert set(plans[name].keep) == set(dry[name].keep) == expected

@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from galleonfs.backup import DirectoryTarget, Repository, Target, limits, open_target
+from galleonfs.backup import (
+    DirectoryTarget,
+    Repository,
+    Target,
+    limits,
+    open_target,
+    verify,
+)
 from galleonfs.backup.errors import (
     NotARepository,
     ObjectMissing,
@@ -170,7 +177,7 @@ def test_full_target_fails_clearly_and_leaves_no_backup(small_disk: Path, monkey
     again = Repository.open(target, REPO_KEY)
     assert [b.backup_id for b in again.list_backups()] == [kept.backup_id]   # nothing half-made
     assert not [p for p in (small_disk / "repo").rglob(".tmp-*")]          # no temporaries left
-    assert again.verify(deep=True).ok
+    assert verify(again, deep=True).ok
     repo.close()
     again.close()
 

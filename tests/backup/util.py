@@ -12,7 +12,7 @@ import blake3
 import boto3
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from galleonfs.backup import Repository, RepositoryKey, Target
+from galleonfs.backup import Repository, RepositoryKey, Target, begin_backup, open_backup
 from galleonfs.backup.manifests import BackupInfo
 from galleonfs.backup.s3 import S3Target
 from galleonfs.backup.testing import MotoServer
@@ -96,8 +96,8 @@ def backup(repo: Repository, vol: Vol, parent: tuple[BackupInfo, Vol] | None = N
         old = parent[1].records
         changes = {k: v for k, v in vol.records.items() if old.get(k) != v}
         changes.update({k: None for k in old if k not in vol.records})
-    with repo.begin_backup(volume_name=vol.name, volume_id=vol.vol_id, generation=vol.generation,
-                           parent=parent[0].backup_id if parent else None, **kwargs) as w:  # type: ignore[arg-type]
+    with begin_backup(repo, volume_name=vol.name, volume_id=vol.vol_id, generation=vol.generation,
+                      parent=parent[0].backup_id if parent else None, **kwargs) as w:  # type: ignore[arg-type]
         for key in sorted(changes):
             change = changes[key]
             if change is None:
@@ -114,7 +114,7 @@ def backup(repo: Repository, vol: Vol, parent: tuple[BackupInfo, Vol] | None = N
 def restore(repo: Repository, backup_id: str, encrypted: bool = False) -> Vol:
     """Read a backup back the way the volume side will: records with their blocks."""
     out = Vol(encrypted=encrypted)
-    with repo.open_backup(backup_id) as reader:
+    with open_backup(repo, backup_id) as reader:
         out.name, out.vol_id = reader.info.volume_name, reader.info.volume_id
         for records, blobs in reader.walk(have=out.blocks.__contains__):
             for bid, (_kind, data) in blobs.items():
