@@ -30,6 +30,7 @@ LAYER_OF_PREFIX: dict[str, str] = {
     "galleonfs.errors": "floor", "galleonfs.limits": "floor", "galleonfs.units": "floor",
     "galleonfs.ids": "floor", "galleonfs.names": "floor",
     "galleonfs.qos": "qos", "galleonfs.metrics": "metrics", "galleonfs.audit": "audit",
+    "galleonfs.backup": "backup",
     "galleonfs.storage": "storage", "galleonfs.engine.storage": "storage",
     "galleonfs.crypto": "crypto",
     "galleonfs.meta": "meta",
@@ -62,10 +63,13 @@ LAYER_OF_PREFIX: dict[str, str] = {
 
 # The arrows: a layer may import the layers it points at and, through them, everything they
 # may import. On top of these, every layer may import the floor, and every layer above the
-# leaves (qos, metrics, audit) may import the leaves; a leaf imports only the floor.
+# leaves (qos, metrics, audit) may import the leaves; a leaf imports only the floor. So does
+# backup, the backup repository (issue 13), but it is no leaf: only what integrates it
+# (managers) may import it, and it knows nothing of volumes.
 ARROWS: dict[str, set[str]] = {
     "floor": set(),
     "qos": set(), "metrics": set(), "audit": set(),
+    "backup": set(),
     "storage": set(),
     "crypto": {"storage"},
     "meta": {"crypto", "storage"},           # the store seals values with the volume's keys
@@ -78,7 +82,8 @@ ARROWS: dict[str, set[str]] = {
     "workers": {"fuse mount", "volume operations"},   # supervise and launch mount workers
     "cluster": {"volume operations"},
     "model": set(),                          # the node's plain data: volumes, classes, states
-    "managers": {"volume operations", "workers", "cluster", "model", "meta"},  # meta: the catalog
+    "managers": {"volume operations", "workers", "cluster", "model", "meta",   # meta: the catalog
+                 "backup"},              # managers/backup feeds the repository a volume's blocks
     "api": {"model"},                        # the wire types and what both ends share
     "rpc client": {"api"},
     "cli": {"rpc client"},
@@ -89,6 +94,7 @@ ARROWS: dict[str, set[str]] = {
     "testing": {"node", "tool", "cli"},     # fixtures drive every part
 }
 FLOOR, LEAVES = "floor", {"qos", "metrics", "audit"}
+FLOOR_ONLY = LEAVES | {"backup"}         # layers that import nothing of ours but the floor
 
 # Third-party modules only one place may import (DESIGN section 5).
 ONLY_IN: dict[str, tuple[str, ...]] = {
@@ -162,7 +168,8 @@ def layer_of(module: str) -> str | None:
 
 
 def may_import(layer: str) -> set[str]:
-    """``layer`` itself, what its arrows reach, the floor, and the leaves (above them)."""
+    """``layer`` itself, what its arrows reach, the floor, and the leaves (above them: not
+    for a leaf, nor for the other layers that import only the floor)."""
     reach, todo = {layer}, [layer]
     while todo:
         for down in ARROWS[todo.pop()]:
@@ -170,7 +177,7 @@ def may_import(layer: str) -> set[str]:
                 reach.add(down)
                 todo.append(down)
     reach.add(FLOOR)
-    if layer != FLOOR and layer not in LEAVES:
+    if layer != FLOOR and layer not in FLOOR_ONLY:
         reach |= LEAVES
     return reach
 
@@ -315,3 +322,12 @@ def test_leaves_import_only_the_floor_and_the_top_may_import_down() -> None:
     assert violations([Edge("galleonfs.node.daemon", "galleonfs.engine.engine", 1)]) == {}
     assert violations([Edge("galleonfs.fuse.kernel", "pyfuse3", 1)]) != {}
     assert violations([Edge("galleonfs.cli.galleonctl", "galleonfs.managers.volumes", 1)]) != {}
+
+
+def test_backup_imports_only_the_floor_and_only_the_managers_reach_it() -> None:
+    assert violations([Edge("galleonfs.backup.writer", "galleonfs.errors", 1)]) == {}
+    assert violations([Edge("galleonfs.backup.writer", "galleonfs.metrics", 1)]) != {}
+    assert violations([Edge("galleonfs.backup.gc", "galleonfs.engine.engine", 1)]) != {}
+    assert violations([Edge("galleonfs.managers.volumes", "galleonfs.backup", 1)]) == {}
+    assert violations([Edge("galleonfs.engine.engine", "galleonfs.backup.repository", 1)]) != {}
+    assert violations([Edge("galleonfs.metrics.http", "galleonfs.backup", 1)]) != {}
