@@ -319,7 +319,7 @@ class Worker:
         engine = self.engine
         return {
             "pid": os.getpid(), "size": engine.size, "used_bytes": engine.used_bytes,
-            "inodes_used": engine.get_int(b"inode_count"), "inodes_total": fs.files,
+            "inodes_used": engine.sb.inode_count, "inodes_total": fs.files,
             "generation": engine.generation, "failsafe": engine.failsafe or "",
             "read_only": engine.read_only, "counters": {**engine.counters, **self.throttle.counters()},
             "fuse_errors": {str(k): v for k, v in self.ops.errors.items()},
@@ -330,11 +330,7 @@ class Worker:
 
     async def _ctl_resize(self, request: dict[str, Any]) -> dict[str, Any]:
         size = request["size"]
-        if not isinstance(size, int) or size < self.engine.size:
-            raise InvalidArgument(f"cannot shrink the volume from {self.engine.size} to {size} bytes")
-        self.engine.check_writable()
-        self.engine.set_int(b"size", size)
-        self.engine.end_op()
+        self.engine.resize(size)
         await self.committer.commit()
         return {"size": size}
 
@@ -344,7 +340,7 @@ class Worker:
 
     async def _ctl_checkpoint(self, request: dict[str, Any]) -> dict[str, Any]:
         await self.checkpoint()
-        return {"applied_lsn": self.engine.get_int(b"applied_lsn")}
+        return {"applied_lsn": self.engine.sb.applied_lsn}
 
     async def checkpoint(self) -> None:
         await self.committer.wait_idle()
@@ -362,10 +358,9 @@ class Worker:
         report = GcReport()
         if self.engine.writable:
             self.engine.roll_mostly_dead_segment()
-        for seg in self.engine.gc_candidates():
-            if report.bytes_copied >= limits.gc_pass_bytes_max or not self.engine.writable:
+        for _ in self.engine.gc_steps(report):
+            if not self.engine.writable:
                 break
-            self.engine.gc_segment(seg, report)
             await trio.sleep(0)            # let FUSE requests through between segments
         if self.metering is not None:
             self.metering.gc_reclaimed(report.bytes_reclaimed)

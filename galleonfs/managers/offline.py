@@ -73,18 +73,14 @@ def _stats(engine: Any, args: dict[str, Any], progress: Progress) -> Reply:
 
     fs = Vfs(engine).statfs()
     return {"pid": 0, "size": engine.size, "used_bytes": engine.used_bytes,
-            "inodes_used": engine.get_int(b"inode_count"), "inodes_total": fs.files,
+            "inodes_used": engine.sb.inode_count, "inodes_total": fs.files,
             "failsafe": engine.needs_check() or "", "counters": dict(engine.counters),
             "mounted": False}
 
 
 def _resize(engine: Any, args: dict[str, Any], progress: Progress) -> Reply:
     size = args["size"]
-    if not isinstance(size, int) or size < engine.size:
-        raise InvalidArgument(f"cannot shrink the volume from {engine.size} to {size} bytes")
-    engine.check_writable()
-    engine.set_int(b"size", size)
-    engine.end_op()
+    engine.resize(size)
     return {"size": size}
 
 
@@ -173,7 +169,7 @@ def _describe(request: Request, progress: Progress) -> Reply:
             origin = clones.origin_of(engine)
             return {"volume_id": engine.volume_id, "name": engine.name, "size": engine.size,
                     "block_size": engine.block_size, "encrypted": encrypted,
-                    "created_ns": engine.get_int(b"created_ns"),
+                    "created_ns": engine.sb.created_ns,
                     "origin_volume_dir": origin.volume_dir if origin else "",
                     "origin_snapshot": origin.snapshot if origin else ""}
         finally:

@@ -32,7 +32,6 @@ from .. import limits
 from ..crypto import volume_key
 from ..crypto.keys import PENDING, PREVIOUS, KeyFile, KeyManager, KeySpec
 from ..engine.engine import Engine
-from ..engine.storage import Storage, disk_bytes
 from ..errors import (
     AlreadyExists,
     Busy,
@@ -49,6 +48,7 @@ from ..meta.catalog import Catalog
 from ..metrics import multiproc
 from ..node import mounts
 from ..node.supervisor import Supervisor, mark_needs_check
+from ..storage import Storage, disk_bytes
 from . import tenancy
 from .model import (
     AccessMode,
