@@ -109,7 +109,8 @@ class BlockStore:
         return pending
 
     def forget_changes(self) -> None:
-        """The operation was undone (``ops.py``): its entries and frames count for nothing."""
+        """Forget the current operation's entries, changed or only read, and its frames: it was
+        undone, or it failed before it changed anything (``ops.py``)."""
         self._dirty.clear()
         self._entries.clear()
         self.pending = []

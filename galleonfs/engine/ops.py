@@ -90,8 +90,12 @@ class OpLog:
         except OSError as exc:
             raise self._unjournaled(exc) from None
 
-    def undo(self, why: BaseException) -> None:
-        """Drop what the current operation changed and did not journal."""
+    def fail(self, why: Exception) -> None:
+        """The current operation raised: drop what it changed and did not journal (a
+        rebuild from the journal), or, if it changed nothing, what it read."""
+        if not self.pending():
+            self._blocks.forget_changes()
+            return
         log.warning("volume %s: an operation failed after it had changed the volume (%s); "
                     "undoing its changes", self._health.dir, why)
         self._rebuild()
@@ -134,5 +138,5 @@ class Operation:
                  tb: TracebackType | None) -> None:
         if exc is None:
             self._log.end()
-        elif isinstance(exc, Exception) and self._log.pending():
-            self._log.undo(exc)
+        elif isinstance(exc, Exception):
+            self._log.fail(exc)
