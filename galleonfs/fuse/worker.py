@@ -441,10 +441,10 @@ def open_engine(config: WorkerConfig) -> Engine:
 
 
 def run(config: WorkerConfig, ready: ReadyPipe) -> int:
-    crashpoints.arm_from_environment()
     if os.environ.get("GALLEONFS_NO_IO_FLUSHER") != "1" and not become_io_flusher():
         log.info("not an I/O flusher (needs CAP_SYS_RESOURCE): writes may be throttled harder")
     try:
+        crashpoints.arm_from_environment()      # a misspelt point: an error, not a silent run
         if not os.path.isdir(config.mountpoint):
             raise InvalidArgument(f"mount point {config.mountpoint} is not a directory")
         tuning = Tuning.from_environment()
