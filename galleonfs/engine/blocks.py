@@ -95,6 +95,8 @@ class BlockStore:
 
     def flush(self) -> None:
         """Write each entry this operation changed, once; start afresh for the next one."""
+        if not self._entries:
+            return                                # most operations touch no block
         for bid in self._dirty:
             loc = self._entries[bid]
             if loc is None:

@@ -208,6 +208,7 @@ class Engine:
                             blocks=self.blocks, journal_writer=self.journal, space=self.space,
                             health=self.health, read_only=self.read_only,
                             rebuild=self._recovery.rebuild)
+        self._operation = self._oplog.scope()
         self._checkpointer = Checkpointer(volume_dir=self.dir, storage=storage, meta=meta, sb=sb,
                                           segments=self.segments, segstats=self.segstats,
                                           journal_writer=self.journal, space=self.space,
@@ -326,7 +327,7 @@ class Engine:
     def operation(self) -> Operation:
         """``with engine.operation():`` everything changed inside is one journal record
         (``ops.py`` says what happens on an error)."""
-        return self._oplog.scope()
+        return self._operation
 
     def end_op(self) -> Lsn | None:
         """Journal what was changed since the last record (the scope calls this)."""

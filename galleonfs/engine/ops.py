@@ -21,8 +21,7 @@ On an error, the scope does what the code it replaced did, and makes it hold eve
 Steps that keep what they did when they fail half-way (GC, rekey) catch their error inside
 the scope, ``record()`` and re-raise, or leave the scope normally.
 
-What it must not do: sync (``checkpoint.py`` does), or nest: an operation begins with no
-changes pending.
+What it must not do: sync (``checkpoint.py`` does), or nest.
 """
 
 from __future__ import annotations
@@ -121,13 +120,15 @@ class Operation:
     on the engine's thread without an ``await`` (STYLE: code between two awaits is atomic).
     """
 
-    __slots__ = ("_log",)
+    __slots__ = ("_active", "_log")
 
     def __init__(self, oplog: OpLog) -> None:
         self._log = oplog
+        self._active = False
 
     def __enter__(self) -> Operation:
-        assert not self._log.pending(), "an operation began with changes of another pending"
+        assert not self._active, "an operation began inside another"
+        self._active = True
         return self
 
     def record(self) -> Lsn | None:
@@ -136,6 +137,7 @@ class Operation:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        self._active = False
         if exc is None:
             self._log.end()
         elif isinstance(exc, Exception):

@@ -75,6 +75,8 @@ class SegmentStats:
         return bool(self._dirty)
 
     def persist(self, meta: MetaStore) -> None:
+        if not self._dirty:
+            return
         for seg in self._dirty:
             written, live = self._stats[seg]
             meta.put(Db.SEGMENTS, schema.segment_key(seg), schema.encode_segstats(written, live))

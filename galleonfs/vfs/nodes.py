@@ -83,9 +83,10 @@ class Nodes:
 
     # --- views: the live tree and the snapshots --------------------------------------------------
     def view(self, fino: int) -> tuple[View, int]:
+        """The view a FUSE inode number names, and its inode number there."""
+        if fino <= views.INO_MASK:
+            return LIVE, fino                     # the live tree: every request but snapshots'
         slot, ino = views.split(fino)
-        if slot == 0:
-            return LIVE, ino
         gen = self._slot_gens.get(slot)
         if gen is None:
             self.snapshots_changed()
