@@ -4,7 +4,6 @@ from typing import NewType
 
 InodeId = NewType("InodeId", int)        # FUSE node id; never reused within a volume
 HandleId = NewType("HandleId", int)      # open file or directory handle
-SegmentId = NewType("SegmentId", int)    # data segment number (data/<n>.seg)
 Lsn = NewType("Lsn", int)                # journal log sequence number, starts at 1
 Generation = NewType("Generation", int)  # volume version counter, bumped by snapshots
 BlockId = NewType("BlockId", bytes)      # keyed BLAKE3 of a block's plaintext, 32 bytes

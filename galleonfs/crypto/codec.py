@@ -17,9 +17,12 @@ Nonces are 96 random bits per message, as NIST SP 800-38D allows up to 2**32 mes
 key; ``VolumeCrypto.sealed`` counts them so a volume can be rekeyed long before.
 
 ``BlockCodec`` combines compression (zstd or lz4, per block, kept only when it shrinks the
-block) with encryption, and fills the frame header's flags and nonce.
+block) with encryption, and fills the frame header's flags and nonce. The flag bits that say
+how a payload was transformed are defined here, since this is what sets and reads them; the
+frame layout that carries them is ``engine/frames.py``'s.
 
-What it must not do: any I/O, or decide policy (the storage class decides).
+What it must not do: any I/O, decide policy (the storage class decides), or import the
+engine (it sits below it: DESIGN §5).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from typing import Protocol
 
 import blake3
 import lz4.block
@@ -36,8 +40,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..engine import frames
 from ..errors import Corrupt, InvalidArgument
+
+# How a frame's payload was made from the block (bits of the frame header's flags byte).
+FLAG_ZSTD = 0x01
+FLAG_LZ4 = 0x02
+FLAG_AES_GCM = 0x04
+ZERO_NONCE = bytes(12)          # the nonce field of a frame that is not encrypted
 
 NONCE = 12
 TAG = 16
@@ -50,6 +59,21 @@ ZSTD_LEVEL = 3          # 4.5 GB/s on random 64 KiB blocks here, ~ as fast as lz
 def _subkey(data_key: bytes, family: bytes, purpose: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=family,
                 info=b"galleonfs " + purpose).derive(data_key)
+
+
+class SealedHeader(Protocol):
+    """What opening a payload needs from its frame header (``frames.FrameHeader``)."""
+
+    @property
+    def flags(self) -> int: ...
+    @property
+    def key_epoch(self) -> int: ...
+    @property
+    def raw_len(self) -> int: ...
+    @property
+    def block_id(self) -> bytes: ...
+    @property
+    def nonce(self) -> bytes: ...
 
 
 @dataclass
@@ -141,7 +165,7 @@ class VolumeCrypto:
         aad = self.family_id + _BLOCK_AAD.pack(block_id, flags, raw_len)
         return nonce, self._keys[self.epoch].block.encrypt(nonce, payload, aad), self.epoch
 
-    def open_block(self, header: frames.FrameHeader, payload: bytes | memoryview, where: str) -> bytes:
+    def open_block(self, header: SealedHeader, payload: bytes | memoryview, where: str) -> bytes:
         keys = self._epoch(header.key_epoch, where)
         aad = self.family_id + _BLOCK_AAD.pack(header.block_id, header.flags, header.raw_len)
         try:
@@ -175,29 +199,29 @@ class BlockCodec:
         if self.compression == "lz4":
             packed = lz4.block.compress(bytes(data), store_size=False)
             if len(packed) < len(data):
-                flags, payload = flags | frames.FLAG_LZ4, packed
+                flags, payload = flags | FLAG_LZ4, packed
         elif self.compression == "zstd":
             assert self._zc is not None
             packed = self._zc.compress(bytes(data))
             if len(packed) < len(data):
-                flags, payload = flags | frames.FLAG_ZSTD, packed
+                flags, payload = flags | FLAG_ZSTD, packed
         if self.crypto is None:
-            return flags, payload, frames.ZERO_NONCE, 0
-        flags |= frames.FLAG_AES_GCM
+            return flags, payload, ZERO_NONCE, 0
+        flags |= FLAG_AES_GCM
         nonce, sealed, epoch = self.crypto.seal_block(block_id, flags, len(data), bytes(payload))
         return flags, sealed, nonce, epoch
 
-    def unpack(self, header: frames.FrameHeader, payload: memoryview, where: str) -> bytes:
+    def unpack(self, header: SealedHeader, payload: memoryview, where: str) -> bytes:
         """The block's plaintext; raises ``Corrupt`` for anything that does not check out."""
         data: bytes | memoryview = payload
-        if header.flags & frames.FLAG_AES_GCM:
+        if header.flags & FLAG_AES_GCM:
             if self.crypto is None:
                 raise Corrupt(f"{where}: the block is encrypted, but this volume has no key")
             data = self.crypto.open_block(header, payload, where)
         try:
-            if header.flags & frames.FLAG_LZ4:
+            if header.flags & FLAG_LZ4:
                 data = lz4.block.decompress(bytes(data), uncompressed_size=header.raw_len)
-            elif header.flags & frames.FLAG_ZSTD:
+            elif header.flags & FLAG_ZSTD:
                 data = self._zd.decompress(bytes(data), max_output_size=header.raw_len)
         except (lz4.block.LZ4BlockError, zstandard.ZstdError) as exc:
             raise Corrupt(f"{where}: does not decompress ({exc})") from None

@@ -23,8 +23,8 @@ import os
 import secrets
 from dataclasses import dataclass, field
 
-from ..engine.storage import Storage
 from ..errors import FormatError, KeyUnavailable
+from ..storage import Storage
 from .codec import VolumeCrypto
 from .keys import KeyManager, new_data_key
 

@@ -1,4 +1,7 @@
 """The single-node storage engine: journal, segments, block frames, checkpoint, recovery, GC.
 
-``Engine`` (in ``engine.py``) is the entry point; the other modules are its parts.
+``Engine`` (``engine.py``) is the facade and wires the parts its docstring lists (blocks,
+operations, checkpoint, recovery, gc, ...), which import nothing above them. Built on an
+open ``Engine``: ``snapshots`` (which ``Engine.open`` resumes, so it sees the engine only
+through its ``Volume`` protocol), ``clones``, ``rekey``, ``fsck`` and ``committer``.
 """

@@ -21,35 +21,28 @@ it is mounted, otherwise an offline helper process of the daemon (managers/offli
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..ids import BlockId
 from ..meta import schema
-from ..meta.schema import BlockLoc, Db, Inode
+from ..meta.schema import EXTERNAL, SUPER_ORIGIN_FIELD, BlockLoc, Db, Inode, Origin, Snapshot
+from ..meta.store import MetaStore
 from . import snapshots
-from .engine import EXTERNAL, Engine
+from .engine import Engine
+from .ops import Operation
 
-ORIGIN_FIELD = b"origin"
+ORIGIN_FIELD = SUPER_ORIGIN_FIELD     # where a clone's super record keeps its Origin
 _COPY_CHUNK = 8192          # records per journal record while copying a tree
 _FLATTEN_CHUNK = 64         # blocks copied per journal record by flatten
 
 
-@dataclass(frozen=True)
-class Origin:
-    volume_id: str
-    volume_dir: str
-    snapshot: str
-    snapshot_id: str
-
-
 def origin_of(engine: Engine) -> Origin | None:
     raw = engine.meta.get(Db.SUPER, ORIGIN_FIELD)
-    return Origin(**json.loads(raw)) if raw else None
+    return Origin.decode(raw) if raw else None
 
 
 def create(source: Engine, snapshot: str, target_dir: str, *, clone_id: str = "", name: str = "",
@@ -73,54 +66,60 @@ def create(source: Engine, snapshot: str, target_dir: str, *, clone_id: str = ""
     try:
         target = Engine.open(target_dir, keys=source.key_manager)
         try:
-            _copy_tree(source, snap, target)
-            target.meta.put(Db.SUPER, ORIGIN_FIELD, json.dumps(asdict(Origin(
-                source.volume_id, os.path.abspath(source.dir), snap.name, snap.id))).encode())
-            target.end_op()
+            with target.operation() as op:
+                _copy_tree(source, snap, target, op)
+                origin = Origin(source.volume_id, os.path.abspath(source.dir), snap.name, snap.id)
+                target.meta.put(Db.SUPER, ORIGIN_FIELD, origin.encode())
             target.checkpoint()
         finally:
             target.close(checkpoint=False)
     except BaseException:
         shutil.rmtree(target_dir, ignore_errors=True)
         raise
-    snap.holds.append(clone_id or volume_id)
-    snap.pin_seg = max(snap.pin_seg, source.segments.next_seg - 1)
-    snapshots.save(source, snap)
-    source.end_op()
+    with source.operation():
+        snap.holds.append(clone_id or volume_id)
+        snap.pin_seg = max(snap.pin_seg, source.segments.next_seg - 1)
+        snapshots.save(source, snap)
     source.commit()
     return volume_id
 
 
-def _copy_tree(source: Engine, snap: snapshots.Snapshot, target: Engine) -> None:
-    refs: dict[bytes, int] = defaultdict(int)
+def _copy_tree(source: Engine, snap: Snapshot, target: Engine, op: Operation) -> None:
+    """The snapshot's records into the clone, _COPY_CHUNK per record, its blocks shared."""
+    refs: dict[BlockId, int] = defaultdict(int)
     inodes = 0
     puts = 0
     for db in (Db.INODES, Db.DIRENTS, Db.DIRINDEX, Db.XATTRS, Db.LINKS, Db.EXTENTS):
         for key, payload in source.meta.scan_at(db, b"", snap.gen):
             target.meta.put(db, key, payload)
             if db == Db.EXTENTS:
-                refs[payload] += 1
+                refs[BlockId(payload)] += 1
             elif db == Db.INODES:
                 inodes += 1
                 if Inode.decode(schema.ino_of_key(key), payload).nlink == 0:
                     target.meta.put(Db.ORPHANS, key, b"")     # open at the snapshot
             puts += 1
             if puts % _COPY_CHUNK == 0:
-                target.end_op()
+                op.record()
+    target.sb.used_bytes = _share_blocks(source, snap, target, refs)
+    target.sb.inode_count = inodes
+    target.sb.next_inode = source.sb.next_inode
+
+
+def _share_blocks(source: Engine, snap: Snapshot, target: Engine, refs: dict[BlockId, int]) -> int:
+    """Index the clone's blocks where they lie in the origin; return their raw bytes."""
     used = 0
     for bid, count in refs.items():
-        loc = source.block_info(bid)
+        loc = source.blocks.info(bid)
         if loc is None:
             raise NotFound(f"block {bid.hex()[:16]} of snapshot {snap.name} is missing from its volume")
         if loc.seg & EXTERNAL:
             raise FailedPrecondition("cloning a snapshot of a clone that shares blocks with its own "
                                      "origin is not supported; flatten the clone first")
-        target.meta.put(Db.BLOCKS, bid, BlockLoc(loc.seg | EXTERNAL, loc.offset, loc.frame_len,
-                                                 loc.raw_len, count).encode())
+        target.blocks.put_entry(bid, BlockLoc(loc.seg | EXTERNAL, loc.offset, loc.frame_len,
+                                              loc.raw_len, count))
         used += loc.raw_len
-    target.set_int(b"used_bytes", used)
-    target.set_int(b"inode_count", inodes)
-    target.set_int(b"next_inode", source.get_int(b"next_inode"))
+    return used
 
 
 def flatten_steps(engine: Engine) -> Iterator[tuple[int, int, int]]:
@@ -133,16 +132,20 @@ def flatten_steps(engine: Engine) -> Iterator[tuple[int, int, int]]:
     if origin_of(engine) is None:
         raise FailedPrecondition("this volume is not a clone, or it was flattened already")
     engine.check_writable()
-    shared = [bytes(k) for k, v in engine.meta.scan(Db.BLOCKS) if BlockLoc.decode(v).seg & EXTERNAL]
+    shared = _shared_blocks(engine.meta)
     copied = 0
     for start in range(0, len(shared), _FLATTEN_CHUNK):
         ids = shared[start:start + _FLATTEN_CHUNK]
-        copied += engine.localize_blocks(ids, engine.read_blocks(ids))
-        engine.end_op()
+        with engine.operation():
+            copied += engine.blocks.rewrite(ids, engine.blocks.read(ids))
         yield min(start + _FLATTEN_CHUNK, len(shared)), len(shared), copied
-    engine.meta.delete(Db.SUPER, ORIGIN_FIELD)
-    engine.end_op()
+    with engine.operation():
+        engine.meta.delete(Db.SUPER, ORIGIN_FIELD)
     engine.commit()
+
+
+def _shared_blocks(meta: MetaStore) -> list[BlockId]:
+    return [BlockId(bytes(k)) for k, v in meta.scan(Db.BLOCKS) if BlockLoc.decode(v).seg & EXTERNAL]
 
 
 def flatten(engine: Engine, progress: Callable[[int, int], None] | None = None) -> tuple[Origin, int]:
@@ -163,13 +166,13 @@ def release(source: Engine, snapshot: str, clone_id: str) -> None:
     raw = source.meta.get(Db.SNAPSHOTS, snapshot.encode())
     if raw is None:
         return
-    snap = snapshots.Snapshot.decode(raw)
+    snap = Snapshot.decode(raw)
     if clone_id in snap.holds:
-        snap.holds.remove(clone_id)
-        if not snap.holds:
-            snap.pin_seg = 0
-        snapshots.save(source, snap)
-        source.end_op()
+        with source.operation():
+            snap.holds.remove(clone_id)
+            if not snap.holds:
+                snap.pin_seg = 0
+            snapshots.save(source, snap)
 
 
 def remove_dir(target_dir: str) -> None:

@@ -32,20 +32,19 @@ from dataclasses import dataclass
 import blake3
 import crc32c as _crc32c
 
+from ..crypto.codec import FLAG_AES_GCM, FLAG_LZ4, FLAG_ZSTD, ZERO_NONCE
 from ..errors import Corrupt
 
 MAGIC = b"GBF1"
 VERSION = 1
 HEADER_SIZE = 64
-FLAG_ZSTD = 0x01
-FLAG_LZ4 = 0x02
-FLAG_AES_GCM = 0x04
+# Bits 0-2 (FLAG_ZSTD, FLAG_LZ4, FLAG_AES_GCM) say how the payload was made; the codec owns
+# them. Bit 3 is the engine's own:
 FLAG_SALTED_ID = 0x08
 KNOWN_FLAGS = FLAG_ZSTD | FLAG_LZ4 | FLAG_AES_GCM | FLAG_SALTED_ID
 
 _HEAD = struct.Struct("<4sBBHII32s12s")      # bytes 0..59
 _CRC = struct.Struct("<I")
-ZERO_NONCE = bytes(12)
 assert _HEAD.size + _CRC.size == HEADER_SIZE
 
 

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from ..crypto.keys import KeyManager
 from ..errors import Corrupt
 from ..meta import schema
-from ..meta.schema import BlockLoc, Db, Inode
+from ..meta.schema import EXTERNAL, BlockLoc, Db, Inode
 from . import frames
-from .engine import EXTERNAL, Engine
+from .engine import Engine
 from .segments import list_segments
 
 _TYPES = (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR,
@@ -108,6 +108,14 @@ class _Checker:
         reason = self.e.needs_check()
         if reason:
             self.r.notes.append(f"volume was marked for check: {reason}")
+        if self.repair:
+            with self.e.operation():          # every repair, one journal record
+                self._passes()
+        else:
+            self._passes()
+        return self.r
+
+    def _passes(self) -> None:
         self.load_inodes()
         links, subdirs = self.check_entries()
         self.check_link_records()
@@ -118,9 +126,6 @@ class _Checker:
         self.check_blocks(refs)
         self.check_alloc(alloc)
         self.check_counters()
-        if self.repair:
-            self.e.end_op()
-        return self.r
 
     def load_inodes(self) -> None:
         for key, value in self.meta.scan(Db.INODES):
@@ -280,7 +285,7 @@ class _Checker:
         found = self.meta.get(Db.DIRENTS, schema.dirent_key(1, b"lost+found"))
         if found is None:
             now = time.time_ns()
-            lf = Inode(ino=self.e.allocate_inode(), mode=stat.S_IFDIR | 0o700, uid=0, gid=0, nlink=2,
+            lf = Inode(ino=self.e.sb.allocate_inode(), mode=stat.S_IFDIR | 0o700, uid=0, gid=0, nlink=2,
                        size=0, alloc=0, atime_ns=now, mtime_ns=now, ctime_ns=now, btime_ns=now,
                        rdev=0, aux=3, parent=1)
             self.meta.put(Db.INODES, schema.ino_key(lf.ino), lf.encode())
@@ -376,7 +381,7 @@ class _Checker:
     def _verify(self, bid: bytes, loc: BlockLoc) -> str | None:
         where = f"block {bid.hex()[:16]} (segment {loc.seg}@{loc.offset})"
         try:
-            frame = self.e.pread_frames(loc.seg, loc.offset, loc.frame_len)
+            frame = self.e.blocks.pread_frames(loc.seg, loc.offset, loc.frame_len)
             header, payload = frames.verify(frame, where)
         except Corrupt as exc:
             return str(exc)
@@ -385,7 +390,7 @@ class _Checker:
         if header.raw_len != loc.raw_len:
             return f"{where}: length {header.raw_len} differs from the index ({loc.raw_len})"
         try:
-            data = self.e.decode_frame(header, payload, where)    # authenticates an encrypted one
+            data = self.e.blocks.decode_frame(header, payload, where)    # authenticates an encrypted one
         except Corrupt as exc:
             return str(exc)
         if not header.flags & frames.FLAG_SALTED_ID and blake3_id(self.e, data) != bid:
@@ -423,7 +428,7 @@ class _Checker:
                     self.meta.put(Db.INODES, schema.ino_key(ino), inode.encode())
 
     def check_counters(self) -> None:
-        e = self.e
+        e, sb = self.e, self.e.sb
         if self.repair:
             # Repairs above changed blocks; recount from the index as it is now.
             self.live, self.used = defaultdict(int), 0
@@ -432,32 +437,31 @@ class _Checker:
                 if not loc.seg & EXTERNAL:
                     self.live[loc.seg] += loc.frame_len
                 self.used += loc.raw_len
-        if e.used_bytes != self.used:
-            if self.problem(f"volume counts {e.used_bytes} used bytes, its blocks hold {self.used}",
+        if sb.used_bytes != self.used:
+            if self.problem(f"volume counts {sb.used_bytes} used bytes, its blocks hold {self.used}",
                             "recounted the used bytes"):
-                e.set_int(b"used_bytes", self.used)
+                sb.used_bytes = self.used
         count = self.meta.count(Db.INODES)
-        if e.get_int(b"inode_count") != count:
-            if self.problem(f"volume counts {e.get_int(b'inode_count')} inodes, there are {count}",
+        if sb.inode_count != count:
+            if self.problem(f"volume counts {sb.inode_count} inodes, there are {count}",
                             "recounted the inodes"):
-                e.set_int(b"inode_count", count)
+                sb.inode_count = count
         top = max(self.inodes)
-        if e.get_int(b"next_inode") <= top:
-            if self.problem(f"next inode number {e.get_int(b'next_inode')} is already in use",
+        if sb.next_inode <= top:
+            if self.problem(f"next inode number {sb.next_inode} is already in use",
                             "advanced the next inode number"):
-                e.set_int(b"next_inode", top + 1)
+                sb.next_inode = top + 1
         stats = e.segment_stats()
         on_disk = set(list_segments(e.storage, e.data_dir))
         for seg in set(stats) | set(self.live):
-            written, recorded = stats.get(seg, (0, 0))
+            _written, recorded = stats.get(seg, (0, 0))
             actual = self.live.get(seg, 0)
             if actual and seg not in on_disk:
                 self.problem(f"segment {seg} holds live blocks but its file is missing")
             if recorded != actual:
                 if self.problem(f"segment {seg} counts {recorded} live bytes, its blocks hold {actual}",
                                 f"recounted the live bytes of segment {seg}"):
-                    e._segstats[seg] = [max(written, actual), actual]
-                    e._dirty_segs.add(seg)
+                    e.segstats.recount(seg, actual)
 
 
 def blake3_id(engine: Engine, data: bytes) -> bytes:
@@ -471,8 +475,6 @@ def fsck(volume_dir: str, *, repair: bool = False, keys: KeyManager | None = Non
     try:
         report = _Checker(engine, repair).run()
         if repair:
-            if engine.in_op():
-                engine.end_op()
             engine.checkpoint()
             engine.clear_needs_check()
     finally:

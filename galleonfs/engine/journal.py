@@ -45,17 +45,15 @@ import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .. import limits
+from ..crypto.codec import VolumeCrypto
 from ..errors import Corrupt
+from ..ids import Lsn
 from ..meta.store import Change
+from ..storage import File, Storage
 from . import crashpoints
 from .frames import crc32c
-from .storage import File, Storage
-
-if TYPE_CHECKING:
-    from ..crypto.codec import VolumeCrypto
 
 MAGIC = b"GJR1"
 _HEAD = struct.Struct("<4sIQII")
@@ -198,8 +196,8 @@ class JournalWriter:
         self._preallocate = True             # False once the file system said it cannot
 
     @property
-    def appended_lsn(self) -> int:
-        return self.next_lsn - 1
+    def appended_lsn(self) -> Lsn:
+        return Lsn(self.next_lsn - 1)
 
     def headroom(self) -> int:
         """Bytes that can still be appended to the current file into allocated blocks
@@ -226,9 +224,9 @@ class JournalWriter:
         else:
             self._preallocate = False
 
-    def append(self, frames: list[FrameRef], changes: list[Change]) -> int:
+    def append(self, frames: list[FrameRef], changes: list[Change]) -> Lsn:
         """Append one record; return its LSN. A plain write, no sync (DESIGN §3)."""
-        lsn = self.next_lsn
+        lsn = Lsn(self.next_lsn)
         body = encode_body(frames, changes)
         if self._crypto is not None:
             body = self._crypto.seal_record(lsn, body)

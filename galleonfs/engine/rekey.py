@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterator
 
 from ..crypto import volume_key
 from ..crypto.keys import new_data_key
-from ..errors import FailedPrecondition
-from ..meta.schema import BlockLoc, Db
+from ..errors import FailedPrecondition, GalleonError
+from ..ids import BlockId
+from ..meta.schema import EXTERNAL, BlockLoc, Db
 from . import clones, snapshots
-from .engine import EXTERNAL, Engine
-from .journal import FrameRef
+from .engine import Engine
 
 CHUNK = 256
 
@@ -64,15 +64,15 @@ def begin(engine: Engine) -> int:
     return epoch
 
 
-def _stale_blocks(engine: Engine, epoch: int) -> list[bytes]:
+def _stale_blocks(engine: Engine, epoch: int) -> list[BlockId]:
     stale = []
     for bid, raw in engine.meta.scan(Db.BLOCKS):
         loc = BlockLoc.decode(raw)
         if loc.seg & EXTERNAL:
             continue
-        header = engine.read_header(loc)
+        header = engine.blocks.read_header(loc)
         if header.key_epoch != epoch:
-            stale.append(bytes(bid))
+            stale.append(BlockId(bytes(bid)))
     return stale
 
 
@@ -83,36 +83,30 @@ def rewrite(engine: Engine, epoch: int) -> Iterator[tuple[int, int]]:
     total, done = len(records) + len(blocks), 0
     yield done, total
     for i in range(0, len(records), CHUNK):
-        for db, skey in records[i:i + CHUNK]:
-            engine.meta.reseal(db, skey)
-        engine.end_op()
+        with engine.operation():
+            for db, skey in records[i:i + CHUNK]:
+                engine.meta.reseal(db, skey)
         done += len(records[i:i + CHUNK])
         yield done, total
     engine.segments.roll()
     for i in range(0, len(blocks), CHUNK):
         chunk = blocks[i:i + CHUNK]
-        try:
-            _reseal_blocks(engine, chunk)
-        finally:
-            # Also when the disk filled up half-way: each block moved so far is a whole
-            # change, and a rekey run again resumes after it.
-            engine.end_op()
+        with engine.operation() as op:
+            try:
+                _reseal_blocks(engine, chunk)
+            except GalleonError:
+                # The disk filled up half-way: each block moved so far is a whole change,
+                # and a rekey run again resumes after it.
+                op.record()
+                raise
         done += len(chunk)
         yield done, total
 
 
-def _reseal_blocks(engine: Engine, ids: list[bytes]) -> None:
-    datas = engine.read_blocks(ids)
-    for bid, data in zip(ids, datas, strict=True):
-        loc = engine.block_info(bid)
-        assert loc is not None
-        header, payload, crc = engine.frame_for(bid, data)
-        frame_len = len(header) + len(payload)
-        seg, offset = engine.append_frames([header, payload], frame_len)
-        engine.account_move(loc.seg, loc.frame_len, seg, frame_len)
-        engine.pending_frame(FrameRef(seg, offset, frame_len, crc))
-        loc.seg, loc.offset, loc.frame_len = seg, offset, frame_len
-        engine.meta.put(Db.BLOCKS, bid, loc.encode())
+def _reseal_blocks(engine: Engine, ids: list[BlockId]) -> None:
+    """One frame write per block, so a full disk stops the chunk after a whole block."""
+    for bid, data in zip(ids, engine.blocks.read(ids), strict=True):
+        engine.blocks.rewrite([bid], [data])
 
 
 def finish(engine: Engine, epoch: int) -> None:

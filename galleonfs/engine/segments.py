@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 
 from .. import limits
 from ..errors import Corrupt
+from ..storage import File, Storage
 from . import crashpoints, frames
-from .storage import File, Storage
 
 SUFFIX = ".seg"
 _READ_FDS_MAX = 64      # open segment files kept for reading; 64 fds is nothing, 16k is

@@ -21,47 +21,47 @@ indexes:
 Block references: a live extent holds one reference to its block; when a snapshot keeps
 the old extent in history, the reference goes with it, and dropping that history version
 releases it. So a block is freed when neither the live tree nor any snapshot uses it.
+
+The record of a snapshot is ``schema.Snapshot``. This module works on any ``Volume`` (the
+parts of an engine it needs, below); ``Engine.open`` calls ``resume``, so it must not import
+the engine facade.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import stat
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 from .. import names
 from ..errors import AlreadyExists, Busy, FailedPrecondition, NotFound
+from ..ids import BlockId
 from ..meta import schema
-from ..meta.schema import Db, Inode
-from ..meta.store import MetaStore
-from .engine import Engine, newest_snapshot_gen
+from ..meta.schema import SNAPSHOT_DELETING, Db, Inode, Snapshot
+from ..meta.store import PRESERVED, MetaStore
+from .blocks import BlockStore
+from .ops import Operation
+from .snaplist import all_snapshots as all_snapshots
+from .snaplist import newest_gen
+from .superblock import SuperBlock
 
 CHUNK = 8192            # history versions or restored keys handled per journal record
 
 
-@dataclass
-class Snapshot:
-    name: str
-    id: str
-    gen: int
-    created_ns: int
-    used_bytes: int          # the volume's used bytes when it was taken (its logical size)
-    inodes: int
-    slot: int                # its views' FUSE inode numbers: (slot << 40) | inode
-    state: str = "ready"     # or "deleting"
-    holds: list[str] = field(default_factory=list)   # clones that depend on it
-    pin_seg: int = 0         # while held: the origin's segments up to this one are not compacted
+class Volume(Protocol):
+    """What snapshots need of an open volume (``Engine`` is one)."""
 
-    def encode(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+    meta: MetaStore
+    sb: SuperBlock
+    blocks: BlockStore
 
-    @classmethod
-    def decode(cls, data: bytes) -> Snapshot:
-        return cls(**json.loads(data))
+    def check_writable(self) -> None: ...
+    def operation(self) -> Operation: ...
 
 
 def check_snapshot_name(name: str) -> str:
@@ -78,39 +78,35 @@ def view_path(mount_root: str, name: str) -> str:
 
 
 # --- listing ---------------------------------------------------------------------------------------
-def all_snapshots(meta: MetaStore) -> list[Snapshot]:
-    return sorted((Snapshot.decode(v) for _, v in meta.scan(Db.SNAPSHOTS)), key=lambda s: s.gen)
-
-
-def snapshots(engine: Engine) -> list[Snapshot]:
+def snapshots(engine: Volume) -> list[Snapshot]:
     """The snapshots a user sees (not those being deleted), oldest first."""
-    return [s for s in all_snapshots(engine.meta) if s.state == "ready"]
+    return [s for s in all_snapshots(engine.meta) if s.ready]
 
 
-def get(engine: Engine, name: str) -> Snapshot:
+def get(engine: Volume, name: str) -> Snapshot:
     raw = engine.meta.get(Db.SNAPSHOTS, name.encode())
     snap = Snapshot.decode(raw) if raw is not None else None
-    if snap is None or snap.state != "ready":
+    if snap is None or not snap.ready:
         raise NotFound(f"snapshot {name!r} does not exist")
     return snap
 
 
-def by_slot(engine: Engine, slot: int) -> Snapshot | None:
+def by_slot(engine: Volume, slot: int) -> Snapshot | None:
     for snap in snapshots(engine):
         if snap.slot == slot:
             return snap
     return None
 
 
-def save(engine: Engine, snap: Snapshot) -> None:
+def save(engine: Volume, snap: Snapshot) -> None:
     engine.meta.put(Db.SNAPSHOTS, snap.name.encode(), snap.encode())
 
 
-def _refresh(engine: Engine) -> None:
-    engine.meta.snap_gen_max = newest_snapshot_gen(engine.meta)
+def _refresh(engine: Volume) -> None:
+    engine.meta.snap_gen_max = newest_gen(engine.meta)
 
 
-def info(engine: Engine, snap: Snapshot) -> dict[str, object]:
+def info(engine: Volume, snap: Snapshot) -> dict[str, object]:
     """What the daemon reports about a snapshot (the freeable bytes are computed now)."""
     return {"name": snap.name, "id": snap.id, "generation": snap.gen, "created_ns": snap.created_ns,
             "logical_bytes": snap.used_bytes, "inodes": snap.inodes,
@@ -118,7 +114,7 @@ def info(engine: Engine, snap: Snapshot) -> dict[str, object]:
 
 
 # --- create ----------------------------------------------------------------------------------------
-def create(engine: Engine, name: str) -> Snapshot:
+def create(engine: Volume, name: str) -> Snapshot:
     """Take a snapshot of the live tree as it is now: one record, O(1).
 
     The caller has made sure everything acknowledged is in the engine (a mounted volume
@@ -128,28 +124,28 @@ def create(engine: Engine, name: str) -> Snapshot:
     engine.check_writable()
     if engine.meta.get(Db.SNAPSHOTS, name.encode()) is not None:
         raise AlreadyExists(f"a snapshot named {name!r} already exists on this volume")
-    if engine.get_int(b"restoring_to"):
+    sb = engine.sb
+    if sb.restoring_to:
         raise Busy("the volume is being restored; try again when the restore has finished")
-    gen = engine.generation
+    gen = sb.generation
     snap = Snapshot(name=name, id=str(uuid.uuid4()), gen=gen, created_ns=time.time_ns(),
-                    used_bytes=engine.used_bytes, inodes=engine.get_int(b"inode_count"),
-                    slot=engine.get_int(b"next_slot"))
-    save(engine, snap)
-    engine.set_int(b"next_slot", snap.slot + 1)
-    engine.set_int(b"generation", gen + 1)
-    engine.meta.generation = gen + 1
-    engine.end_op()
+                    used_bytes=sb.used_bytes, inodes=sb.inode_count, slot=sb.next_slot)
+    with engine.operation():
+        save(engine, snap)
+        sb.next_slot = snap.slot + 1
+        sb.generation = gen + 1
+        engine.meta.generation = gen + 1
     _refresh(engine)
     return snap
 
 
 # --- delete ----------------------------------------------------------------------------------------
-def _neighbours(engine: Engine, snap: Snapshot) -> tuple[int, int]:
+def _neighbours(engine: Volume, snap: Snapshot) -> tuple[int, int]:
     """Generations of the previous ready snapshot (0 if none) and of the next one (or the
     current generation): the versions ``snap`` alone needs died in (gen, next]."""
-    gens = [s.gen for s in all_snapshots(engine.meta) if s.state == "ready" and s.name != snap.name]
+    gens = [s.gen for s in all_snapshots(engine.meta) if s.ready and s.name != snap.name]
     prev = max((g for g in gens if g < snap.gen), default=0)
-    nxt = min((g for g in gens if g > snap.gen), default=engine.generation)
+    nxt = min((g for g in gens if g > snap.gen), default=engine.sb.generation)
     return prev, nxt
 
 
@@ -171,78 +167,86 @@ def _doomed(meta: MetaStore, gen: int, prev: int, nxt: int, limit: int | None = 
                 return
 
 
-def freed_by_delete(engine: Engine, snap: Snapshot) -> int:
+def freed_by_delete(engine: Volume, snap: Snapshot) -> int:
     """The bytes deleting ``snap`` would free now (blocks only it still references)."""
     prev, nxt = _neighbours(engine, snap)
-    refs: dict[bytes, int] = defaultdict(int)
+    refs: dict[BlockId, int] = defaultdict(int)
     for _, db, _, value in _doomed(engine.meta, snap.gen, prev, nxt):
         if db == Db.EXTENTS:
-            refs[bytes(value[8:])] += 1
+            refs[BlockId(bytes(value[8:]))] += 1
     freed = 0
     for bid, count in refs.items():
-        loc = engine.block_info(bid)
+        loc = engine.blocks.info(bid)
         if loc is not None and loc.refs <= count:
             freed += loc.raw_len
     return freed
 
 
-def delete(engine: Engine, name: str) -> int:
+def delete(engine: Volume, name: str) -> int:
     """Delete a snapshot; return the bytes its blocks freed."""
     snap = get(engine, name)
     engine.check_writable()
     if snap.holds:
         raise Busy(f"snapshot {name} has dependent clones ({', '.join(snap.holds)}); "
                    f"flatten or delete them first")
-    snap.state = "deleting"
-    save(engine, snap)
-    engine.end_op()
+    with engine.operation():
+        snap.state = SNAPSHOT_DELETING
+        save(engine, snap)
     _refresh(engine)
     return _finish_delete(engine, snap)
 
 
-def _finish_delete(engine: Engine, snap: Snapshot) -> int:
+def _finish_delete(engine: Volume, snap: Snapshot) -> int:
+    """Drop the history versions only ``snap`` needs, CHUNK per record, then its record."""
     freed = 0
     prev, nxt = _neighbours(engine, snap)
     start: bytes | None = None                     # past the versions kept so far
-    while True:
-        batch = list(_doomed(engine.meta, snap.gen, prev, nxt, CHUNK, start))
-        if batch:
-            start = batch[-1][0]
-        for ikey, db, key, value in batch:
-            died = schema.decode_gen_index_key(ikey)[0]
-            engine.meta.delete(Db.HISTORY, schema.history_key(db, key, died))
-            engine.meta.delete(Db.DIED, ikey)
-            engine.meta.delete(Db.BORN, schema.gen_index_key(schema.born_of(value), db, key))
-            if db == Db.EXTENTS:
-                freed += engine.unref_block(bytes(value[8:]))
-        if len(batch) < CHUNK:
-            break
-        engine.end_op()
-    engine.meta.delete(Db.SNAPSHOTS, snap.name.encode())
-    if not snapshots(engine):
-        _drop_born_index(engine)
-    engine.end_op()
+    with engine.operation() as op:
+        while True:
+            batch = list(_doomed(engine.meta, snap.gen, prev, nxt, CHUNK, start))
+            if batch:
+                start = batch[-1][0]
+            freed += _drop_versions(engine, batch)
+            if len(batch) < CHUNK:
+                break
+            op.record()
+        engine.meta.delete(Db.SNAPSHOTS, snap.name.encode())
+        if not snapshots(engine):
+            _drop_born_index(engine, op)
     _refresh(engine)
     return freed
 
 
-def _drop_born_index(engine: Engine) -> None:
+def _drop_versions(engine: Volume, batch: list[tuple[bytes, int, bytes, bytes]]) -> int:
+    """Delete history versions and their index entries; return the bytes their blocks freed."""
+    freed = 0
+    for ikey, db, key, value in batch:
+        died = schema.decode_gen_index_key(ikey)[0]
+        engine.meta.delete(Db.HISTORY, schema.history_key(db, key, died))
+        engine.meta.delete(Db.DIED, ikey)
+        engine.meta.delete(Db.BORN, schema.gen_index_key(schema.born_of(value), db, key))
+        if db == Db.EXTENTS:
+            freed += engine.blocks.unref(BlockId(bytes(value[8:])))
+    return freed
+
+
+def _drop_born_index(engine: Volume, op: Operation) -> None:
     """No snapshot left: nothing will ever ask what was born when; the index goes."""
     keys = [bytes(k) for k, _ in engine.meta.scan(Db.BORN)]
     for i, key in enumerate(keys):
         engine.meta.delete(Db.BORN, key)
         if i % CHUNK == CHUNK - 1:
-            engine.end_op()
+            op.record()
 
 
-def resume(engine: Engine) -> list[str]:
+def resume(engine: Volume) -> list[str]:
     """At open: finish deletes and restores that a crash interrupted. Returns what it did."""
     done = []
     for snap in all_snapshots(engine.meta):
-        if snap.state == "deleting":
+        if snap.state == SNAPSHOT_DELETING:
             _finish_delete(engine, snap)
             done.append(f"finished deleting snapshot {snap.name}")
-    target = engine.get_int(b"restoring_to")
+    target = engine.sb.restoring_to
     if target:
         _finish_restore(engine, target)
         done.append(f"finished restoring generation {target}")
@@ -264,7 +268,7 @@ def changed_keys(meta: MetaStore, after: int, upto: int, dbs: set[int]) -> set[t
 
 
 # --- restore ---------------------------------------------------------------------------------------
-def restore(engine: Engine, name: str) -> int:
+def restore(engine: Volume, name: str) -> int:
     """Roll the live tree back to snapshot ``name``; return how many records changed.
 
     The volume must not be mounted (the kernel's caches would disagree); later snapshots
@@ -272,27 +276,27 @@ def restore(engine: Engine, name: str) -> int:
     """
     snap = get(engine, name)
     engine.check_writable()
-    engine.set_int(b"restoring_to", snap.gen)
-    engine.end_op()
+    with engine.operation():
+        engine.sb.restoring_to = snap.gen
     return _finish_restore(engine, snap.gen)
 
 
-def _finish_restore(engine: Engine, gen: int) -> int:
+def _finish_restore(engine: Volume, gen: int) -> int:
     meta = engine.meta
-    keys = sorted(changed_keys(meta, gen, engine.generation, set(schema.VERSIONED)))
+    keys = sorted(changed_keys(meta, gen, engine.sb.generation, set(schema.VERSIONED)))
     changed = 0
-    for i, (db, skey) in enumerate(keys):
-        key = meta.original_key(Db(db), skey)     # indexes hold stored keys (sealed volumes)
-        if key is not None and _restore_key(engine, Db(db), key, gen):
-            changed += 1
-        if i % CHUNK == CHUNK - 1:
-            engine.end_op()
-    engine.set_int(b"restoring_to", 0)
-    engine.end_op()
+    with engine.operation() as op:
+        for i, (db, skey) in enumerate(keys):
+            key = meta.original_key(Db(db), skey)     # indexes hold stored keys (sealed volumes)
+            if key is not None and _restore_key(engine, Db(db), key, gen):
+                changed += 1
+            if i % CHUNK == CHUNK - 1:
+                op.record()
+        engine.sb.restoring_to = 0
     return changed
 
 
-def _restore_key(engine: Engine, db: Db, key: bytes, gen: int) -> bool:
+def _restore_key(engine: Volume, db: Db, key: bytes, gen: int) -> bool:
     meta = engine.meta
     want = meta.get_at(db, key, gen)
     current = meta.get_versioned(db, key)
@@ -300,23 +304,21 @@ def _restore_key(engine: Engine, db: Db, key: bytes, gen: int) -> bool:
     if live == want and (current is None or current[0] <= gen):
         return False
     if want is None:
-        result = meta.delete(db, key)
-        preserved = result == 2
+        preserved = meta.delete(db, key) == PRESERVED
     else:
         if db == Db.EXTENTS:
-            engine.ref_block(want)                 # the restored extent's own reference
+            engine.blocks.ref(BlockId(want))       # the restored extent's own reference
         preserved = meta.put(db, key, want)
     if db == Db.EXTENTS and live is not None and not preserved:
-        engine.unref_block(live)
+        engine.blocks.unref(BlockId(live))
     if db == Db.INODES:
         _fix_inode_bookkeeping(engine, key, live, want)
     return True
 
 
-def _fix_inode_bookkeeping(engine: Engine, key: bytes, live: bytes | None, want: bytes | None) -> None:
+def _fix_inode_bookkeeping(engine: Volume, key: bytes, live: bytes | None, want: bytes | None) -> None:
     if (live is None) != (want is None):
-        delta = 1 if want is not None else -1
-        engine.set_int(b"inode_count", engine.get_int(b"inode_count") + delta)
+        engine.sb.inode_count += 1 if want is not None else -1
     if want is None or Inode.decode(schema.ino_of_key(key), want).nlink > 0:
         engine.meta.delete(Db.ORPHANS, key)       # gone, or linked again: nothing pending
     else:
@@ -333,8 +335,6 @@ class Change:
 
 
 def _kind(mode: int) -> str:
-    import stat
-
     if stat.S_ISDIR(mode):
         return "dir"
     if stat.S_ISREG(mode):
@@ -370,7 +370,7 @@ def _same_but_atime(before: bytes, after: bytes) -> bool:
     return b == a
 
 
-def diff(engine: Engine, old: str, new: str | None) -> list[Change]:
+def diff(engine: Volume, old: str, new: str | None) -> list[Change]:
     """What changed from snapshot ``old`` to snapshot ``new`` (None: the live volume).
 
     Like ``zfs diff``: created (+), deleted (-), modified (M: content, metadata other than
@@ -378,7 +378,7 @@ def diff(engine: Engine, old: str, new: str | None) -> list[Change]:
     """
     meta = engine.meta
     a = get(engine, old).gen
-    b = get(engine, new).gen if new is not None else engine.generation
+    b = get(engine, new).gen if new is not None else engine.sb.generation
     if b < a:
         raise FailedPrecondition(f"snapshot {new} is older than {old}; swap them")
     keys = changed_keys(meta, a, b, {Db.INODES, Db.LINKS, Db.EXTENTS, Db.XATTRS})

@@ -56,7 +56,7 @@ from typing import Any
 
 from .. import limits
 from ..errors import NoSpace
-from .storage import fallocate, free_bytes, no_space
+from ..storage import fallocate, free_bytes, no_space
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,9 @@ from .adapter import OPS, FuseOps
 def file_kinds() -> set[str]:
     """The multi-process files the volume metrics write (``counter``, ``gauge_livesum`` ...),
     named as prometheus-client names them."""
+    # Late, on purpose: prometheus-client picks where values live (shared files or process
+    # memory) when it is first imported (metrics/definitions.py), and importing it costs the
+    # worker ~50 ms that only an exporting worker should pay.
     from prometheus_client.metrics import MetricWrapperBase
 
     from ..metrics import definitions

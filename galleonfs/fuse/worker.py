@@ -254,10 +254,9 @@ class Worker:
         report = GcReport()
         if self.engine.writable:
             self.engine.roll_mostly_dead_segment()
-        for seg in self.engine.gc_candidates():
-            if report.bytes_copied >= limits.gc_pass_bytes_max or not self.engine.writable:
+        for _ in self.engine.gc_steps(report):
+            if not self.engine.writable:
                 break
-            self.engine.gc_segment(seg, report)
             await trio.sleep(0)            # let FUSE requests through between segments
         if self.metering is not None:
             self.metering.gc_reclaimed(report.bytes_reclaimed)
@@ -368,10 +367,10 @@ def open_engine(config: WorkerConfig) -> Engine:
 
 
 def run(config: WorkerConfig, ready: ReadyPipe) -> int:
-    crashpoints.arm_from_environment()
     if os.environ.get("GALLEONFS_NO_IO_FLUSHER") != "1" and not become_io_flusher():
         log.info("not an I/O flusher (needs CAP_SYS_RESOURCE): writes may be throttled harder")
     try:
+        crashpoints.arm_from_environment()      # a misspelt point: an error, not a silent run
         if not os.path.isdir(config.mountpoint):
             raise InvalidArgument(f"mount point {config.mountpoint} is not a directory")
         tuning = Tuning.from_environment()

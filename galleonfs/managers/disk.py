@@ -41,8 +41,8 @@ from ..engine.space import (
     release_reserve,
     reserve_allocated,
 )
-from ..engine.storage import no_space
 from ..errors import GalleonError
+from ..storage import no_space
 from ..units import format_size
 from ..volops.messages import Space, SpaceState
 from ..workers.supervisor import Supervisor

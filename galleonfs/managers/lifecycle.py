@@ -24,7 +24,6 @@ from .. import limits
 from ..crypto import volume_key
 from ..crypto.keys import PENDING, PREVIOUS, KeyFile
 from ..engine.engine import Engine
-from ..engine.storage import Storage, disk_bytes
 from ..errors import (
     AlreadyExists,
     Busy,
@@ -34,6 +33,7 @@ from ..errors import (
     Unimplemented,
 )
 from ..metrics import multiproc
+from ..storage import Storage, disk_bytes
 from ..volops.messages import Rekey, Resize, Stats, VolumeStats
 from ..volops.protocol import Progress
 from ..workers import mounts

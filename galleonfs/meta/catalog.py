@@ -74,7 +74,11 @@ class Catalog:
             elif int(version) != CATALOG_FORMAT:
                 raise FormatError(f"node catalog {path} has format {int(version)}; "
                                   f"this galleond reads format {CATALOG_FORMAT}")
-            self.node_id = bytes(txn.get(b"node_id", db=self._node)).decode()
+            node_id = txn.get(b"node_id", db=self._node)
+            if node_id is None:
+                raise FormatError(f"node catalog {path} has a format but no node id: it is damaged; "
+                                  f"`galleond recover-catalog` rebuilds it")
+            self.node_id = bytes(node_id).decode()
 
     # --- volumes -----------------------------------------------------------------------------------
     def volume(self, volume_id: str) -> dict[str, Any] | None:

@@ -5,7 +5,8 @@ sort by cookie, a file's extents by block number). Values are little-endian stru
 
 Databases (one LMDB sub-database each)::
 
-    super      name            -> value           volume identity, counters, format version
+    super      name            -> value           volume identity, counters, format version;
+                                                  ``origin`` -> Origin (JSON) in a clone
     inodes     ino u64         -> Inode            versioned
     dirents    parent u64|name -> Dirent           versioned: lookup by name
     dirindex   parent u64|cookie u64 -> DirIndex   versioned: readdir in stable cookie order
@@ -34,8 +35,9 @@ name, names never contain a NUL byte, and a generation's first byte is 0 (below 
 from __future__ import annotations
 
 import enum
+import json
 import struct
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 FORMAT_VERSION = 3        # 2: links, snapshots, history, generation indexes; 3: codec fields
 
@@ -181,8 +183,10 @@ class Inode:
 
     @classmethod
     def decode(cls, ino: int, data: bytes) -> Inode:
-        fields = _INODE.unpack_from(data)
-        return cls(ino, *fields, target=bytes(data[_INODE.size:]))
+        (mode, uid, gid, nlink, size, alloc, atime_ns, mtime_ns, ctime_ns, btime_ns, rdev, aux,
+         parent) = _INODE.unpack_from(data)
+        return cls(ino, mode, uid, gid, nlink, size, alloc, atime_ns, mtime_ns, ctime_ns, btime_ns,
+                   rdev, aux, parent, bytes(data[_INODE.size:]))
 
 
 _DIRENT = struct.Struct("<QQ")
@@ -208,6 +212,7 @@ def decode_dirindex(data: bytes) -> tuple[int, bytes]:
 
 
 _BLOCKLOC = struct.Struct("<IQIII")
+EXTERNAL = 0x8000_0000     # BlockLoc.seg flag: the frame is in the origin volume's segment (clones)
 
 
 @dataclass(slots=True)
@@ -262,3 +267,56 @@ def encode_super_int(value: int) -> bytes:
 
 def decode_super_int(data: bytes) -> int:
     return int(_SUPER_INT.unpack(data)[0])
+
+
+# --- the origin of a clone (super field ``origin``) -------------------------------------------
+SUPER_ORIGIN_FIELD = b"origin"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a clone's shared blocks live: its origin volume, at which snapshot."""
+
+    volume_id: str
+    volume_dir: str
+    snapshot: str
+    snapshot_id: str
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Origin:
+        return cls(**json.loads(data))
+
+
+# --- snapshots (JSON, keyed by name) ----------------------------------------------------------
+SNAPSHOT_READY = "ready"
+SNAPSHOT_DELETING = "deleting"
+
+
+@dataclass
+class Snapshot:
+    """One snapshot of a volume: a name for generation ``gen`` (``engine/snapshots.py``)."""
+
+    name: str
+    id: str
+    gen: int
+    created_ns: int
+    used_bytes: int          # the volume's used bytes when it was taken (its logical size)
+    inodes: int
+    slot: int                # its views' FUSE inode numbers: (slot << 40) | inode
+    state: str = SNAPSHOT_READY     # or SNAPSHOT_DELETING
+    holds: list[str] = field(default_factory=list)   # clones that depend on it
+    pin_seg: int = 0         # while held: the origin's segments up to this one are not compacted
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Snapshot:
+        return cls(**json.loads(data))
+
+    @property
+    def ready(self) -> bool:
+        return self.state == SNAPSHOT_READY

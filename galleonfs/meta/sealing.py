@@ -18,19 +18,26 @@ Extents (inode and block numbers to keyed block ids), the block index, segment c
 the super record stay plain: they carry sizes and shapes, not names or contents (DESIGN §3
 lets sizes and tree shape show; docs/design.md says so).
 
-What it must not do: hold a key of its own (``VolumeCrypto`` does), or see a transaction.
+What it must not do: hold a key of its own (``VolumeCrypto`` does), see a transaction, or
+import ``crypto`` (it is handed the cipher, typed by the ``Cipher`` protocol below).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..errors import Corrupt
 from .schema import Db
 
-if TYPE_CHECKING:
-    from ..crypto.codec import VolumeCrypto
+
+class Cipher(Protocol):
+    """What sealing needs of a volume's keys (``crypto.codec.VolumeCrypto`` is one)."""
+
+    def token(self, scope: bytes, name: bytes) -> bytes: ...
+    def seal_value(self, aad: bytes, plaintext: bytes) -> bytes: ...
+    def open_value(self, aad: bytes, sealed: bytes, what: str) -> bytes: ...
+
 
 # Databases whose keys end in a name, by the length of the fixed part before it.
 NAMED: dict[int, int] = {Db.DIRENTS: 8, Db.XATTRS: 8, Db.LINKS: 16, Db.SNAPSHOTS: 0}
@@ -46,7 +53,7 @@ _LEN = struct.Struct("<H")
 
 
 class MetaSealing:
-    def __init__(self, crypto: VolumeCrypto) -> None:
+    def __init__(self, crypto: Cipher) -> None:
         self.crypto = crypto
         self._tokens: dict[tuple[int, bytes], bytes] = {}
         self._opened: dict[tuple[int, bytes], tuple[bytes, bytes, tuple[bytes, bytes]]] = {}

@@ -108,7 +108,7 @@ class MetaStore:
         sealed under another key epoch than ``epoch`` (what a rekey must rewrite)."""
         for db in sorted(SEALED):
             at = 8 if self._versioned[db] else 0
-            for key, value in self._scan_stored(db, b"", None):
+            for key, value in self._scan_stored(Db(db), b"", None):
                 if value[at] != epoch:
                     yield db, key
         for hkey, value in self._scan_stored(Db.HISTORY, b"", None):

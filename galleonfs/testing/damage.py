@@ -10,6 +10,7 @@ from pathlib import Path
 from ..crypto.keys import KeyManager
 from ..engine import segments
 from ..engine.engine import Engine
+from ..ids import BlockId
 from ..meta import schema
 from ..meta.schema import BlockLoc, Db
 
@@ -25,7 +26,7 @@ def locate(volume_dir: str | Path, path: str, blk: int, keys: KeyManager | None 
             ino, _ = schema.decode_dirent(raw)
         bid = engine.meta.get(Db.EXTENTS, schema.extent_key(ino, blk))
         assert bid is not None, f"block {blk} of {path} is a hole"
-        loc = engine.block_info(bid)
+        loc = engine.block_info(BlockId(bid))
         assert loc is not None
         return loc
     finally:

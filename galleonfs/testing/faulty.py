@@ -26,7 +26,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..engine.storage import File, Storage
+from ..storage import File, Storage
 
 _PAGE_BYTES = 4096          # the unit the page cache writes back in
 _PAGE_LOST_P = 0.1          # chance that an unsynced page inside the surviving size is lost

@@ -26,7 +26,8 @@ from typing import Any, TypeVar, cast
 from .. import limits
 from ..engine import clones, rekey, snapshots
 from ..engine.engine import Engine
-from ..errors import Busy, FailedPrecondition, InvalidArgument
+from ..errors import Busy, FailedPrecondition
+from ..meta.schema import Snapshot
 from ..qos.policy import WorkerRates
 from . import messages as m
 from .protocol import Progress
@@ -122,7 +123,7 @@ class EngineOps:
         engine, host = self.engine, self.host
         return m.VolumeStats(
             size=engine.size, used_bytes=engine.used_bytes,
-            inodes_used=engine.get_int(b"inode_count"), inodes_total=limits.inodes_max(engine.size),
+            inodes_used=engine.sb.inode_count, inodes_total=limits.inodes_max(engine.size),
             generation=engine.generation, failsafe=engine.failsafe or engine.needs_check() or "",
             read_only=host.mounted and engine.read_only, mounted=host.mounted, pid=host.pid,
             counters={**{k: int(v) for k, v in engine.counters.items()}, **host.counters()},
@@ -141,12 +142,7 @@ class EngineOps:
 
     @handles(m.Resize)
     async def resize(self, request: m.Resize, progress: Progress) -> m.Resized:
-        engine = self.engine
-        if request.size < engine.size:
-            raise InvalidArgument(f"cannot shrink the volume from {engine.size} to {request.size} bytes")
-        engine.check_writable()
-        engine.set_int(b"size", request.size)
-        engine.end_op()
+        self.engine.resize(request.size)          # refuses a shrink, in one sentence
         await self.host.commit()
         return m.Resized(request.size)
 
@@ -158,7 +154,7 @@ class EngineOps:
     @handles(m.Checkpoint)
     async def checkpoint(self, request: m.Checkpoint, progress: Progress) -> m.Checkpointed:
         await self.host.checkpoint()
-        return m.Checkpointed(self.engine.get_int(b"applied_lsn"))
+        return m.Checkpointed(self.engine.sb.applied_lsn)
 
     @handles(m.Describe)
     async def describe(self, request: m.Describe, progress: Progress) -> m.Description:
@@ -166,7 +162,7 @@ class EngineOps:
         origin = clones.origin_of(engine)
         return m.Description(
             volume_id=engine.volume_id, name=engine.name, size=engine.size, block_size=engine.block_size,
-            encrypted=engine.crypto is not None, created_ns=engine.get_int(b"created_ns"),
+            encrypted=engine.crypto is not None, created_ns=engine.sb.created_ns,
             origin_volume_dir=origin.volume_dir if origin else "",
             origin_snapshot=origin.snapshot if origin else "")
 
@@ -199,7 +195,7 @@ class EngineOps:
     async def snapshot_list(self, request: m.SnapshotList, progress: Progress) -> m.Snapshots:
         return m.Snapshots(tuple(self._info(s) for s in snapshots.snapshots(self.engine)))
 
-    def _info(self, snap: snapshots.Snapshot) -> m.SnapshotInfo:
+    def _info(self, snap: Snapshot) -> m.SnapshotInfo:
         return m.SnapshotInfo(name=snap.name, id=snap.id, generation=snap.gen, created_ns=snap.created_ns,
                               logical_bytes=snap.used_bytes, inodes=snap.inodes,
                               freeable_bytes=snapshots.freed_by_delete(self.engine, snap),

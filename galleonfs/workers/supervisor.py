@@ -36,9 +36,9 @@ import trio
 from .. import limits
 from ..crypto.keys import KeySpec
 from ..engine.engine import LOCK_FILE, NEEDS_CHECK_FILE
-from ..engine.storage import Storage
 from ..errors import GalleonError, Unavailable
 from ..metrics import multiproc
+from ..storage import Storage
 from ..volops import channel, online
 from ..volops.messages import Ping
 from ..volops.online import OnlineOps

@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from galleonfs.engine.fsck import fsck
-from galleonfs.testing.mount import MountedVolume
+from galleonfs.errors import ExitCode
+from galleonfs.testing.mount import MountedVolume, MountError
 
 WORKLOAD = Path(__file__).with_name("kill9_workload.py")
 WARNING_WORDS = (" WARNING ", " ERROR ", " CRITICAL ")
@@ -237,3 +238,10 @@ def test_kill9_at_a_named_step(tmp_path: Path, fuse_ok: None, point: str, nth: i
         cleanup(vol, child)
     assert_clean(vol)
     assert_quiet(vol)
+
+
+def test_a_misspelt_crash_point_refuses_the_mount_by_name(tmp_path: Path, fuse_ok: None) -> None:
+    """A kill -9 test armed with a name the engine does not have would test nothing."""
+    with pytest.raises(MountError, match=r"unknown crash point 'journal\.after_apend'") as info:
+        MountedVolume.create(tmp_path, env={"GALLEONFS_CRASHPOINT": "journal.after_apend:1"})
+    assert info.value.code == ExitCode.USAGE

@@ -41,7 +41,7 @@ from galleonfs.engine.fsck import check_engine, fsck
 from galleonfs.meta import schema
 from galleonfs.meta.schema import Db
 from galleonfs.testing.faulty import FaultyStorage, copy_volume
-from galleonfs.vfs import vfs as vfs_module
+from galleonfs.vfs import orphans
 from galleonfs.vfs.vfs import ROOT_CTX, SetAttr, Vfs
 
 BS = 4096
@@ -327,7 +327,7 @@ def small_files(monkeypatch: pytest.MonkeyPatch) -> None:
     (and a crash can leave them half done, for the next mount to finish)."""
     monkeypatch.setattr(limits, "journal_file_size_max_bytes", 8 * 1024)
     monkeypatch.setattr(limits, "segment_size_max_bytes", 48 * 1024)
-    monkeypatch.setattr(vfs_module, "_PURGE_CHUNK", 2)
+    monkeypatch.setattr(orphans, "PURGE_CHUNK", 2)
 
 
 def new_volume(tmp_path: Path) -> tuple[str, FaultyStorage]:
@@ -456,7 +456,7 @@ def test_rename_over_a_big_file_is_consistent_after_every_record(
     written from inside the rename, after the target's entry was gone and before the
     source's new one existed: fsck found an index entry without a name.)
     """
-    monkeypatch.setattr(vfs_module, "_PURGE_CHUNK", 2)
+    monkeypatch.setattr(orphans, "PURGE_CHUNK", 2)
     base = str(tmp_path / "base")
     Engine.create(base, size=64 << 20, block_size=BS)
     engine = Engine.open(base)

@@ -19,8 +19,8 @@ from galleonfs.crypto.keys import KeyFile, KeySpec
 from galleonfs.engine import clones, rekey, segments, snapshots
 from galleonfs.engine.engine import Engine
 from galleonfs.engine.fsck import fsck
-from galleonfs.engine.storage import Storage
 from galleonfs.errors import FailedPrecondition, KeyUnavailable
+from galleonfs.storage import Storage
 from galleonfs.vfs.vfs import ROOT_CTX, Vfs
 
 BS = 64 * 1024

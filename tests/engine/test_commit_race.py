@@ -35,7 +35,7 @@ def test_files_rolled_during_a_sync_stay_open_until_synced(tmp_path: Path, monke
         engine.commit()                            # crashed with "negative file descriptor"
         assert engine.durable_lsn == engine.appended_lsn
         ids = [engine.hash_block(b) for b in blocks]
-        engine._cache.clear()
+        engine.blocks.cache.clear()
         assert engine.read_blocks(ids) == blocks
         for bid in ids:                            # no file refers to them: release them
             engine.unref_block(bid)

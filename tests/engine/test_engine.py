@@ -17,11 +17,11 @@ from galleonfs import limits
 from galleonfs.engine import crashpoints, frames, journal, segments
 from galleonfs.engine.engine import JOURNAL_DIR, Engine
 from galleonfs.engine.fsck import check_engine, fsck
-from galleonfs.engine.storage import Storage
 from galleonfs.errors import Busy, Corrupt, FormatError, NeedsCheck, NotFound, ReadOnly
 from galleonfs.meta import schema
 from galleonfs.meta.schema import Db
 from galleonfs.meta.store import MetaStore
+from galleonfs.storage import Storage
 from galleonfs.testing.faulty import FaultyStorage
 from galleonfs.vfs.vfs import ROOT_CTX, SetAttr, Vfs
 

@@ -113,18 +113,18 @@ def test_a_checkpoint_on_a_full_disk_uses_the_reserve_then_is_deferred_and_loses
         engine.checkpoint()
         assert engine.space.reserve_released and engine.space.full
         assert not (Path(vol) / RESERVE_FILE).stat().st_blocks
-        assert engine.get_int(b"applied_lsn") == engine.appended_lsn
+        assert engine.sb.applied_lsn == engine.appended_lsn
         assert tree(vfs) == first
 
         second = {f"b{i:04d}": str(i).encode() for i in range(2000)}
         for name, data in second.items():
             write_file(vfs, name, data)
         filler2 = disk.fill("filler2")
-        applied = engine.get_int(b"applied_lsn")
+        applied = engine.sb.applied_lsn
         with pytest.raises(NoSpace, match="checkpoint deferred"):
             engine.checkpoint()
         # Deferred, not lost: the transaction was rebuilt from the (durable) journal.
-        assert engine.get_int(b"applied_lsn") == applied and engine.failsafe is None
+        assert engine.sb.applied_lsn == applied and engine.failsafe is None
         assert tree(vfs) == {**first, **second}
         engine.close()                                      # completes; the journal stays
         assert _journal_bytes(vol) > 0

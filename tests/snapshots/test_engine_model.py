@@ -54,7 +54,7 @@ from hypothesis.stateful import (
 )
 
 from galleonfs import limits
-from galleonfs.engine import clones, snapshots
+from galleonfs.engine import clones, snaplist, snapshots
 from galleonfs.engine.engine import EXTERNAL, Engine
 from galleonfs.engine.fsck import check_engine
 from galleonfs.errors import AlreadyExists, Busy, FailedPrecondition, ReadOnly
@@ -491,7 +491,7 @@ class SnapshotModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def gc(self, data: st.DataObject) -> None:
         vol = self._vol(data)
-        pinned = vol.engine._pinned_segment_max()
+        pinned = snaplist.pinned_segment_max(vol.engine.meta)
         before = {s for s in vol.engine.segment_stats() if s <= pinned}
         vol.engine.gc(live_fraction_min=0.999)
         after = set(vol.engine.segment_stats())

@@ -9,7 +9,7 @@ from pathlib import Path
 from galleonfs.engine import snapshots
 from galleonfs.engine.engine import Engine
 from galleonfs.engine.fsck import check_engine
-from galleonfs.engine.storage import disk_bytes
+from galleonfs.storage import disk_bytes
 from galleonfs.vfs.vfs import ROOT_CTX, Vfs
 
 MiB = 1 << 20

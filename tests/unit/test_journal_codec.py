@@ -7,7 +7,7 @@ from pathlib import Path
 
 from galleonfs.engine import journal
 from galleonfs.engine.journal import FrameRef
-from galleonfs.engine.storage import Storage
+from galleonfs.storage import Storage
 
 
 def write_records(path: str, count: int) -> list[bytes]:

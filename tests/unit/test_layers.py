@@ -3,10 +3,8 @@ galleonfs (read from the source, function-level "late" imports and ``TYPE_CHECKI
 included) must point down the layer graph below, and ``pyfuse3``, ``grpc`` and ``lmdb``
 are imported only where DESIGN says.
 
-The graph is the *target* one (docs/design.md, "Package map", draws it). The edges that
-break it today are listed in ``KNOWN_VIOLATIONS``; that list may only shrink: an edge not
-in it fails, and so does a listed edge that no longer exists (delete it from the list when
-you remove the import).
+The graph is the one docs/design.md ("Package map") draws. No exceptions are listed: an
+import that runs back up fails, and so does an import cycle between two modules.
 """
 
 from __future__ import annotations
@@ -105,18 +103,6 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "grpc_tools": ("galleonfs.rpc", "galleonfs.v1"),
     "lmdb": ("galleonfs.meta.store", "galleonfs.meta.catalog"),
 }
-
-# Today's edges against the target graph (issue 10). Only ever remove entries.
-KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    ("galleonfs.crypto.codec", "galleonfs.engine.frames"),
-}
-
-
-# Import cycles between modules (late imports hide them from Python, not from this test).
-# Only ever remove entries.
-KNOWN_CYCLES: list[set[str]] = [
-    {"galleonfs.engine.engine", "galleonfs.engine.snapshots"},
-]
 
 
 @dataclass(frozen=True)
@@ -220,16 +206,8 @@ def test_every_module_has_a_layer() -> None:
 def test_imports_run_down_the_layers() -> None:
     _, edges = current()
     found = violations(edges)
-    new = {edge: why for edge, why in found.items() if edge not in KNOWN_VIOLATIONS}
-    assert not new, "imports that run back up the layer graph (DESIGN section 5):\n" + "\n".join(
-        f"  {a} -> {b}: {why}" for (a, b), why in sorted(new.items()))
-
-
-def test_known_violations_still_exist() -> None:
-    """The list is kept honest: a fixed edge is removed from it, so it cannot come back."""
-    _, edges = current()
-    gone = sorted(KNOWN_VIOLATIONS - set(violations(edges)))
-    assert not gone, f"these no longer break the graph; delete them from KNOWN_VIOLATIONS: {gone}"
+    assert not found, "imports that run back up the layer graph (DESIGN section 5):\n" + "\n".join(
+        f"  {a} -> {b}: {why}" for (a, b), why in sorted(found.items()))
 
 
 def cycles(modules: set[str], edges: list[Edge]) -> list[set[str]]:
@@ -277,10 +255,7 @@ def cycles(modules: set[str], edges: list[Edge]) -> list[set[str]]:
 def test_no_import_cycles_between_modules() -> None:
     modules, edges = current()
     found = cycles(set(modules), edges)
-    new = [sorted(c) for c in found if c not in KNOWN_CYCLES]
-    gone = [sorted(c) for c in KNOWN_CYCLES if c not in found]
-    assert not new, f"modules that import each other (break the cycle): {new}"
-    assert not gone, f"these cycles are gone; delete them from KNOWN_CYCLES: {gone}"
+    assert not found, f"modules that import each other (break the cycle): {[sorted(c) for c in found]}"
 
 
 # --- the checker itself ----------------------------------------------------------------------

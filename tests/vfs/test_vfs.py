@@ -17,7 +17,7 @@ from galleonfs.engine import crashpoints
 from galleonfs.engine.engine import Engine
 from galleonfs.engine.fsck import fsck
 from galleonfs.errors import NoSpace, NotFound
-from galleonfs.vfs import vfs as vfs_module
+from galleonfs.vfs import orphans
 from galleonfs.vfs.vfs import Ctx, SetAttr, Vfs
 
 CTX = Ctx(1000, 1000)
@@ -71,7 +71,7 @@ def test_orphans_left_by_a_crash_are_deleted_at_the_next_mount(volume_dir: str) 
 
 def test_deleting_a_file_bigger_than_one_record_takes_several(volume_dir: str,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vfs_module, "_PURGE_CHUNK", 8)
+    monkeypatch.setattr(orphans, "PURGE_CHUNK", 8)
     v = open_vfs(volume_dir)
     f = v.create(1, b"big", 0o644, CTX)
     data = os.urandom(50 * BS)
@@ -86,7 +86,7 @@ def test_deleting_a_file_bigger_than_one_record_takes_several(volume_dir: str,
 
 
 def test_truncate_in_chunks_resumes_after_a_crash(volume_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vfs_module, "_PURGE_CHUNK", 4)
+    monkeypatch.setattr(orphans, "PURGE_CHUNK", 4)
     v = open_vfs(volume_dir)
     f = v.create(1, b"f", 0o644, CTX)
     data = os.urandom(40 * BS + 100)

@@ -1,9 +1,11 @@
-"""The storage interface: every byte the engine writes to the volume directory goes here.
+"""The storage layer: every byte the engine writes to the volume directory goes here.
 
 Role: a thin, explicit surface over files (append, positional read, data sync, truncate)
-and directories (list, unlink, sync). The engine never calls ``open()`` or ``os.write()``
-on its journal or data segments itself, so a test double (``galleonfs.testing.faulty``)
-can record what was synced and cut the power: discard everything that was not.
+and directories (list, unlink, sync), below the engine and the key files of ``crypto``
+(DESIGN §5: engine -> meta, crypto, storage). The engine never calls ``open()`` or
+``os.write()`` on its journal or data segments itself, so a test double
+(``galleonfs.testing.faulty``) can record what was synced and cut the power: discard
+everything that was not.
 
 LMDB does its own I/O. Its guarantee is that after a crash the store holds the last
 committed transaction; ``meta_committed`` tells the storage layer when that happened, so
@@ -11,7 +13,8 @@ the double can model it.
 
 What it must not do: buffer in user space (DESIGN §3: the journal is appended with a plain
 ``write()``), or retry silently. An ``OSError`` propagates; ``no_space`` tells the callers
-which ones mean a full host disk (``engine/space.py`` decides what to do about it).
+which ones mean a full host disk (``engine/space.py`` decides what to do about it). It
+imports nothing of GalleonFS: it is the floor the engine and crypto stand on.
 """
 
 from __future__ import annotations
