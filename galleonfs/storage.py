@@ -55,6 +55,15 @@ def fallocate(fd: int, offset: int, length: int, *, keep_size: bool = False) -> 
     raise OSError(err, os.strerror(err))
 
 
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make a directory's entries durable (a file created, renamed or removed in it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def free_bytes(path: str) -> int:
     """Bytes an unprivileged writer may still allocate on the file system holding ``path``."""
     st = os.statvfs(path)
@@ -149,11 +158,7 @@ class Storage:
         os.unlink(path)
 
     def sync_dir(self, path: str) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(path)
 
     def write_file_durably(self, path: str, data: bytes) -> None:
         """Replace ``path`` with ``data`` atomically and durably (write, sync, rename)."""

@@ -47,6 +47,7 @@ from typing import Any
 
 from .. import limits
 from ..errors import AuditUnavailable
+from ..storage import fallocate, fsync_dir
 from . import bound, chain
 from .chain import Head, Verdict
 
@@ -93,7 +94,7 @@ class AuditLog:
         file system without fallocate just has less, or none)."""
         if self._reserved_to - self._size >= limits.audit_reserve_bytes // 2:
             return
-        if _fallocate_keep_size(self._fd, self._size, limits.audit_reserve_bytes):
+        if _reserve(self._fd, self._size, limits.audit_reserve_bytes):
             self._reserved_to = self._size + limits.audit_reserve_bytes
 
     def close(self) -> None:
@@ -173,7 +174,7 @@ class AuditLog:
             os.close(self._fd)
             self._fd = -1
             self._open()
-            _sync_dir(os.path.dirname(self.path) or ".")
+            fsync_dir(os.path.dirname(self.path) or ".")
         except OSError as exc:
             raise AuditUnavailable(action="rotate", path=self.path, reason=exc.strerror) from None
         log.info("audit log rotated: %s is now %s", self.path, target)
@@ -280,20 +281,10 @@ class AuditLog:
         return verdict
 
 
-def _fallocate_keep_size(fd: int, offset: int, length: int) -> bool:
-    """``fallocate(fd, FALLOC_FL_KEEP_SIZE, offset, length)``: blocks past the end that later
-    appends use without asking the file system for space. False if it could not."""
-    import ctypes
-
-    falloc_fl_keep_size = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
-    return int(libc.fallocate(fd, falloc_fl_keep_size, offset, length)) == 0
-
-
-def _sync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _reserve(fd: int, offset: int, length: int) -> bool:
+    """Blocks past the end that later appends use without asking the file system for space;
+    False if the file system cannot or has no room (the log then simply has no reserve)."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return fallocate(fd, offset, length, keep_size=True)
+    except OSError:
+        return False

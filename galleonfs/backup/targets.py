@@ -31,6 +31,7 @@ from typing import Protocol
 from urllib.parse import unquote, urlparse
 
 from ..errors import InvalidArgument
+from ..storage import fsync_dir
 from . import limits
 from .errors import ObjectMissing, TargetDenied, TargetFailed, TargetFull, TargetMissing
 from .object_names import check_name, check_prefix
@@ -124,7 +125,7 @@ class DirectoryTarget:
         for d in reversed(missing):
             with contextlib.suppress(FileExistsError):
                 d.mkdir(exist_ok=True)
-            _fsync_dir(d.parent)
+            fsync_dir(d.parent)
         self._made.add(directory)
 
     def put(self, name: str, data: bytes) -> None:
@@ -141,7 +142,7 @@ class DirectoryTarget:
             finally:
                 os.close(fd)
             os.rename(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -207,7 +208,7 @@ class DirectoryTarget:
         except OSError as exc:
             raise self._error(exc, name) from None
         try:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             raise self._error(exc, name) from None
 
@@ -227,14 +228,6 @@ class DirectoryTarget:
                 except OSError as exc:
                     raise self._error(exc, fname) from None
         return removed
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def open_target(url: str, *, endpoint: str | None = None, region: str | None = None,

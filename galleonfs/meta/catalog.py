@@ -34,6 +34,7 @@ import lmdb
 
 from .. import limits
 from ..errors import CatalogDamaged, FormatError, IOFailure
+from ..storage import fsync_dir
 
 CATALOG_FORMAT = 1
 _MAP_SIZE = 1 * limits.GiB      # address space; a catalog of 100k volumes is ~100 MB
@@ -252,7 +253,7 @@ class Catalog:
                     os.unlink(tmp)             # a full disk: give the space of the part back
                 raise IOFailure(f"cannot back up the node catalog to {tmp}: {exc}") from None
             os.replace(tmp, self.backup_path)
-            _sync_dir(os.path.dirname(self.backup_path))
+            fsync_dir(os.path.dirname(self.backup_path))
             self._backed_up_txn = txn_id
             return True
 
@@ -271,14 +272,6 @@ def _storable(key: str) -> bool:
     was ever stored, and LMDB answers an empty key with MDB_BAD_VALSIZE, not "not found"."""
     return 0 < len(key.encode()) <= _KEY_BYTES_MAX
 
-
-
-def _sync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _walk(path: str) -> dict[bytes, dict[bytes, bytes]]:

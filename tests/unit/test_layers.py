@@ -29,7 +29,9 @@ LAYER_OF_PREFIX: dict[str, str] = {
     "galleonfs.ids": "floor", "galleonfs.names": "floor",
     "galleonfs.qos": "qos", "galleonfs.metrics": "metrics", "galleonfs.audit": "audit",
     "galleonfs.backup": "backup",
-    "galleonfs.storage": "storage", "galleonfs.engine.storage": "storage",
+    # Files and directories, durably (fsync of a directory, fallocate): it imports nothing of
+    # ours, so every layer may stand on it, the leaves (audit) and backup included.
+    "galleonfs.storage": "floor",
     "galleonfs.crypto": "crypto",
     "galleonfs.meta": "meta",
     "galleonfs.engine": "engine",
@@ -68,10 +70,9 @@ ARROWS: dict[str, set[str]] = {
     "floor": set(),
     "qos": set(), "metrics": set(), "audit": set(),
     "backup": set(),
-    "storage": set(),
-    "crypto": {"storage"},
-    "meta": {"crypto", "storage"},           # the store seals values with the volume's keys
-    "engine": {"meta", "crypto", "storage"},
+    "crypto": set(),
+    "meta": {"crypto"},           # the store seals values with the volume's keys
+    "engine": {"meta", "crypto"},
     "vfs": {"engine"},
     "fuse mount": set(),                     # the kernel side of a mount: find, tune, ready pipe
     "fuse adapter": {"vfs", "fuse mount"},   # pyfuse3 operations over the VFS, their metering
