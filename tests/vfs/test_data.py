@@ -6,25 +6,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from galleonfs import limits
 from galleonfs.vfs.vfs import Ctx, SetAttr, Vfs
 
-from .util import BS, ROOT, USER, Volume, fails, new_file, volume
-
-
-@pytest.fixture
-def vol(tmp_path: Path) -> Iterator[Volume]:
-    yield from volume(tmp_path)
-
-
-@pytest.fixture
-def vfs(vol: Volume) -> Vfs:
-    return vol.vfs
+from .util import BS, ROOT, USER, Volume, fails, new_file
 
 
 def read_all(v: Vfs, ino: int) -> bytes:

@@ -6,24 +6,10 @@ from __future__ import annotations
 
 import errno
 import stat
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from galleonfs.vfs.vfs import Ctx, Vfs
 
-from .util import ROOT, USER, Volume, fails, names, new_file, volume
-
-
-@pytest.fixture
-def vol(tmp_path: Path) -> Iterator[Volume]:
-    yield from volume(tmp_path)
-
-
-@pytest.fixture
-def vfs(vol: Volume) -> Vfs:
-    return vol.vfs
+from .util import ROOT, USER, Volume, fails, names, new_file
 
 
 def test_lookup_finds_what_was_created_and_counts_the_kernels_references(vfs: Vfs) -> None:

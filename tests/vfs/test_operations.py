@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,17 +20,7 @@ from galleonfs.meta import schema
 from galleonfs.meta.schema import Db
 from galleonfs.vfs.vfs import Vfs
 
-from .util import BS, ROOT, Volume, fails, new_file, volume
-
-
-@pytest.fixture
-def vol(tmp_path: Path) -> Iterator[Volume]:
-    yield from volume(tmp_path)
-
-
-@pytest.fixture
-def vfs(vol: Volume) -> Vfs:
-    return vol.vfs
+from .util import BS, ROOT, Volume, fails, new_file
 
 
 def test_a_successful_operation_is_one_record(vfs: Vfs) -> None:

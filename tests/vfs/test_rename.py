@@ -6,26 +6,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from galleonfs.engine import snapshots
 from galleonfs.vfs.common import RENAME_EXCHANGE, RENAME_NOREPLACE
 from galleonfs.vfs.vfs import Vfs
 
-from .util import BS, ROOT, USER, Volume, fails, names, new_file, volume
-
-
-@pytest.fixture
-def vol(tmp_path: Path) -> Iterator[Volume]:
-    yield from volume(tmp_path)
-
-
-@pytest.fixture
-def vfs(vol: Volume) -> Vfs:
-    return vol.vfs
+from .util import BS, ROOT, USER, Volume, fails, names, new_file
 
 
 def content(v: Vfs, parent: int, name: bytes) -> bytes:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,17 +12,7 @@ from galleonfs import limits
 from galleonfs.meta.schema import Inode
 from galleonfs.vfs.vfs import ROOT_CTX, Vfs
 
-from .util import BS, ROOT, SIZE, USER, Volume, fails, new_file, volume
-
-
-@pytest.fixture
-def vol(tmp_path: Path) -> Iterator[Volume]:
-    yield from volume(tmp_path)
-
-
-@pytest.fixture
-def vfs(vol: Volume) -> Vfs:
-    return vol.vfs
+from .util import BS, ROOT, SIZE, USER, Volume, fails, new_file
 
 
 # --- extended attributes -------------------------------------------------------------------------
