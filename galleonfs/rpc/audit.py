@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import grpc
@@ -32,6 +32,7 @@ from ..v1 import audit_pb2, audit_pb2_grpc
 from . import auth
 from .convert import timestamp
 from .status import ERROR_CLASS_KEY, status_code
+from .wrapping import Stream, Unary, wrap
 
 log = logging.getLogger(__name__)
 
@@ -94,37 +95,29 @@ class AuditInterceptor(grpc.ServerInterceptor):
         if handler is None or not audited(details.method):
             return handler
         method = details.method.lstrip("/")
-        if handler.unary_stream is not None:           # KeyService.Rekey: recorded at its end
-            inner_stream = handler.unary_stream
-
-            def recorded_stream(request: Any, context: grpc.ServicerContext) -> Any:
+        def stream(inner: Stream) -> Stream:               # KeyService.Rekey: recorded at its end
+            def recorded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 call = self._append(method, request, None, context)
                 last = None
                 try:
-                    for last in inner_stream(request, context):
+                    for last in inner(request, context):
                         yield last
                 finally:
                     self._finish(call, method, request, last, context)
+            return recorded
 
-            return grpc.unary_stream_rpc_method_handler(
-                recorded_stream, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        if handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
+        def unary(inner: Unary) -> Unary:
+            def recorded(request: Any, context: grpc.ServicerContext) -> Any:
+                call = self._append(method, request, None, context)
+                reply = None
+                try:
+                    reply = inner(request, context)
+                    return reply
+                finally:
+                    self._finish(call, method, request, reply, context)
+            return recorded
 
-        def recorded(request: Any, context: grpc.ServicerContext) -> Any:
-            call = self._append(method, request, None, context)
-            reply = None
-            try:
-                reply = inner(request, context)
-                return reply
-            finally:
-                self._finish(call, method, request, reply, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            recorded, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+        return wrap(handler, unary=unary, stream=stream)
 
     def _append(self, method: str, request: Any, reply: Any, context: grpc.ServicerContext) -> int:
         """The call's intent record, durable before the call runs; its ``seq``. A log that

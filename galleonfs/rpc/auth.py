@@ -50,6 +50,7 @@ from ..managers import tenancy
 from ..managers.access import Role, Token
 from .gate import PeerCredentials, UnixGate
 from .status import ERROR_CLASS_KEY, status_code
+from .wrapping import wrap
 
 
 class Rule(NamedTuple):
@@ -303,15 +304,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
             return None
         method = details.method
         rule = METHOD_RULES.get(method)
-        for kind, streams in (("unary_unary", False), ("unary_stream", True),
-                              ("stream_unary", False), ("stream_stream", True)):
-            behaviour = getattr(handler, kind)
-            if behaviour is not None:
-                guarded = self._guard(method, rule, behaviour, streams)
-                make = getattr(grpc, f"{kind}_rpc_method_handler")
-                return make(guarded, request_deserializer=handler.request_deserializer,
-                            response_serializer=handler.response_serializer)
-        return handler
+        return wrap(handler, unary=lambda inner: self._guard(method, rule, inner, False),
+                    stream=lambda inner: self._guard(method, rule, inner, True), client_streams=True)
 
     def _admit(self, method: str, rule: Rule | None, context: Any) -> Principal | None:
         if rule is not None and rule.role is None:

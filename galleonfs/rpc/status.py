@@ -11,13 +11,14 @@ INTERNAL with a short message (never the traceback).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
 from .. import limits, names
 from ..errors import GalleonError
+from .wrapping import Stream, Unary, wrap
 
 log = logging.getLogger(__name__)
 ERROR_CLASS_KEY = "galleonfs-error"
@@ -49,28 +50,20 @@ class ErrorInterceptor(grpc.ServerInterceptor):
             context.abort(grpc.StatusCode.INTERNAL,
                           f"internal error while serving {method}; see the daemon's log")
 
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
-
+        def unary(inner: Unary) -> Unary:
             def guarded(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
                     return inner(request, context)
                 except Exception as exc:
                     fail(exc, context)
+            return guarded
 
-            return grpc.unary_unary_rpc_method_handler(
-                guarded, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        if handler.unary_stream is not None:            # progress streams (KeyService.Rekey)
-            inner_stream = handler.unary_stream
-
-            def guarded_stream(request: Any, context: grpc.ServicerContext) -> Any:
+        def stream(inner: Stream) -> Stream:               # progress streams (KeyService.Rekey)
+            def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 try:
-                    yield from inner_stream(request, context)
+                    yield from inner(request, context)
                 except Exception as exc:
                     fail(exc, context)
+            return guarded
 
-            return grpc.unary_stream_rpc_method_handler(
-                guarded_stream, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        return handler
+        return wrap(handler, unary=unary, stream=stream)

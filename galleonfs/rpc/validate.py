@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -45,6 +45,7 @@ from ..units import format_size
 
 # Loaded for their side effect: every galleonfs.v1 message is in the default descriptor pool.
 from ..v1 import audit_pb2, key_pb2, node_pb2, qos_pb2, snapshot_pb2, storage_class_pb2, volume_pb2  # noqa: F401
+from .wrapping import Stream, Unary, wrap
 
 API_PREFIX = "/galleonfs.v1."
 Rule = Callable[[Any], None]
@@ -336,26 +337,19 @@ class RequestValidator(grpc.ServerInterceptor):
         if cls is None:
             return handler
         decode = tolerant_decoder(cls)
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
-
+        def unary(inner: Unary) -> Unary:
             def checked(request: Any, context: grpc.ServicerContext) -> Any:
                 check_request(request)
                 return inner(request, context)
+            return checked
 
-            return grpc.unary_unary_rpc_method_handler(
-                checked, request_deserializer=decode, response_serializer=handler.response_serializer)
-        if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
-
-            def checked_stream(request: Any, context: grpc.ServicerContext) -> Any:
+        def stream(inner: Stream) -> Stream:
+            def checked(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 check_request(request)
-                yield from inner_stream(request, context)
+                yield from inner(request, context)
+            return checked
 
-            return grpc.unary_stream_rpc_method_handler(
-                checked_stream, request_deserializer=decode,
-                response_serializer=handler.response_serializer)
-        return handler
+        return wrap(handler, unary=unary, stream=stream, deserializer=decode)
 
 
 def _check_table() -> None:
