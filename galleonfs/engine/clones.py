@@ -16,7 +16,7 @@ Two rules keep those pointers valid for as long as the clone depends on the orig
 
 ``flatten`` copies the shared blocks into the clone's own segments; the origin then
 releases the hold. Creation runs where the origin's engine is open: its mount worker if
-it is mounted, otherwise an offline helper process of the daemon (managers/offline.py).
+it is mounted, otherwise an offline helper process of the daemon (volops/helper.py).
 """
 
 from __future__ import annotations

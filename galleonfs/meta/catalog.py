@@ -13,7 +13,7 @@ Backup: ``backup()`` copies the catalog (compacted) to ``node.lmdb.backup``, a s
 data file written to a temporary name, synced and renamed, so a backup is always whole. The
 daemon calls it after changes (at most every ``limits.catalog_backup_interval_s``) and at a
 clean stop. ``check`` and ``dump`` read a catalog or a backup without writing; galleond runs
-them in a helper process (``managers/offline.py``), so that a damaged page is a dead helper
+them in a helper process (``volops/helper.py``), so that a damaged page is a dead helper
 and a sentence, never a SIGBUS of the daemon.
 
 What it must not do: validate (the managers do) or hold state outside LMDB.

@@ -23,7 +23,7 @@ class Quota:
         self._engine = engine
 
     def files_max(self) -> int:
-        return max(limits.inodes_min, self._engine.sb.size // limits.inodes_per_byte_divisor)
+        return limits.inodes_max(self._engine.sb.size)
 
     def admit_inode(self) -> None:
         """Refuse a new inode when the volume has as many as it may."""
