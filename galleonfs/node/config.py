@@ -48,14 +48,18 @@ def _positive_int(value: Any) -> int:
     return number
 
 
-def _non_negative(value: Any) -> float:
-    """A rate where 0 means "not set" (the QoS budget)."""
+def _number(value: Any) -> float:
     if isinstance(value, bool):
         raise InvalidArgument(f"{value!r} is not a number")
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise InvalidArgument(f"{value!r} is not a number") from None
+
+
+def _non_negative(value: Any) -> float:
+    """A rate where 0 means "not set" (the QoS budget)."""
+    number = _number(value)
     if not number >= 0 or number == float("inf"):
         raise InvalidArgument(f"{value!r} must be a number of at least 0")
     return number
@@ -63,12 +67,7 @@ def _non_negative(value: Any) -> float:
 
 def _ratio(value: Any) -> float:
     """How many times the data directory's capacity volumes may be provisioned for."""
-    if isinstance(value, bool):
-        raise InvalidArgument(f"{value!r} is not a number")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"{value!r} is not a number") from None
+    number = _number(value)
     if not 0 < number < float("inf"):
         raise InvalidArgument(f"{value!r} must be a number above 0 (1.0: no overcommit)")
     return number
