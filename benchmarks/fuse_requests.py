@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import json
 import os
@@ -576,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default=",".join(ALL_TARGETS))
     parser.add_argument("--only", default="", help="opcode loops to run, e.g. GETATTR,LOOKUP (default all)")
     parser.add_argument("--no-workloads", action="store_true", help="run only the opcode loops")
+    parser.add_argument("--loop", type=int, default=0, help="iterations of each opcode loop (default: 5 000, "
+                        "500 with --quick)")
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp/galleonfs-fuse-requests"))
     parser.add_argument("--volume-size", type=int, default=8 << 30)
     args = parser.parse_args(argv)
@@ -585,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     if why:
         raise SystemExit(f"cannot count FUSE requests: {why}")
     sizes = QUICK if args.quick else FULL
+    if args.loop:
+        sizes = dataclasses.replace(sizes, loop=args.loop)
+    version = code_version()
     keys = [k.strip() for k in args.targets.split(",") if k.strip()]
     only = {o.strip().upper() for o in args.only.split(",") if o.strip()} or None
     TAR_CACHE.mkdir(parents=True, exist_ok=True)
@@ -622,13 +628,13 @@ def main(argv: list[str] | None = None) -> int:
     names = [] if args.no_workloads else ["create", "stat warm", "delete", "tar x", "rm -rf", "append+fsync"]
     loops = [lp.name for lp in LOOPS if not only or lp.opcode in only]
     text = report(phases, keys, names, loops)
-    print(f"\n{code_version()}: {args.rounds} rounds, {'quick' if args.quick else 'full'} sizes, load average "
+    print(f"\n{version}: {args.rounds} rounds, {'quick' if args.quick else 'full'} sizes, load average "
           f"{min(loads):.2f}-{max(loads):.2f}, {time.time() - started:.0f} s\n")
     print(text)
     results = ROOT / "benchmarks" / "results"
     results.mkdir(exist_ok=True)
     out = results / f"fuse-requests-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"machine": machine(), "code": code_version(), "sizes": sizes.__dict__, "targets": keys, "loads": loads,
+    out.write_text(json.dumps({"machine": machine(), "code": version, "sizes": sizes.__dict__, "targets": keys, "loads": loads,
                                "phases": [p.as_json() for p in phases]}, indent=1))
     print(f"\nJSON: {out}")
     return 0
