@@ -31,29 +31,45 @@ class Attrs:
         self._data = data
 
     def setattr(self, ino: InodeId, changes: SetAttr) -> Inode:
+        """Apply ``changes``; a setattr that changes nothing writes no record.
+
+        Most SETATTRs the kernel sends under the writeback cache hand over times it already
+        agrees with us on (``common.now_ns``): the ctime after an unlink, link, rename or
+        setxattr, ``tar``'s chmod and chown to what a file already has. Applying them
+        changes no byte of the inode, so there is nothing to journal and nothing a crash
+        could lose; only the reply is owed.
+        """
         nodes = self._nodes
         nodes.admit(ino)
         inode = nodes.inode(ino)
         now = time.time_ns()
         if changes.size is not None:
             self._data.check_truncate(inode, changes.size)
+        resize = changes.size is not None and changes.size != inode.size
+        before = (inode.mode, inode.uid, inode.gid, inode.atime_ns, inode.mtime_ns, inode.ctime_ns)
+        if changes.mode is not None:
+            inode.mode = stat.S_IFMT(inode.mode) | (changes.mode & 0o7777)
+        if changes.uid is not None or changes.gid is not None:
+            _chown(inode, changes.uid, changes.gid)
+        # Under the writeback cache the kernel owns mtime: a truncate that changes the size
+        # comes with one; a same-size truncate does not, and the kernel keeps its old mtime.
+        if changes.size is not None and changes.mtime_ns is None and not self._data.kernel_times:
+            inode.mtime_ns = now
+        if changes.atime_ns is not None:
+            inode.atime_ns = changes.atime_ns
+        if changes.mtime_ns is not None:
+            inode.mtime_ns = changes.mtime_ns
+        if changes.ctime_ns is not None:
+            inode.ctime_ns = changes.ctime_ns
+        else:
+            inode.ctime_ns = nodes.file_time(inode.mode, now)
+        if not resize and before == (inode.mode, inode.uid, inode.gid, inode.atime_ns, inode.mtime_ns,
+                                     inode.ctime_ns):
+            return inode
         with self._engine.operation() as op:
-            if changes.mode is not None:
-                inode.mode = stat.S_IFMT(inode.mode) | (changes.mode & 0o7777)
-            if changes.uid is not None or changes.gid is not None:
-                _chown(inode, changes.uid, changes.gid)
-            if changes.size is not None:
+            if resize:
+                assert changes.size is not None
                 self._data.truncate(inode, changes.size, op)
-                # Under the writeback cache the kernel owns mtime: a truncate that changes the
-                # size comes with one; a same-size truncate does not, and the kernel keeps its
-                # old mtime.
-                if changes.mtime_ns is None and not self._data.kernel_times:
-                    inode.mtime_ns = now
-            if changes.atime_ns is not None:
-                inode.atime_ns = changes.atime_ns
-            if changes.mtime_ns is not None:
-                inode.mtime_ns = changes.mtime_ns
-            inode.ctime_ns = changes.ctime_ns if changes.ctime_ns is not None else now
             nodes.put(inode)
         return inode
 

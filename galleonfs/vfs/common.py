@@ -6,12 +6,15 @@ the kernel holds).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from .. import limits
 from ..errors import InvalidArgument, NameTooLong
 from ..meta.schema import Inode
 
+# <linux/time.h>; Python's time module has no name for it.
+CLOCK_REALTIME_COARSE = 5
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 XATTR_NAMESPACES = (b"user.", b"trusted.", b"security.", b"system.")
@@ -71,3 +74,19 @@ def check_name(name: bytes) -> None:
 
 def is_zero(data: bytes | bytearray | memoryview) -> bool:
     return data == ZEROS[: len(data)]
+
+
+def now_ns() -> int:
+    """Now, for file times: from the clock the kernel stamps them with (``current_time``:
+    the coarse clock, one tick per jiffy, 4 ms at HZ=250), as ext4 and tmpfs stamp them.
+
+    With the writeback cache the kernel owns a regular file's mtime and ctime once it knows
+    the file: on each change it compares its own "now" with the times it has, and only a
+    time that moved marks the inode dirty and is sent back in a SETATTR. A time stamped
+    from the fine clock never equals the kernel's, so every file created and written within
+    one tick cost a SETATTR at close, and every unlink, link, rename and setxattr one more
+    (``fuse_update_ctime``); stamped from the same clock, those times agree, the first
+    SETATTR is not sent at all and the others change nothing (``attrs.py`` then writes no
+    record). Measured in docs/benchmarks.md ("Issue 11 — FUSE requests").
+    """
+    return time.clock_gettime_ns(CLOCK_REALTIME_COARSE)

@@ -113,7 +113,7 @@ class Namespace:
         if nodes.child(parent_ino, name) is not None:
             raise AlreadyExists(f"{name!r} already exists")
         now = time.time_ns()
-        inode = self._new_inode(parent, mode, ctx, now, rdev=rdev, target=target)
+        inode = self._new_inode(parent, mode, ctx, nodes.file_time(mode, now), rdev=rdev, target=target)
         is_dir = stat.S_ISDIR(mode)
         if is_dir and parent.nlink >= limits.link_count_max:
             raise TooManyLinks("the parent directory has too many subdirectories")
@@ -163,7 +163,7 @@ class Namespace:
         now = time.time_ns()
         with self._engine.operation():
             inode.nlink += 1
-            inode.ctime_ns = now
+            inode.ctime_ns = nodes.file_time(inode.mode, now)
             nodes.put(inode)
             nodes.add_entry(parent, new_name, ino)
             nodes.touch(parent, now)

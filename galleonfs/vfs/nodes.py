@@ -24,18 +24,19 @@ from ..ids import ROOT_INODE, BlockId, InodeId
 from ..meta import schema
 from ..meta.schema import Db, Inode
 from . import views
-from .common import check_name
+from .common import check_name, now_ns
 from .views import LIVE, SNAPDIR_INO, SNAPDIR_NAME, View
 
 _DAY_NS = 86_400 * 10**9
 
 
 class Nodes:
-    def __init__(self, engine: Engine, *, atime: bool) -> None:
+    def __init__(self, engine: Engine, *, atime: bool, kernel_times: bool = False) -> None:
         self.engine = engine
         self.meta = engine.meta
         self.bs = engine.block_size
         self.atime = atime                        # relatime-style updates; off for `-o noatime`
+        self.kernel_times = kernel_times          # the kernel owns regular files' mtime/ctime
         self._slot_gens: dict[int, int] = {}      # snapshot slot -> generation (cache)
 
     # --- inodes, in whichever view ---------------------------------------------------------------
@@ -66,6 +67,12 @@ class Nodes:
         inode.ctime_ns = now
         if mtime:
             inode.mtime_ns = now
+
+    def file_time(self, mode: int, now: int) -> int:
+        """The time to stamp on a file of ``mode`` changed ``now`` (fine clock): where the
+        kernel owns the times (regular files under the writeback cache), its own coarse clock
+        (``common.now_ns``, which says why), else ``now``."""
+        return now_ns() if self.kernel_times and stat.S_ISREG(mode) else now
 
     def note_access(self, inode: Inode) -> None:
         """relatime: update atime if it is older than mtime/ctime or a day old. Not while

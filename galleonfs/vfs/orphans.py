@@ -43,7 +43,7 @@ class Orphans:
     def drop_link(self, inode: Inode, now: int, op: Operation) -> None:
         """One name of ``inode`` went (inside ``op``)."""
         inode.nlink -= 1
-        inode.ctime_ns = now
+        inode.ctime_ns = self._nodes.file_time(inode.mode, now)
         self._nodes.put(inode)
         if inode.nlink == 0:
             self.orphan_or_purge(inode, op)

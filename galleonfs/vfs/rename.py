@@ -105,7 +105,7 @@ class Renamer:
 
     def _stamp(self, src: Inode, src_dir: Inode, dst_dir: Inode, now: int) -> None:
         nodes = self._nodes
-        src.ctime_ns = now
+        src.ctime_ns = nodes.file_time(src.mode, now)
         nodes.put(src)
         nodes.touch(src_dir, now)
         nodes.touch(dst_dir, now)
@@ -141,8 +141,8 @@ class Renamer:
                 moved_to_dst = 1 if src_is_dir else -1
                 src_dir.nlink -= moved_to_dst
                 dst_dir.nlink += moved_to_dst
-        src.ctime_ns = dst.ctime_ns = now
         nodes = self._nodes
+        src.ctime_ns, dst.ctime_ns = nodes.file_time(src.mode, now), nodes.file_time(dst.mode, now)
         nodes.put(src)
         nodes.put(dst)
         nodes.touch(src_dir, now)

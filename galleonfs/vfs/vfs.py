@@ -54,7 +54,7 @@ class Vfs:
         self.engine = engine
         self.meta = engine.meta
         self.bs = engine.block_size
-        self.nodes = Nodes(engine, atime=atime)
+        self.nodes = Nodes(engine, atime=atime, kernel_times=kernel_times)
         self.handles = Handles()
         self.orphans = Orphans(self.nodes, self.handles, engine)
         self.quota = Quota(engine)

@@ -60,7 +60,7 @@ class Xattrs:
                 raise NoSpace("too many extended attributes on this file")
         with self._engine.operation():
             self._meta.put(Db.XATTRS, key, value)
-            inode.ctime_ns = time.time_ns()
+            inode.ctime_ns = self._nodes.file_time(inode.mode, time.time_ns())
             self._nodes.put(inode)
 
     def list(self, ino: InodeId, ctx: Ctx) -> list[bytes]:
@@ -86,5 +86,5 @@ class Xattrs:
             raise NoAttribute(f"no attribute {name!r}")
         with self._engine.operation():
             self._meta.delete(Db.XATTRS, key)
-            inode.ctime_ns = time.time_ns()
+            inode.ctime_ns = self._nodes.file_time(inode.mode, time.time_ns())
             self._nodes.put(inode)
