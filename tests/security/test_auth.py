@@ -198,7 +198,6 @@ def test_tokens_viewer_cannot_write_and_bad_tokens_are_refused(daemons: Daemons,
     # 0666: every local user may connect, and only a token lets one do anything.
     d = daemons.start(env={"GALLEONFS_SOCKET_MODE": "0666"})
     viewer = token(d, "look", "viewer")
-    operator = token(d, "work", "operator", "--expires", "2s")
     ok(galleonctl(d.address, "volume", "create", "data", "--size", "8M"))
 
     # A user who may not use the socket may with a token: given in a file, or the environment.
@@ -215,10 +214,13 @@ def test_tokens_viewer_cannot_write_and_bad_tokens_are_refused(daemons: Daemons,
     refused(galleonctl_as(local_user, d.address, "volume", "delete", "data", env={"GALLEONFS_TOKEN": viewer}),
             ExitCode.PERMISSION, "needs operator")
 
-    # The operator token works until it expires (2 s), then is refused as expired.
+    # The operator token works until it expires, then is refused as expired. 10 s: each
+    # galleonctl start takes over a second on a loaded 2-core machine, and 2 s ran out first.
+    operator = token(d, "work", "operator", "--expires", "10s")
+    expires_by = time.monotonic() + 10            # the daemon's clock started before this one
     ok(galleonctl_as(local_user, d.address, "volume", "expand", "data", "--size", "16M",
                      env={"GALLEONFS_TOKEN": operator}))
-    time.sleep(2.5)
+    time.sleep(max(0.0, expires_by - time.monotonic()) + 0.5)
     refused(galleonctl_as(local_user, d.address, "volume", "list", env={"GALLEONFS_TOKEN": operator}),
             ExitCode.PERMISSION, "token 'work' expired at")
 
