@@ -116,20 +116,25 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.supervisor.run)
-                nursery.start_soon(self._backup_catalog)
-                self._start_metrics()
-                self._start_server()
-                task_status.started(list(self.info.listen))
-                nursery.start_soon(self._restore, nursery)
-                nursery.start_soon(self.info.disk.run)
-                async for signum in signals:
-                    log.info("received %s: shutting down", signal.Signals(signum).name)
-                    self._stopping = True
-                    break
-                # Cancelling a restore half way could leave a worker started but not yet known
-                # to the supervisor, which shutdown() would then miss. Every step of a restore
-                # is bounded, so let it finish.
-                await self._restored.wait()
+                # The loops that read the catalog (policies, QoS, catalog backup, disk watch)
+                # live in their own nursery, cancelled before shutdown() closes the catalog:
+                # a QoS tick on a closed LMDB environment made a clean stop exit 1.
+                async with trio.open_nursery() as background:
+                    background.start_soon(self._backup_catalog)
+                    self._start_metrics()
+                    self._start_server()
+                    task_status.started(list(self.info.listen))
+                    background.start_soon(self._restore, background)
+                    background.start_soon(self.info.disk.run)
+                    async for signum in signals:
+                        log.info("received %s: shutting down", signal.Signals(signum).name)
+                        self._stopping = True
+                        break
+                    # Cancelling a restore half way could leave a worker started but not yet
+                    # known to the supervisor, which shutdown() would then miss. Every step of
+                    # a restore is bounded, so let it finish.
+                    await self._restored.wait()
+                    background.cancel_scope.cancel()
                 await self.shutdown()
                 nursery.cancel_scope.cancel()
 
