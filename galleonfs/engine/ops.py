@@ -85,7 +85,7 @@ class OpLog:
             return None
         assert not self._read_only, "a read-only engine made changes"
         try:
-            return self._journal.append(frames, changes)
+            return self._journal.append(frames, changes, generation=self._sb.generation)
         except OSError as exc:
             raise self._unjournaled(exc) from None
 

@@ -114,7 +114,7 @@ class Recovery:
                 return walk
             valid_end, size, bad = self._replay_file(path, first, walk, report)
             if bad is not None or valid_end < size:
-                report.torn_tail = f"{os.path.basename(path)}@{valid_end}: {bad or 'incomplete record'}"
+                report.torn_tail = bad if bad is not None else f"{os.path.basename(path)}@{valid_end}: incomplete record"
                 walk.truncate = (path, valid_end)
                 walk.drop_from = index + 1
                 return walk
@@ -131,19 +131,32 @@ class Recovery:
         stopped early or None)``."""
         f = self._storage.open_file(path, writable=False)
         try:
-            valid_end, bad = 0, None
-            for _offset, end, record in journal.read_records(f, first, self._crypto):
+            valid_end, bad, stop = 0, None, journal.Stop()
+            for offset, end, record in self._records(f, first, stop):
                 if record.lsn >= walk.expect:
-                    bad = self._check_frames(record.frames)
-                    if bad is not None:
+                    why = self._check_frames(record.frames)
+                    if why is not None:
+                        bad = f"{os.path.basename(path)}@{offset}: record {record.lsn}: {why}"
                         break
                     self._apply(record, walk)
                     report.records += 1
                     report.last_lsn = record.lsn
                 valid_end = end
+            if bad is None and stop.reason is not None:
+                bad = stop.reason
             return valid_end, f.size, bad
         finally:
             f.close()
+
+    def _records(self, f: File, first: int, stop: journal.Stop) -> Iterator[tuple[int, int, Record]]:
+        """The file's records as ``read_records`` checks them for this volume; a whole record
+        of another volume is an error, not a torn tail: nothing is cut, the open fails."""
+        yield from journal.read_records(f, first, self._crypto, tag=self._journal.tag,
+                                        epoch_max=self._journal.epoch, stop=stop)
+        if stop.foreign:
+            raise Corrupt(f"volume {self.dir}: journal {stop.reason}; a journal file was copied "
+                          f"or moved here from another volume: move it out of "
+                          f"{self.journal_dir} and open the volume again")
 
     def _apply(self, record: Record, walk: _Walk) -> None:
         self._meta.apply(record.changes)
@@ -213,7 +226,8 @@ class Recovery:
         for _, first, path in _files_after_checkpoint(files, expect):
             f = self._storage.open_file(path, writable=False)
             try:
-                for _offset, _end, record in journal.read_records(f, first, self._crypto):
+                for _offset, _end, record in journal.read_records(
+                        f, first, self._crypto, tag=self._journal.tag, epoch_max=self._journal.epoch):
                     if record.lsn >= expect:
                         self._meta.apply(record.changes)
                         expect = record.lsn + 1

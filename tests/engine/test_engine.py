@@ -510,7 +510,7 @@ def test_format_version_mismatch_is_a_clear_error(tmp_path: Path) -> None:
         Engine.open(vol)
     message = str(info.value)
     assert f"format version {schema.FORMAT_VERSION + 1}" in message
-    assert f"reads version {schema.FORMAT_VERSION} only" in message
+    assert f"reads versions {schema.FORMAT_VERSION_OLDEST} to {schema.FORMAT_VERSION} only" in message
     assert vol in message
     # The failed open released everything: the store can be fixed and the volume opened.
     meta = MetaStore(vol)
