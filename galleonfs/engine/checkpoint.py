@@ -69,9 +69,19 @@ class Checkpointer:
         self.durable_lsn = Lsn(sb.applied_lsn)
 
     # --- commit --------------------------------------------------------------------------------
-    def begin_commit(self) -> CommitBatch:
-        return CommitBatch(Lsn(self._journal.appended_lsn), self._segments.take_unsynced(),
-                           self._journal.take_unsynced())
+    def begin_commit(self, *, full: bool = False) -> CommitBatch:
+        """What to sync for every record appended so far. The data segments are left out
+        when every byte appended to them since their last sync is an inline frame of a
+        record (the journal sync covers it; recovery writes it back); ``full`` syncs them
+        anyway (checkpoint, blocking commits: others may read the segments)."""
+        journal = self._journal
+        covered = self._segments.unsynced_bytes == journal.inline_unsynced
+        if covered and not full:
+            data: list[File] = []
+        else:
+            data = self._segments.take_unsynced()
+            journal.inline_unsynced = 0
+        return CommitBatch(Lsn(journal.appended_lsn), data, journal.take_unsynced())
 
     def end_commit(self, batch: CommitBatch) -> None:
         self.durable_lsn = max(self.durable_lsn, batch.lsn)
@@ -80,8 +90,9 @@ class Checkpointer:
         self._counters["commits"] += 1
 
     def commit(self) -> None:
-        """Make every record appended so far durable (blocking; see ``Committer`` for async)."""
-        batch = self.begin_commit()
+        """Make every record appended so far, and every frame, durable (blocking; see
+        ``Committer`` for async)."""
+        batch = self.begin_commit(full=True)
         try:
             batch.run()
         except OSError as exc:

@@ -328,6 +328,7 @@ class JournalWriter:
         self.next_lsn = next_lsn
         self.bytes_since_checkpoint = 0
         self.bytes_appended = 0              # since open: galleonfs_journal_bytes_total
+        self.inline_unsynced = 0             # inline frame bytes whose segment copy is not synced
         self._file: File | None = None
         self._unsynced: list[File] = []      # files with appends not yet covered by a sync
         self._retired: list[File] = []       # rolled files, closed once synced
@@ -392,6 +393,8 @@ class JournalWriter:
         if not self._unsynced or self._unsynced[-1] is not f:
             self._unsynced.append(f)
         self.next_lsn = lsn + 1
+        if inline is not None:
+            self.inline_unsynced += len(inline)
         self.bytes_since_checkpoint += len(record)
         self.bytes_appended += len(record)
         crashpoints.hit("journal.after_append_before_sync")

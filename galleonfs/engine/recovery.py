@@ -29,7 +29,7 @@ from ..storage import File, Storage
 from . import frames, journal, snaplist
 from .blocks import BlockStore
 from .health import Health
-from .journal import FrameRef, JournalWriter, Record
+from .journal import JournalWriter, Record
 from .segments import Segments, list_segments
 from .segstats import SegmentStats
 from .superblock import SuperBlock
@@ -42,6 +42,7 @@ class ReplayReport:
     records: int = 0
     last_lsn: int = 0
     torn_tail: str | None = None       # where replay stopped early, if it did
+    frames_restored: int = 0           # inline frames written back to segments a crash cut
 
 
 @dataclass(slots=True)
@@ -75,12 +76,16 @@ class Recovery:
         self._health = health
         self.journal_dir = journal_dir
         self.data_dir = os.path.join(volume_dir, "data")
+        self._read_only = False
+        self.repaired_frames = 0          # inline frames written back to their segments
 
     # --- at open -------------------------------------------------------------------------------
     def recover(self, report: ReplayReport, *, read_only: bool, checkpoint: Callable[[], None]) -> None:
         """Replay the journal after ``applied_lsn``; stop at the torn tail and cut it off."""
         report.last_lsn = self._sb.applied_lsn
+        self._read_only = read_only
         walk = self._replay(report)
+        report.frames_restored = self.repaired_frames
         self._journal.next_lsn = walk.expect
         self.reload()
         if read_only:
@@ -134,7 +139,7 @@ class Recovery:
             valid_end, bad, stop = 0, None, journal.Stop()
             for offset, end, record in self._records(f, first, stop):
                 if record.lsn >= walk.expect:
-                    why = self._check_frames(record.frames)
+                    why = self._check_frames(record)
                     if why is not None:
                         bad = f"{os.path.basename(path)}@{offset}: record {record.lsn}: {why}"
                         break
@@ -163,9 +168,12 @@ class Recovery:
         walk.touched.update(ref.seg for ref in record.frames)
         walk.expect = record.lsn + 1
 
-    def _check_frames(self, refs: list[FrameRef]) -> str | None:
-        """Why a record's frames do not read back as written, or None if they do."""
-        for ref in refs:
+    def _check_frames(self, record: Record) -> str | None:
+        """Why a record's frames do not read back as written, or None if they do. Inline
+        frames are checked in the record and written back where the segment lost them."""
+        if record.inline is not None:
+            return self._restore_inline(record)
+        for ref in record.frames:
             try:
                 frame = self._segments.pread(ref.seg, ref.offset, ref.length)
                 header, _ = frames.verify(frame, f"segment {ref.seg}@{ref.offset}")
@@ -175,6 +183,29 @@ class Recovery:
                 return f"segment {ref.seg}: {exc}"
             if header.crc != ref.crc:
                 return f"segment {ref.seg}@{ref.offset} holds another frame than the journal names"
+        return None
+
+    def _restore_inline(self, record: Record) -> str | None:
+        for ref, frame in record.inline_frames():
+            where = f"inline frame for segment {ref.seg}@{ref.offset}"
+            try:
+                header, _ = frames.verify(frame, where)
+            except Corrupt as exc:
+                return str(exc)
+            if header.crc != ref.crc:
+                return f"{where}: another frame than the record names"
+            try:
+                on_disk = self._segments.pread(ref.seg, ref.offset, ref.length)
+            except Corrupt:
+                on_disk = b""
+            except OSError as exc:
+                return f"segment {ref.seg}: {exc}"
+            if on_disk != frame:
+                try:
+                    self._segments.repair(ref.seg, ref.offset, frame, in_memory=self._read_only)
+                except OSError as exc:
+                    return f"segment {ref.seg}: cannot write back an inline frame: {exc}"
+                self.repaired_frames += 1
         return None
 
     def _cut_tail(self, walk: _Walk) -> None:
