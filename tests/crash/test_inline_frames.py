@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from galleonfs import limits
+from galleonfs.crypto.keys import KeySpec
 from galleonfs.engine import journal, segments
 from galleonfs.engine.engine import DATA_DIR, JOURNAL_DIR, Engine
 from galleonfs.engine.fsck import check_engine
@@ -87,10 +88,16 @@ def test_an_fsync_after_a_small_write_syncs_the_journal_only(tmp_path: Path) -> 
         engine.close()
 
 
-@pytest.mark.parametrize("block_size", [BS, 64 * 1024])
-def test_a_power_cut_after_fsync_restores_inline_frames_byte_exact(tmp_path: Path, block_size: int) -> None:
-    vol, storage = new_volume(tmp_path, block_size)
-    engine = Engine.open(vol, storage=storage)
+@pytest.mark.parametrize(("block_size", "encrypted"), [(BS, False), (64 * 1024, False), (BS, True)],
+                         ids=["4k", "64k", "4k_encrypted"])
+def test_a_power_cut_after_fsync_restores_inline_frames_byte_exact(tmp_path: Path, block_size: int,
+                                                                   encrypted: bool) -> None:
+    keys = KeySpec(key_file=str(tmp_path / "kek")).manager() if encrypted else None
+    vol = str(tmp_path / "vol")
+    Engine.create(vol, size=64 << 20, block_size=block_size, keys=keys)
+    storage = FaultyStorage()
+    storage.snapshot_meta(vol)
+    engine = Engine.open(vol, storage=storage, keys=keys)
     vfs = Vfs(engine, atime=False)
     files = {"a": os.urandom(100), "b": os.urandom(block_size + 1), "c": os.urandom(2 * block_size)}
     for name, data in files.items():
@@ -105,7 +112,7 @@ def test_a_power_cut_after_fsync_restores_inline_frames_byte_exact(tmp_path: Pat
     # The design's point: the segments lost what the fsyncs wrote to them.
     assert any(p.stat().st_size < size for p, size in seg_sizes.items())
 
-    engine = Engine.open(vol, storage=storage)
+    engine = Engine.open(vol, storage=storage, keys=keys)
     try:
         assert engine.replay.frames_restored > 0
         assert engine.replay.torn_tail is None
@@ -117,7 +124,7 @@ def test_a_power_cut_after_fsync_restores_inline_frames_byte_exact(tmp_path: Pat
         engine.close(checkpoint=False)
     # The recovery synced what it wrote back and checkpointed: a second cut loses nothing.
     storage.power_cut()
-    engine = Engine.open(vol, storage=storage)
+    engine = Engine.open(vol, storage=storage, keys=keys)
     try:
         assert engine.replay.frames_restored == 0
         assert {name: read_file(Vfs(engine, atime=False), name) for name in files} == files
