@@ -54,6 +54,10 @@ journal_inline_record_bytes_max = 136 * KiB
 # ... and at most this much inline frame data waits for its segment sync: what a recovery
 # may have to write back, and what the journal grows by beyond the metadata.
 journal_inline_window_bytes = 512 * KiB
+# Zeros kept written ahead of the journal's write point (journal.py ``_zero_ahead``): records
+# overwrite blocks the file already has, so an fsync's fdatasync does not also write the
+# file's new size. Topped up when less than half is left: one bigger sync per 512 KiB.
+journal_zero_ahead_bytes = 1 * MiB
 # Commit interval: like ext4's default 5 s (DESIGN §3).
 commit_interval_s = 5.0
 # Checkpoint: every 30 s or 32 MiB of journal. A checkpoint commits the LMDB write

@@ -334,6 +334,7 @@ class JournalWriter:
         self._retired: list[File] = []       # rolled files, closed once synced
         self._allocated_end = 0              # the current file has blocks up to here
         self._preallocate = True             # False once the file system said it cannot
+        self._pos = 0                        # where the next record goes in the current file
 
     @property
     def appended_lsn(self) -> Lsn:
@@ -346,7 +347,7 @@ class JournalWriter:
             return limits.journal_file_size_max_bytes
         if self._file is None:
             return 0
-        return self._allocated_end - self._file.size
+        return self._allocated_end - self._pos
 
     def ensure_headroom(self, need: int, chunk: int = limits.journal_prealloc_bytes) -> None:
         """Make the next ``need`` bytes of records land in allocated blocks: start a new file
@@ -354,9 +355,9 @@ class JournalWriter:
         ``need``) ahead of its end. Raises ``OSError`` (ENOSPC) when the disk has no room;
         nothing changed then but, maybe, a new empty file (replay ignores those)."""
         f = self._file
-        if f is None or f.size + need > limits.journal_file_size_max_bytes:
+        if f is None or self._pos + need > limits.journal_file_size_max_bytes:
             f = self._roll(self.next_lsn)
-        if not self._preallocate or self._allocated_end - f.size >= need:
+        if not self._preallocate or self._allocated_end - self._pos >= need:
             return
         length = max(need, chunk)
         if f.preallocate(length):
@@ -373,25 +374,31 @@ class JournalWriter:
         record = encode_record(lsn, body, Stamp(self.tag, self.epoch, generation, time.time_ns()),
                                inline=inline is not None, crypto=self._crypto)
         f = self._file
-        if f is None or f.size + len(record) > limits.journal_file_size_max_bytes:
+        if f is None or self._pos + len(record) > limits.journal_file_size_max_bytes:
             f = self._roll(lsn)
-        if self._preallocate and f.size + len(record) > self._allocated_end:
+        if self._preallocate and self._pos + len(record) > self._allocated_end:
             # Bigger than the headroom the operation was admitted with (a rare huge record,
             # or one of the few writes that are not admitted: atime, purges at release):
             # allocate more if the disk still has it; if not, the write below may still fit.
             with contextlib.suppress(OSError):
                 self.ensure_headroom(len(record))
-        size = f.size
+        pos, size = self._pos, f.size
         try:
-            f.append([record])
+            f.write_at(pos, record)
         except OSError:
             # Leave no torn record behind: the next append would follow it, and replay stops
             # at the first bad record. The caller undoes the operation's changes.
-            f.undo_append(size)
-            self._allocated_end = min(self._allocated_end, size)
+            if pos >= size:
+                f.undo_append(size)
+                self._allocated_end = min(self._allocated_end, size)
+            else:
+                with contextlib.suppress(OSError):
+                    f.write_at(pos, bytes(min(len(record), size - pos)))
             raise
+        self._pos = pos + len(record)
         if not self._unsynced or self._unsynced[-1] is not f:
             self._unsynced.append(f)
+        self._zero_ahead(f)
         self.next_lsn = lsn + 1
         if inline is not None:
             self.inline_unsynced += len(inline)
@@ -400,9 +407,27 @@ class JournalWriter:
         crashpoints.hit("journal.after_append_before_sync")
         return lsn
 
+    def _zero_ahead(self, f: File) -> None:
+        """Keep zeros written ahead of the next record (``limits.journal_zero_ahead_bytes``):
+        a record then overwrites blocks that are already the file's, so the ``fdatasync`` of
+        a commit writes data only, not the file's new size and extents too. The zeros reach
+        the disk with the next commit's sync; replay ends at them as at any other tail. Best
+        effort: a file system that refuses them only loses the speed-up."""
+        chunk = limits.journal_zero_ahead_bytes
+        if f.size - self._pos >= chunk // 2 or chunk <= 0:
+            return
+        length = chunk if not self._preallocate else min(chunk, self._allocated_end - f.size)
+        if length <= 0:
+            return
+        size = f.size
+        try:
+            f.append([bytes(length)])
+        except OSError:
+            f.undo_append(size)
+
     def _roll(self, first_lsn: int) -> File:
         path = os.path.join(self._dir, file_name(first_lsn))
-        if self._file is not None and self._file.size == 0 and self._file.path == path:
+        if self._file is not None and self._pos == 0 and self._file.path == path:
             return self._file             # made ahead by ensure_headroom; nothing in it yet
         f = self._storage.open_file(path, create=True)
         try:
@@ -415,6 +440,7 @@ class JournalWriter:
             self._retired.append(self._file)
         self._file = f
         self._allocated_end = 0
+        self._pos = 0
         return f
 
     def roll_after_checkpoint(self) -> None:
@@ -428,6 +454,7 @@ class JournalWriter:
             self._file.close()
             self._file = None
         self._allocated_end = 0
+        self._pos = 0
         self.bytes_since_checkpoint = 0
 
     def take_unsynced(self) -> list[File]:

@@ -117,23 +117,28 @@ class Recovery:
                 report.torn_tail = f"journal gap: record {walk.expect} missing, next file starts at {first}"
                 walk.drop_from = index
                 return walk
-            valid_end, size, bad = self._replay_file(path, first, walk, report)
-            if bad is not None or valid_end < size:
+            valid_end, size, bad, zero_tail = self._replay_file(path, first, walk, report)
+            if bad is not None or (valid_end < size and not zero_tail):
                 report.torn_tail = bad if bad is not None else f"{os.path.basename(path)}@{valid_end}: incomplete record"
                 walk.truncate = (path, valid_end)
                 walk.drop_from = index + 1
                 return walk
-            if size == 0:
+            if valid_end == 0:
                 # Created by a roll whose first record never reached the disk. Left in place,
                 # it would block the next roll, which creates that same name (O_EXCL).
                 walk.drop_from = index
                 return walk
+            if zero_tail and index == len(walk.files) - 1:
+                # The zeros the writer keeps ahead of its next record: the journal's end.
+                walk.truncate = (path, valid_end)
+            # Zeros ahead in a file that was rolled are not a tear: the next file must go on
+            # at the next LSN (checked above), or replay stops there.
         return walk
 
     def _replay_file(self, path: str, first: int, walk: _Walk,
-                     report: ReplayReport) -> tuple[int, int, str | None]:
+                     report: ReplayReport) -> tuple[int, int, str | None, bool]:
         """Apply the file's records from ``walk.expect`` on: ``(valid end, size, why it
-        stopped early or None)``."""
+        stopped early or None, whether only zeros follow the last record)``."""
         f = self._storage.open_file(path, writable=False)
         try:
             valid_end, bad, stop = 0, None, journal.Stop()
@@ -147,9 +152,12 @@ class Recovery:
                     report.records += 1
                     report.last_lsn = record.lsn
                 valid_end = end
+            zero_tail = False
             if bad is None and stop.reason is not None:
-                bad = stop.reason
-            return valid_end, f.size, bad
+                zero_tail = _only_zeros(f, valid_end)
+                if not zero_tail:
+                    bad = stop.reason
+            return valid_end, f.size, bad, zero_tail
         finally:
             f.close()
 
@@ -281,6 +289,12 @@ class Recovery:
         self._segments.next_seg = next_seg
         sb.next_segment = next_seg
         sb.mark_stored()          # a fact about the files, journaled with the next change
+
+
+def _only_zeros(f: File, start: int) -> bool:
+    """True if every byte of ``f`` from ``start`` on is zero (the writer's zeros ahead)."""
+    chunk = 1 << 20
+    return all(not f.pread(offset, chunk).strip(b"\0") for offset in range(start, f.size, chunk))
 
 
 def _files_after_checkpoint(files: list[tuple[int, str]], expect: int) -> Iterator[tuple[int, int, str]]:

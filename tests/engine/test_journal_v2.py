@@ -58,13 +58,17 @@ def journal_files(vol: str) -> list[str]:
     return [path for _, path in journal.list_files(Storage(), os.path.join(vol, JOURNAL_DIR))]
 
 
-def records_of(path: str) -> list[journal.Record]:
+def spans_of(path: str) -> list[tuple[int, int, journal.Record]]:
     f = Storage().open_file(path, writable=False)
     try:
         first = int(os.path.basename(path)[:16], 16)
-        return [r for _, _, r in journal.read_records(f, first)]
+        return list(journal.read_records(f, first))
     finally:
         f.close()
+
+
+def records_of(path: str) -> list[journal.Record]:
+    return [r for _, _, r in spans_of(path)]
 
 
 def set_format_version(vol: str, version: int) -> None:
@@ -137,12 +141,14 @@ def test_a_record_of_a_fenced_off_epoch_is_not_applied(tmp_path: Path) -> None:
     vol = make_volume(tmp_path, "vol")
     crash_after_writes(vol, {"kept": b"epoch 0"})
     (path,) = journal_files(vol)
-    records = records_of(path)
+    spans = spans_of(path)
+    records = [r for _, _, r in spans]
     tag = records[-1].tag
     # A whole, checksummed record from epoch 1 (a primary this node never was): not replayed.
     stale = journal.encode_record(records[-1].lsn + 1, journal.encode_body([], [(Db.SUPER, b"name", b"hijacked")]),
                                   journal.Stamp(tag=tag, epoch=1))
-    with open(path, "ab") as f:
+    with open(path, "r+b") as f:                 # right after the last record (zeros follow it)
+        f.seek(spans[-1][1])
         f.write(stale)
     engine = Engine.open(vol)
     try:
