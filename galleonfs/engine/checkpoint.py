@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import limits
 from ..errors import IOFailure, NoSpace
 from ..ids import Lsn
 from ..meta.store import MetaStore
@@ -46,6 +47,21 @@ class CommitBatch:
             f.sync()
         crashpoints.hit("commit.after_data_sync_before_journal_sync")
         for f in self.journal_files:
+            f.sync()
+
+
+@dataclass(slots=True)
+class FlushBatch:
+    """A background sync of the data segments (``Checkpointer.begin_flush``); ``run`` is
+    safe in a worker thread."""
+
+    takes: int
+    data_files: list[tuple[File, int]]
+    data_bytes: int
+    inline_bytes: int
+
+    def run(self) -> None:
+        for f, _size in self.data_files:
             f.sync()
 
 
@@ -82,6 +98,26 @@ class Checkpointer:
             data = self._segments.take_unsynced()
             journal.inline_unsynced = 0
         return CommitBatch(Lsn(journal.appended_lsn), data, journal.take_unsynced())
+
+    def begin_flush(self) -> FlushBatch | None:
+        """Sync the segments off an fsync's path once inline frames fill half their window
+        (else the commit after a full window pays a second sync). None if not due, or if
+        the segments hold bytes no record carries (the next commit syncs them anyway)."""
+        journal, segs = self._journal, self._segments
+        if (journal.inline_unsynced < limits.journal_inline_window_bytes // 2
+                or segs.unsynced_bytes != journal.inline_unsynced):
+            return None
+        return FlushBatch(segs.takes, segs.peek_unsynced(), segs.unsynced_bytes, journal.inline_unsynced)
+
+    def flush_current(self, batch: FlushBatch) -> bool:
+        """False once a commit took the segments after the flush began (its own sync covers
+        them; an error of the flush, e.g. a file closed under it, then means nothing)."""
+        return batch.takes == self._segments.takes
+
+    def end_flush(self, batch: FlushBatch) -> None:
+        if self.flush_current(batch):
+            self._segments.flushed(batch.data_files, batch.data_bytes)
+            self._journal.inline_unsynced -= batch.inline_bytes
 
     def end_commit(self, batch: CommitBatch) -> None:
         self.durable_lsn = max(self.durable_lsn, batch.lsn)

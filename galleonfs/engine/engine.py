@@ -66,6 +66,7 @@ from . import frames, journal, mkfs, snaplist, snapshots
 from .blocks import BlockStore, Buffer
 from .checkpoint import Checkpointer
 from .checkpoint import CommitBatch as CommitBatch
+from .checkpoint import FlushBatch as FlushBatch
 from .gc import Collector
 from .gc import GcReport as GcReport
 from .health import NEEDS_CHECK_FILE as NEEDS_CHECK_FILE
@@ -360,6 +361,16 @@ class Engine:
 
     def end_commit(self, batch: CommitBatch) -> None:
         self._checkpointer.end_commit(batch)
+
+    def begin_flush(self) -> FlushBatch | None:
+        """A background sync of the data segments, when inline frames call for one."""
+        return self._checkpointer.begin_flush()
+
+    def flush_current(self, batch: FlushBatch) -> bool:
+        return self._checkpointer.flush_current(batch)
+
+    def end_flush(self, batch: FlushBatch) -> None:
+        self._checkpointer.end_flush(batch)
 
     def commit(self) -> None:
         """Make every record appended so far durable (blocking; see ``Committer`` for async)."""

@@ -50,6 +50,7 @@ class Segments:
         self._file: File | None = None
         self._unsynced: list[File] = []
         self.unsynced_bytes = 0          # appended since the last ``take_unsynced``
+        self.takes = 0                   # ``take_unsynced`` calls: a flush started before one is void
         self._retired: list[File] = []
         self._readers: OrderedDict[int, File] = OrderedDict()
         # Frames a read-only recovery found only in the journal (inline frames whose segment
@@ -104,7 +105,20 @@ class Segments:
     def take_unsynced(self) -> list[File]:
         files, self._unsynced = self._unsynced, []
         self.unsynced_bytes = 0
+        self.takes += 1
         return files
+
+    def peek_unsynced(self) -> list[tuple[File, int]]:
+        """The files a background flush syncs, with their sizes now; they stay unsynced
+        for every commit until ``flushed`` says the sync finished."""
+        return [(f, f.size) for f in self._unsynced]
+
+    def flushed(self, files: list[tuple[File, int]], nbytes: int) -> None:
+        """A flush of ``files`` (``peek_unsynced``) finished and no commit took them since:
+        what was appended before it is durable; files appended to since stay unsynced."""
+        done = {id(f) for f, size in files if f.size == size}
+        self._unsynced = [f for f in self._unsynced if id(f) not in done]
+        self.unsynced_bytes -= nbytes
 
     def repair(self, seg: int, offset: int, frame: bytes, *, in_memory: bool) -> None:
         """Put a frame the journal carried back at its place in ``seg`` (recovery: a power cut
