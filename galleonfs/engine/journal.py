@@ -49,10 +49,14 @@ authenticate counts as torn. The caller also checks each referenced frame that i
 inline before applying a record, because those frames and the journal are synced apart.
 
 Space: the current file is preallocated ahead of its end (``ensure_headroom``, fallocate
-with ``FALLOC_FL_KEEP_SIZE``: the size, and so replay, sees only what was written). The
-engine asks for headroom before an operation changes anything, so the record that ends the
-operation is written into blocks the file system already gave us and cannot fail with
-ENOSPC half-way through an operation (``engine/space.py``).
+with ``FALLOC_FL_KEEP_SIZE``). The engine asks for headroom before an operation changes
+anything, so the record that ends the operation is written into blocks the file system
+already gave us and cannot fail with ENOSPC half-way through an operation
+(``engine/space.py``). Inside that, the writer keeps zeros written ahead of its next record
+(``_zero_ahead``, ``limits.journal_zero_ahead_bytes``): a record overwrites blocks the file
+already has, so the fdatasync of a commit writes data only, not the file's size and extents
+too. Replay ends at zeros like at any tail, and goes on past the zeros a rolled file keeps
+(the next file must then begin at the next LSN).
 
 What this module must not do: apply records (the engine does), or buffer writes.
 """
