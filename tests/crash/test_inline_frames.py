@@ -278,3 +278,30 @@ def test_zeros_left_in_rolled_journal_files_do_not_stop_replay(tmp_path: Path,
         assert {name: read_file(vfs, name) for name in files} == files
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("cut", [1, 20, journal.HEADER_SIZE - 1])
+def test_a_torn_record_header_ends_replay_before_it(tmp_path: Path, cut: int) -> None:
+    vol = str(tmp_path / "vol")
+    Engine.create(vol, size=64 << 20, block_size=BS)
+    engine = Engine.open(vol)
+    vfs = Vfs(engine, atime=False)
+    kept = os.urandom(BS + 7)
+    write_file(vfs, "kept", kept)
+    write_file(vfs, "torn", os.urandom(BS))
+    engine.close(checkpoint=False)
+    path, spans = _inline_record_spans(vol)
+    start, _end, _record = spans[-1]
+    with open(path, "r+b") as f:                       # the header's first bytes, then zeros
+        f.seek(start + cut)
+        f.write(bytes(spans[-1][1] - start - cut))
+    engine = Engine.open(vol)
+    try:
+        assert engine.replay.records == len(spans) - 1
+        assert engine.replay.torn_tail is not None
+        vfs = Vfs(engine, atime=False)
+        assert read_file(vfs, "kept") == kept
+        assert read_file(vfs, "torn") == b""
+        assert check_engine(engine).clean
+    finally:
+        engine.close()
