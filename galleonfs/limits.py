@@ -46,6 +46,18 @@ journal_file_size_max_bytes = 64 * MiB
 # blocks is 256 frames; 4096 leaves room and bounds what replay has to hold in memory.
 journal_record_frames_max = 4096
 journal_record_bytes_max = 64 * MiB
+# Inline frames (engine/journal.py): a record whose new frames total at most this carries
+# them, so an fsync after a small write is one journal write and one fdatasync; the segment
+# copies are synced later (a checkpoint, or a commit once the window below is full). 136 KiB
+# is two 64 KiB blocks plus headers (a write that straddles a block boundary).
+journal_inline_record_bytes_max = 136 * KiB
+# ... and at most this much inline frame data waits for its segment sync: what a recovery
+# may have to write back, and what the journal grows by beyond the metadata.
+journal_inline_window_bytes = 512 * KiB
+# Zeros kept written ahead of the journal's write point (journal.py ``_zero_ahead``): records
+# overwrite blocks the file already has, so an fsync's fdatasync does not also write the
+# file's new size. Topped up when less than half is left: one bigger sync per 512 KiB.
+journal_zero_ahead_bytes = 1 * MiB
 # Commit interval: like ext4's default 5 s (DESIGN §3).
 commit_interval_s = 5.0
 # Checkpoint: every 30 s or 32 MiB of journal. A checkpoint commits the LMDB write

@@ -105,6 +105,18 @@ class File:
         self.size = offset + total
         return offset
 
+    def write_at(self, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset`` (inside the file, e.g. into zeros written ahead, or
+        past its end); the size grows if the write ends past it."""
+        view = memoryview(data)
+        done = 0
+        while done < len(data):
+            n = os.pwrite(self.fd, view[done:], offset + done)
+            if n == 0:
+                raise OSError(28, "short write")
+            done += n
+        self.size = max(self.size, offset + len(data))
+
     def pread(self, offset: int, length: int) -> bytes:
         return os.pread(self.fd, length, offset)
 

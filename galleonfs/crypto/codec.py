@@ -8,7 +8,8 @@ purpose, so no two purposes ever share a nonce space:
   family, the block id, the flags and the plaintext length, so a frame moved to another
   block's place, or another volume, fails authentication (DESIGN §3);
 * ``meta``: AES-256-GCM of each metadata value, bound to its database and key;
-* ``journal``: AES-256-GCM of each journal record body, bound to its LSN;
+* ``journal``: AES-256-GCM of each journal record body, bound to its header (v2: LSN,
+  epoch, volume tag, lengths; v1 records: the LSN alone);
 * names: keyed BLAKE3 tokens that replace names inside metadata keys (lookups by name
   still work; the name itself is sealed in the value). Their key is fixed for the family's
   life (``volume_key``), not rotated by a rekey.
@@ -50,6 +51,7 @@ ZERO_NONCE = bytes(12)          # the nonce field of a frame that is not encrypt
 
 NONCE = 12
 TAG = 16
+RECORD_SEAL_OVERHEAD = 1 + NONCE + TAG    # key epoch | nonce | ... | tag
 _BLOCK_AAD = struct.Struct("<32sBI")
 _U64 = struct.Struct("<Q")
 COMPRESSIONS = ("none", "lz4", "zstd")
@@ -143,17 +145,21 @@ class VolumeCrypto:
             raise Corrupt(f"{what}: fails authentication (altered, or moved from elsewhere)") from None
 
     # --- journal records -------------------------------------------------------------------------
-    def seal_record(self, lsn: int, body: bytes) -> bytes:
+    def seal_record(self, lsn: int, body: bytes, aad: bytes | None = None) -> bytes:
+        """Seal a journal record body. ``aad`` binds it (a v2 record's header, which holds the
+        LSN, the volume tag and the epoch); without it, the LSN alone (v1 records)."""
         nonce = os.urandom(NONCE)
         self.sealed += 1
-        return bytes((self.epoch,)) + nonce + self._keys[self.epoch].journal.encrypt(nonce, body, _U64.pack(lsn))
+        bound = _U64.pack(lsn) if aad is None else aad
+        return bytes((self.epoch,)) + nonce + self._keys[self.epoch].journal.encrypt(nonce, body, bound)
 
-    def open_record(self, lsn: int, sealed: bytes) -> bytes | None:
+    def open_record(self, lsn: int, sealed: bytes, aad: bytes | None = None) -> bytes | None:
         """The body, or None if it does not authenticate (replay treats it as a torn tail)."""
-        if len(sealed) < 1 + NONCE + TAG or sealed[0] not in self._keys:
+        if len(sealed) < RECORD_SEAL_OVERHEAD or sealed[0] not in self._keys:
             return None
+        bound = _U64.pack(lsn) if aad is None else aad
         try:
-            return self._keys[sealed[0]].journal.decrypt(sealed[1:1 + NONCE], sealed[1 + NONCE:], _U64.pack(lsn))
+            return self._keys[sealed[0]].journal.decrypt(sealed[1:1 + NONCE], sealed[1 + NONCE:], bound)
         except InvalidTag:
             return None
 

@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .. import limits
 from ..errors import IOFailure, NoSpace
 from ..ids import Lsn
 from ..meta.store import MetaStore
@@ -49,6 +50,21 @@ class CommitBatch:
             f.sync()
 
 
+@dataclass(slots=True)
+class FlushBatch:
+    """A background sync of the data segments (``Checkpointer.begin_flush``); ``run`` is
+    safe in a worker thread."""
+
+    takes: int
+    data_files: list[tuple[File, int]]
+    data_bytes: int
+    inline_bytes: int
+
+    def run(self) -> None:
+        for f, _size in self.data_files:
+            f.sync()
+
+
 class Checkpointer:
     def __init__(self, *, volume_dir: str, storage: Storage, meta: MetaStore, sb: SuperBlock,
                  segments: Segments, segstats: SegmentStats, journal_writer: JournalWriter,
@@ -69,9 +85,39 @@ class Checkpointer:
         self.durable_lsn = Lsn(sb.applied_lsn)
 
     # --- commit --------------------------------------------------------------------------------
-    def begin_commit(self) -> CommitBatch:
-        return CommitBatch(Lsn(self._journal.appended_lsn), self._segments.take_unsynced(),
-                           self._journal.take_unsynced())
+    def begin_commit(self, *, full: bool = False) -> CommitBatch:
+        """What to sync for every record appended so far. The data segments are left out
+        when every byte appended to them since their last sync is an inline frame of a
+        record (the journal sync covers it; recovery writes it back); ``full`` syncs them
+        anyway (checkpoint, blocking commits: others may read the segments)."""
+        journal = self._journal
+        covered = self._segments.unsynced_bytes == journal.inline_unsynced
+        if covered and not full:
+            data: list[File] = []
+        else:
+            data = self._segments.take_unsynced()
+            journal.inline_unsynced = 0
+        return CommitBatch(Lsn(journal.appended_lsn), data, journal.take_unsynced())
+
+    def begin_flush(self) -> FlushBatch | None:
+        """Sync the segments off an fsync's path once inline frames fill half their window
+        (else the commit after a full window pays a second sync). None if not due, or if
+        the segments hold bytes no record carries (the next commit syncs them anyway)."""
+        journal, segs = self._journal, self._segments
+        if (journal.inline_unsynced < limits.journal_inline_window_bytes // 2
+                or segs.unsynced_bytes != journal.inline_unsynced):
+            return None
+        return FlushBatch(segs.takes, segs.peek_unsynced(), segs.unsynced_bytes, journal.inline_unsynced)
+
+    def flush_current(self, batch: FlushBatch) -> bool:
+        """False once a commit took the segments after the flush began (its own sync covers
+        them; an error of the flush, e.g. a file closed under it, then means nothing)."""
+        return batch.takes == self._segments.takes
+
+    def end_flush(self, batch: FlushBatch) -> None:
+        if self.flush_current(batch):
+            self._segments.flushed(batch.data_files, batch.data_bytes)
+            self._journal.inline_unsynced -= batch.inline_bytes
 
     def end_commit(self, batch: CommitBatch) -> None:
         self.durable_lsn = max(self.durable_lsn, batch.lsn)
@@ -80,8 +126,9 @@ class Checkpointer:
         self._counters["commits"] += 1
 
     def commit(self) -> None:
-        """Make every record appended so far durable (blocking; see ``Committer`` for async)."""
-        batch = self.begin_commit()
+        """Make every record appended so far, and every frame, durable (blocking; see
+        ``Committer`` for async)."""
+        batch = self.begin_commit(full=True)
         try:
             batch.run()
         except OSError as exc:

@@ -56,15 +56,17 @@ from ..errors import (
     ReadOnly,
 )
 from ..ids import BlockId, Generation, Lsn
+from ..meta import schema
 from ..meta.schema import EXTERNAL as EXTERNAL
 from ..meta.schema import SUPER_ORIGIN_FIELD, BlockLoc, Db, Origin
 from ..meta.sealing import MetaSealing
 from ..meta.store import MetaStore
 from ..storage import Storage, disk_bytes, no_space
-from . import frames, mkfs, snaplist, snapshots
+from . import frames, journal, mkfs, snaplist, snapshots
 from .blocks import BlockStore, Buffer
 from .checkpoint import Checkpointer
 from .checkpoint import CommitBatch as CommitBatch
+from .checkpoint import FlushBatch as FlushBatch
 from .gc import Collector
 from .gc import GcReport as GcReport
 from .health import NEEDS_CHECK_FILE as NEEDS_CHECK_FILE
@@ -139,6 +141,12 @@ class Engine:
         self._recovery.recover(self.replay, read_only=self.read_only, checkpoint=self.checkpoint)
         if self.read_only:
             return
+        if self.sb.format_version < schema.FORMAT_VERSION:
+            # An older volume: its journal was read as it is; from now on records are v2, and
+            # the first one says so (an older GalleonFS then refuses the volume, clearly).
+            self.sb.format_version = schema.FORMAT_VERSION
+            with self.operation():
+                pass
         # Journal space now, while the disk may still have it: a volume that sits idle
         # while the disk fills can then still take metadata operations.
         with contextlib.suppress(OSError):
@@ -192,7 +200,9 @@ class Engine:
         self.journal_dir = os.path.join(self.dir, JOURNAL_DIR)
         self.data_dir = os.path.join(self.dir, DATA_DIR)
         self.segments = Segments(storage, self.data_dir, sb.next_segment)
-        self.journal = JournalWriter(storage, self.journal_dir, sb.applied_lsn + 1, crypto=self.crypto)
+        self.epoch = 0          # the volume's fencing epoch: 0 on a single node (replication sets it)
+        self.journal = JournalWriter(storage, self.journal_dir, sb.applied_lsn + 1, crypto=self.crypto,
+                                     tag=journal.volume_tag(sb.volume_id), epoch=self.epoch)
         self.replay = ReplayReport()
         self.counters = {"blocks_written": 0, "blocks_deduped": 0, "blocks_read": 0,
                          "cache_hits": 0, "commits": 0, "checkpoints": 0, "corrupt_blocks": 0}
@@ -351,6 +361,16 @@ class Engine:
 
     def end_commit(self, batch: CommitBatch) -> None:
         self._checkpointer.end_commit(batch)
+
+    def begin_flush(self) -> FlushBatch | None:
+        """A background sync of the data segments, when inline frames call for one."""
+        return self._checkpointer.begin_flush()
+
+    def flush_current(self, batch: FlushBatch) -> bool:
+        return self._checkpointer.flush_current(batch)
+
+    def end_flush(self, batch: FlushBatch) -> None:
+        self._checkpointer.end_flush(batch)
 
     def commit(self) -> None:
         """Make every record appended so far durable (blocking; see ``Committer`` for async)."""

@@ -30,13 +30,14 @@ import logging
 from collections.abc import Callable
 from types import TracebackType
 
+from .. import limits
 from ..errors import GalleonError
 from ..ids import Lsn
 from ..meta.store import MetaStore
 from ..storage import no_space
 from .blocks import BlockStore
 from .health import Health
-from .journal import JournalWriter
+from .journal import FrameRef, JournalWriter
 from .segments import Segments
 from .segstats import SegmentStats
 from .space import SpaceGuard
@@ -85,9 +86,30 @@ class OpLog:
             return None
         assert not self._read_only, "a read-only engine made changes"
         try:
-            return self._journal.append(frames, changes)
+            return self._journal.append(frames, changes, generation=self._sb.generation,
+                                        inline=self._inline(frames))
         except OSError as exc:
             raise self._unjournaled(exc) from None
+
+    def _inline(self, refs: list[FrameRef]) -> bytes | None:
+        """The frames' bytes if the record should carry them (small, and the window of
+        inline bytes not yet synced in their segments has room), else None."""
+        if not refs:
+            return None
+        total = sum(ref.length for ref in refs)
+        if (total > limits.journal_inline_record_bytes_max
+                or self._journal.inline_unsynced + total > limits.journal_inline_window_bytes):
+            return None
+        # Frames of one operation are mostly adjacent: one read per run (page cache).
+        parts: list[bytes] = []
+        run_seg, run_start, run_end = refs[0].seg, refs[0].offset, refs[0].offset
+        for ref in refs:
+            if ref.seg != run_seg or ref.offset != run_end:
+                parts.append(self._segments.pread(run_seg, run_start, run_end - run_start))
+                run_seg, run_start, run_end = ref.seg, ref.offset, ref.offset
+            run_end += ref.length
+        parts.append(self._segments.pread(run_seg, run_start, run_end - run_start))
+        return b"".join(parts)
 
     def fail(self, why: Exception) -> None:
         """The current operation raised: drop what it changed and did not journal (a

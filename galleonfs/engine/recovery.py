@@ -29,7 +29,7 @@ from ..storage import File, Storage
 from . import frames, journal, snaplist
 from .blocks import BlockStore
 from .health import Health
-from .journal import FrameRef, JournalWriter, Record
+from .journal import JournalWriter, Record
 from .segments import Segments, list_segments
 from .segstats import SegmentStats
 from .superblock import SuperBlock
@@ -42,6 +42,7 @@ class ReplayReport:
     records: int = 0
     last_lsn: int = 0
     torn_tail: str | None = None       # where replay stopped early, if it did
+    frames_restored: int = 0           # inline frames written back to segments a crash cut
 
 
 @dataclass(slots=True)
@@ -75,12 +76,16 @@ class Recovery:
         self._health = health
         self.journal_dir = journal_dir
         self.data_dir = os.path.join(volume_dir, "data")
+        self._read_only = False
+        self.repaired_frames = 0          # inline frames written back to their segments
 
     # --- at open -------------------------------------------------------------------------------
     def recover(self, report: ReplayReport, *, read_only: bool, checkpoint: Callable[[], None]) -> None:
         """Replay the journal after ``applied_lsn``; stop at the torn tail and cut it off."""
         report.last_lsn = self._sb.applied_lsn
+        self._read_only = read_only
         walk = self._replay(report)
+        report.frames_restored = self.repaired_frames
         self._journal.next_lsn = walk.expect
         self.reload()
         if read_only:
@@ -112,47 +117,71 @@ class Recovery:
                 report.torn_tail = f"journal gap: record {walk.expect} missing, next file starts at {first}"
                 walk.drop_from = index
                 return walk
-            valid_end, size, bad = self._replay_file(path, first, walk, report)
-            if bad is not None or valid_end < size:
-                report.torn_tail = f"{os.path.basename(path)}@{valid_end}: {bad or 'incomplete record'}"
+            valid_end, size, bad, zero_tail = self._replay_file(path, first, walk, report)
+            if bad is not None or (valid_end < size and not zero_tail):
+                report.torn_tail = bad if bad is not None else f"{os.path.basename(path)}@{valid_end}: incomplete record"
                 walk.truncate = (path, valid_end)
                 walk.drop_from = index + 1
                 return walk
-            if size == 0:
+            if valid_end == 0:
                 # Created by a roll whose first record never reached the disk. Left in place,
                 # it would block the next roll, which creates that same name (O_EXCL).
                 walk.drop_from = index
                 return walk
+            if zero_tail and index == len(walk.files) - 1:
+                # The zeros the writer keeps ahead of its next record: the journal's end.
+                walk.truncate = (path, valid_end)
+            # Zeros ahead in a file that was rolled are not a tear: the next file must go on
+            # at the next LSN (checked above), or replay stops there.
         return walk
 
     def _replay_file(self, path: str, first: int, walk: _Walk,
-                     report: ReplayReport) -> tuple[int, int, str | None]:
+                     report: ReplayReport) -> tuple[int, int, str | None, bool]:
         """Apply the file's records from ``walk.expect`` on: ``(valid end, size, why it
-        stopped early or None)``."""
+        stopped early or None, whether only zeros follow the last record)``."""
         f = self._storage.open_file(path, writable=False)
         try:
-            valid_end, bad = 0, None
-            for _offset, end, record in journal.read_records(f, first, self._crypto):
+            valid_end, bad, stop = 0, None, journal.Stop()
+            for offset, end, record in self._records(f, first, stop):
                 if record.lsn >= walk.expect:
-                    bad = self._check_frames(record.frames)
-                    if bad is not None:
+                    why = self._check_frames(record)
+                    if why is not None:
+                        bad = f"{os.path.basename(path)}@{offset}: record {record.lsn}: {why}"
                         break
                     self._apply(record, walk)
                     report.records += 1
                     report.last_lsn = record.lsn
                 valid_end = end
-            return valid_end, f.size, bad
+            zero_tail = False
+            if bad is None and stop.reason is not None:
+                zero_tail = _only_zeros(f, valid_end)
+                if not zero_tail:
+                    bad = stop.reason
+            return valid_end, f.size, bad, zero_tail
         finally:
             f.close()
+
+    def _records(self, f: File, first: int, stop: journal.Stop) -> Iterator[tuple[int, int, Record]]:
+        """The file's records as ``read_records`` checks them for this volume; a whole record
+        of another volume is an error, not a torn tail: nothing is cut, the open fails."""
+        yield from journal.read_records(f, first, self._crypto, tag=self._journal.tag,
+                                        epoch_max=self._journal.epoch, stop=stop)
+        if stop.foreign:
+            raise Corrupt(f"volume {self.dir}: journal {stop.reason}; a journal file was copied "
+                          f"or moved here from another volume: move it out of "
+                          f"{self.journal_dir} and open the volume again")
 
     def _apply(self, record: Record, walk: _Walk) -> None:
         self._meta.apply(record.changes)
         walk.touched.update(ref.seg for ref in record.frames)
         walk.expect = record.lsn + 1
 
-    def _check_frames(self, refs: list[FrameRef]) -> str | None:
-        """Why a record's frames do not read back as written, or None if they do."""
-        for ref in refs:
+    def _check_frames(self, record: Record) -> str | None:
+        """Why a record's frames do not read back as written, or None if they do. Inline
+        frames are checked in the record and written back where the segment lost them."""
+        if record.inline is not None:
+            return self._restore_inline(record)
+        for ref in record.frames:
             try:
                 frame = self._segments.pread(ref.seg, ref.offset, ref.length)
                 header, _ = frames.verify(frame, f"segment {ref.seg}@{ref.offset}")
@@ -162,6 +191,29 @@ class Recovery:
                 return f"segment {ref.seg}: {exc}"
             if header.crc != ref.crc:
                 return f"segment {ref.seg}@{ref.offset} holds another frame than the journal names"
+        return None
+
+    def _restore_inline(self, record: Record) -> str | None:
+        for ref, frame in record.inline_frames():
+            where = f"inline frame for segment {ref.seg}@{ref.offset}"
+            try:
+                header, _ = frames.verify(frame, where)
+            except Corrupt as exc:
+                return str(exc)
+            if header.crc != ref.crc:
+                return f"{where}: another frame than the record names"
+            try:
+                on_disk = self._segments.pread(ref.seg, ref.offset, ref.length)
+            except Corrupt:
+                on_disk = b""
+            except OSError as exc:
+                return f"segment {ref.seg}: {exc}"
+            if on_disk != frame:
+                try:
+                    self._segments.repair(ref.seg, ref.offset, frame, in_memory=self._read_only)
+                except OSError as exc:
+                    return f"segment {ref.seg}: cannot write back an inline frame: {exc}"
+                self.repaired_frames += 1
         return None
 
     def _cut_tail(self, walk: _Walk) -> None:
@@ -213,7 +265,8 @@ class Recovery:
         for _, first, path in _files_after_checkpoint(files, expect):
             f = self._storage.open_file(path, writable=False)
             try:
-                for _offset, _end, record in journal.read_records(f, first, self._crypto):
+                for _offset, _end, record in journal.read_records(
+                        f, first, self._crypto, tag=self._journal.tag, epoch_max=self._journal.epoch):
                     if record.lsn >= expect:
                         self._meta.apply(record.changes)
                         expect = record.lsn + 1
@@ -236,6 +289,12 @@ class Recovery:
         self._segments.next_seg = next_seg
         sb.next_segment = next_seg
         sb.mark_stored()          # a fact about the files, journaled with the next change
+
+
+def _only_zeros(f: File, start: int) -> bool:
+    """True if every byte of ``f`` from ``start`` on is zero (the writer's zeros ahead)."""
+    chunk = 1 << 20
+    return all(not f.pread(offset, chunk).strip(b"\0") for offset in range(start, f.size, chunk))
 
 
 def _files_after_checkpoint(files: list[tuple[int, str]], expect: int) -> Iterator[tuple[int, int, str]]:

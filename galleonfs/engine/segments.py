@@ -49,8 +49,13 @@ class Segments:
         self.current: int | None = None
         self._file: File | None = None
         self._unsynced: list[File] = []
+        self.unsynced_bytes = 0          # appended since the last ``take_unsynced``
+        self.takes = 0                   # ``take_unsynced`` calls: a flush started before one is void
         self._retired: list[File] = []
         self._readers: OrderedDict[int, File] = OrderedDict()
+        # Frames a read-only recovery found only in the journal (inline frames whose segment
+        # copy a crash took): served from here, since a read-only open writes nothing.
+        self._overlay: dict[int, list[tuple[int, bytes]]] = {}
 
     def path(self, seg: int) -> str:
         return os.path.join(self._dir, file_name(seg))
@@ -70,6 +75,7 @@ class Segments:
             raise
         if not self._unsynced or self._unsynced[-1] is not f:
             self._unsynced.append(f)
+        self.unsynced_bytes += total
         crashpoints.hit("segment.after_append")
         return self.current, offset
 
@@ -98,7 +104,33 @@ class Segments:
 
     def take_unsynced(self) -> list[File]:
         files, self._unsynced = self._unsynced, []
+        self.unsynced_bytes = 0
+        self.takes += 1
         return files
+
+    def peek_unsynced(self) -> list[tuple[File, int]]:
+        """The files a background flush syncs, with their sizes now; they stay unsynced
+        for every commit until ``flushed`` says the sync finished."""
+        return [(f, f.size) for f in self._unsynced]
+
+    def flushed(self, files: list[tuple[File, int]], nbytes: int) -> None:
+        """A flush of ``files`` (``peek_unsynced``) finished and no commit took them since:
+        what was appended before it is durable; files appended to since stay unsynced."""
+        done = {id(f) for f, size in files if f.size == size}
+        self._unsynced = [f for f in self._unsynced if id(f) not in done]
+        self.unsynced_bytes -= nbytes
+
+    def repair(self, seg: int, offset: int, frame: bytes, *, in_memory: bool) -> None:
+        """Put a frame the journal carried back at its place in ``seg`` (recovery: a power cut
+        took the segment's copy). ``in_memory``: only for this process's reads (read-only)."""
+        if in_memory:
+            self._overlay.setdefault(seg, []).append((offset, frame))
+            return
+        f = self._storage.open_file(self.path(seg))
+        try:
+            os.pwrite(f.fd, frame, offset)
+        finally:
+            f.close()
 
     def close_retired(self, synced: list[File]) -> None:
         """Close rolled files that a finished sync covered and nothing appended to since.
@@ -134,12 +166,23 @@ class Segments:
 
     def pread(self, seg: int, offset: int, length: int) -> bytes:
         data = self._reader(seg).pread(offset, length)
+        if self._overlay and seg in self._overlay:
+            data = self._patched(seg, offset, length, data)
         if len(data) != length:
             raise Corrupt(
                 f"data segment {file_name(seg)} ends before the frame at {offset} "
                 f"({len(data)} of {length} bytes)"
             )
         return data
+
+    def _patched(self, seg: int, offset: int, length: int, data: bytes) -> bytes:
+        buf = bytearray(data.ljust(length, b"\0"))
+        end = offset + length
+        for start, frame in self._overlay[seg]:
+            lo, hi = max(start, offset), min(start + len(frame), end)
+            if lo < hi:
+                buf[lo - offset:hi - offset] = frame[lo - start:hi - start]
+        return bytes(buf)
 
     def file_size(self, seg: int) -> int:
         return self._reader(seg).size if seg == self.current else os.fstat(self._reader(seg).fd).st_size

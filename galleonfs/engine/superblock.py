@@ -63,10 +63,11 @@ class SuperBlock:
         """Read every field; one clear sentence if one is missing or the format is not ours."""
         ints = _read_ints(meta, where)
         version = ints["format_version"]
-        if version != schema.FORMAT_VERSION:
+        if not schema.FORMAT_VERSION_OLDEST <= version <= schema.FORMAT_VERSION:
             raise FormatError(
                 f"{where} has on-disk format version {version}; this GalleonFS reads "
-                f"version {schema.FORMAT_VERSION} only"
+                f"versions {schema.FORMAT_VERSION_OLDEST} to {schema.FORMAT_VERSION} only: "
+                f"open it with the GalleonFS that wrote it"
             )
         sb = cls(**ints, volume_id=_text(meta, b"volume_id"), name=_text(meta, b"name"),
                  compression=_text(meta, b"compression") or "none",

@@ -39,7 +39,9 @@ import json
 import struct
 from dataclasses import asdict, dataclass, field
 
-FORMAT_VERSION = 3        # 2: links, snapshots, history, generation indexes; 3: codec fields
+FORMAT_VERSION = 4        # 2: links, snapshots, history, generation indexes; 3: codec fields;
+                          # 4: journal records v2 (engine/journal.py)
+FORMAT_VERSION_OLDEST = 3  # opened too: its journal is read, the next record written upgrades it
 
 
 class Db(enum.IntEnum):

@@ -24,7 +24,7 @@ import os
 import random
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..storage import File, Storage
 
@@ -36,6 +36,9 @@ _PAGE_LOST_P = 0.1          # chance that an unsynced page inside the surviving 
 class _Durable:
     length: int = 0            # bytes that survive (an append-only file's synced prefix)
     entry_durable: bool = True  # the directory entry survives
+    # Ranges inside ``length`` written since the last sync (the journal writes its records
+    # into zeros it wrote and synced ahead): lost at a power cut, back to zeros.
+    overwritten: list[tuple[int, int]] = field(default_factory=list)
 
 
 class _TrackedFile(File):
@@ -53,6 +56,12 @@ class _TrackedFile(File):
         super().truncate(size)
         state = self._owner._state(self.path)
         state.length = min(state.length, size)
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        state = self._owner._state(self.path)
+        if offset < state.length:
+            state.overwritten.append((offset, min(offset + len(data), state.length)))
+        super().write_at(offset, data)
 
 
 class FaultyStorage(Storage):
@@ -73,7 +82,9 @@ class FaultyStorage(Storage):
 
     def _synced(self, path: str, size: int) -> None:
         self.syncs += 1
-        self._state(path).length = size
+        state = self._state(path)
+        state.length = size
+        state.overwritten.clear()
 
     # --- the interface -----------------------------------------------------------------------------
     def open_file(self, path: str, *, create: bool = False, writable: bool = True) -> File:
@@ -134,6 +145,7 @@ class FaultyStorage(Storage):
                 lost.append(f"{path}: whole file (entry not synced)")
                 continue
             what = self._cut_file(path, state.length, rng)
+            what = ", ".join(w for w in (self._undo_overwrites(path, state, rng), what) if w)
             if what:
                 lost.append(f"{path}: {what}")
         for path, data in self._unlinked.items():
@@ -153,12 +165,41 @@ class FaultyStorage(Storage):
 
 
     @staticmethod
+    def _undo_overwrites(path: str, state: _Durable, rng: random.Random | None) -> str:
+        """Unsynced writes into the synced part of a file (always into zeros written ahead):
+        lost, or with ``rng`` kept in part (a prefix, whole pages)."""
+        damage = []
+        with open(path, "r+b") as f:
+            for start, end in state.overwritten:
+                end = min(end, state.length)
+                if start >= end:
+                    continue
+                keep = start
+                if rng is not None:
+                    keep = min(end, start + rng.randrange(0, end - start + 1) // _PAGE_BYTES * _PAGE_BYTES)
+                if keep < end:
+                    f.seek(keep)
+                    f.write(bytes(end - keep))
+                    damage.append(f"{end - keep} bytes written at {start} lost")
+        return ", ".join(damage)
+
+    @staticmethod
     def _cut_file(path: str, durable: int, rng: random.Random | None) -> str:
         """Reduce one file to what survives; return what was lost ("" for nothing)."""
         size = os.path.getsize(path)
         if size <= durable:
             return ""
-        keep = durable if rng is None else durable + rng.randrange(0, size - durable + 1)
+        keep = durable
+        if rng is not None:
+            # A random prefix of what was written, measured up to the last byte that is not
+            # a zero: the journal keeps zeros written ahead of its records, and a prefix drawn
+            # over those too would nearly always keep every record.
+            with open(path, "rb") as f:
+                f.seek(durable)
+                data_end = durable + len(f.read().rstrip(b"\0"))
+            keep = durable + rng.randrange(0, data_end - durable + 1)
+            if keep == data_end and rng.random() < 0.5:
+                keep = size
         damage = []
         with open(path, "r+b") as f:
             if keep < size:
@@ -198,6 +239,15 @@ class _FailingFile(File):
             raise OSError(err, os.strerror(err))
         return super().append(bufs)
 
+    def write_at(self, offset: int, data: bytes) -> None:
+        err = self._owner.fail_append.get(os.path.basename(os.path.dirname(self.path)))
+        if err is not None:
+            os.pwrite(self.fd, bytes(data[:100]), offset)
+            if offset + min(100, len(data)) > self.size:
+                self.size = offset + min(100, len(data))
+            raise OSError(err, os.strerror(err))
+        super().write_at(offset, data)
+
     def sync(self) -> None:
         err = self._owner.fail_sync
         if err is not None:
@@ -207,7 +257,7 @@ class _FailingFile(File):
 
 class FailingStorage(Storage):
     """The real storage, with errors a test arms by directory: ``fail_append["journal"] =
-    errno.ENOSPC`` makes every append to a journal file write a little and then fail with
+    errno.ENOSPC`` makes every append (or write) to a journal file write a little and then fail with
     that errno (``"data"`` for segments); ``fail_sync`` makes every fdatasync fail."""
 
     def __init__(self) -> None:

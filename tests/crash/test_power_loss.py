@@ -193,7 +193,12 @@ class Workload:
         elif roll < 0.86:
             self.trace.append("commit")
             self.pending = self.states[-1]
-            self.engine.commit()
+            if rng.random() < 0.5:
+                self.engine.commit()                   # blocking: segments synced too
+            else:
+                batch = self.engine.begin_commit()      # an fsync's: inline frames not synced
+                batch.run()
+                self.engine.end_commit(batch)
             self._committed()
         elif roll < 0.95:
             self.trace.append("checkpoint")

@@ -288,9 +288,14 @@ def test_empty_journal_file_at_the_tail_does_not_block_writing(tmp_path: Path) -
     assert_clean(vol)
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["segment_frames", "inline_frames"])
 @pytest.mark.parametrize("damage", ["missing_segment", "torn_frame", "flipped_frame"])
-def test_replay_stops_at_a_record_whose_frame_is_bad(tmp_path: Path, damage: str) -> None:
-    """Frames and journal are synced apart: a record may outlive the frame it names."""
+def test_replay_stops_at_a_record_whose_frame_is_bad(tmp_path: Path, damage: str, inline: bool,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames and journal are synced apart: a record may outlive the frame it names. A record
+    that carries its frames (inline) puts them back instead, byte-exact."""
+    if not inline:
+        monkeypatch.setattr(limits, "journal_inline_record_bytes_max", 0)
     vol = make_volume(tmp_path)
     engine = Engine.open(vol)
     vfs = Vfs(engine, atime=False)
@@ -301,7 +306,8 @@ def test_replay_stops_at_a_record_whose_frame_is_bad(tmp_path: Path, damage: str
     vfs = Vfs(engine, atime=False)
     write_file(vfs, "early", b"e" * 100)
     write_file(vfs, "lost", b"")
-    write_file(vfs, "lost", os.urandom(3 * BS))  # the last frames in the segment
+    lost_bytes = os.urandom(3 * BS)
+    write_file(vfs, "lost", lost_bytes)         # the last frames in the segment
     write_file(vfs, "later", b"")               # a record without frames after them
     lost_seg = engine.segments.current
     assert lost_seg is not None
@@ -324,8 +330,11 @@ def test_replay_stops_at_a_record_whose_frame_is_bad(tmp_path: Path, damage: str
             f.write(b"\xff")
         expected = {"kept": b"k" * (2 * BS), "early": b"e" * 100, "lost": b""}
 
+    if inline and damage != "missing_segment":
+        expected = {**expected, "lost": lost_bytes, "later": b""}
     engine = Engine.open(vol)
-    assert engine.replay.torn_tail is not None
+    assert (engine.replay.torn_tail is None) == (inline and damage != "missing_segment")
+    assert (engine.replay.frames_restored > 0) == (inline and damage != "missing_segment")
     assert tree(Vfs(engine, atime=False)) == expected
     report = check_engine(engine)
     assert report.clean, report.render()
@@ -510,7 +519,7 @@ def test_format_version_mismatch_is_a_clear_error(tmp_path: Path) -> None:
         Engine.open(vol)
     message = str(info.value)
     assert f"format version {schema.FORMAT_VERSION + 1}" in message
-    assert f"reads version {schema.FORMAT_VERSION} only" in message
+    assert f"reads versions {schema.FORMAT_VERSION_OLDEST} to {schema.FORMAT_VERSION} only" in message
     assert vol in message
     # The failed open released everything: the store can be fixed and the volume opened.
     meta = MetaStore(vol)
