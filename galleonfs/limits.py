@@ -90,6 +90,8 @@ reclaim_slack_bytes = 64 * MiB
 reclaim_step_bytes = 1 * MiB
 # Share of the worker's loop time reclaim takes while FUSE requests keep it busy.
 reclaim_busy_share = 0.1
+# A yield of the reclaimer that comes back this much later than asked: requests ran meanwhile.
+reclaim_busy_lag_s = 0.001
 # Idle: how often the worker looks whether there is something to reclaim.
 reclaim_poll_interval_s = 0.5
 # Emptied segments are unlinked by a checkpoint; after reclaim the worker checkpoints at most

@@ -9,8 +9,9 @@ and by a volume-wide rule instead of a per-segment one:
 
     reclaim while  dead > limits.reclaim_dead_ratio x live + limits.reclaim_slack_bytes
 
-where *dead* counts the collectable segments (not the one being written, not one a clone
-reads from, not one already emptied) and *live* every live frame. It takes the emptiest
+where *dead* counts the collectable segments (not one a clone reads from, not one already
+emptied; the one being written counts, and is rolled when it is mostly dead so that it
+becomes collectable) and *live* every live frame. It takes the emptiest
 segment first (fewest live bytes to copy per byte given back), copies its live frames to
 the current segment in one append per step, and when the last live frame of a segment is
 gone, marks it emptied; the next checkpoint deletes the file, once the frames' new places
@@ -92,12 +93,11 @@ class Reclaimer:
     def usage(self) -> Usage:
         """Live and collectable dead bytes now (one pass over the segment counters)."""
         pinned = snaplist.pinned_segment_max(self._meta)
-        current = self._segments.current
         live = dead = 0
         for seg, (written, seg_live) in self._segstats.snapshot().items():
             live += seg_live
-            if seg != current and seg > pinned and seg not in self._failed:
-                dead += written - seg_live
+            if seg > pinned and seg not in self._failed:
+                dead += written - seg_live        # the current segment's too: see _roll
         return Usage(live, dead, len(self._segstats.dead))
 
     def needed(self, ratio: float | None = None, slack: int | None = None) -> bool:
@@ -130,6 +130,8 @@ class Reclaimer:
             budget_bytes = limits.reclaim_step_bytes
         if self._cursor is None or not self._valid(self._cursor[0]):
             seg = self._next_segment()
+            if seg is None and self._roll():
+                seg = self._next_segment()
             if seg is None:
                 self._cursor = None
                 return False
@@ -165,6 +167,23 @@ class Reclaimer:
         report.segments_emptied += 1
         report.bytes_freed += written
         return True
+
+    def _roll(self) -> bool:
+        """Only the segment being written has dead bytes to give: if it is mostly dead,
+        start a new one so that this one can be taken (a volume that deletes what it just
+        wrote gets the space back before it writes 64 MiB more). True if it rolled."""
+        current = self._segments.current
+        if current is None:
+            return False
+        written, live = self._segstats.get(current)
+        if not written or live / written >= limits.gc_live_fraction_min:
+            return False
+        try:
+            self._segments.roll()
+        except OSError as exc:
+            log.info("could not start a new data segment in %s: %s", self._segments.path(current), exc)
+            return False
+        return self._segments.current != current
 
     def _valid(self, seg: int) -> bool:
         return (seg in self._segstats and seg not in self._segstats.dead
@@ -220,3 +239,37 @@ class Reclaimer:
             new_off += len(frame)
         report.bytes_copied += total
         return offset
+
+
+class Pacer:
+    """How long the mount worker waits after a reclaim step (no trio here: it only counts).
+
+    While FUSE requests keep the worker busy, reclaim takes at most ``share`` of the loop's
+    time: after a step that took ``t``, the worker serves requests for ``t x (1/share - 1)``
+    (1 MiB steps take a few ms, so a request waits at most one step). When the volume is
+    idle it steps back to back, yielding between steps. Busy means foreground work was seen
+    in the last ``hold_s``: the caller tells it what it saw (the engine's counters moved
+    between two steps, or the loop ran other tasks for long while it yielded).
+    """
+
+    def __init__(self, share: float | None = None, hold_s: float = 0.5) -> None:
+        self.share = limits.reclaim_busy_share if share is None else share
+        assert 0 < self.share <= 1
+        self.hold_s = hold_s
+        self._busy_until = 0.0
+        self.spent_s = 0.0                  # time in steps, for reports
+        self.steps = 0
+
+    def busy(self, now: float) -> bool:
+        return now < self._busy_until
+
+    def saw_foreground(self, now: float) -> None:
+        self._busy_until = now + self.hold_s
+
+    def wait_after(self, spent_s: float, now: float) -> float:
+        """Seconds to leave to other work after a step that took ``spent_s``."""
+        self.spent_s += spent_s
+        self.steps += 1
+        if self.busy(now):
+            return spent_s * (1 / self.share - 1)
+        return 0.0

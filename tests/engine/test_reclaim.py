@@ -15,6 +15,7 @@ from galleonfs.engine import crashpoints, segments
 from galleonfs.engine.crashpoints import SimulatedCrash
 from galleonfs.engine.engine import Engine, ReclaimReport
 from galleonfs.engine.fsck import check_engine, fsck
+from galleonfs.engine.reclaim import Pacer
 from galleonfs.testing.faulty import FaultyStorage
 from galleonfs.vfs.vfs import Vfs
 
@@ -84,6 +85,22 @@ def test_reclaim_brings_the_data_directory_within_the_bound_and_keeps_every_byte
     engine = Engine.open(vol)                 # no block cache: read from the new frames
     assert tree(Vfs(engine, atime=False)) == kept
     engine.close()
+
+
+def test_deleting_everything_gives_back_the_segment_being_written_too(
+        tmp_path: Path, small: None) -> None:
+    vol = make_volume(tmp_path, block_size=BS)
+    engine = Engine.open(vol)
+    vfs = Vfs(engine, atime=False)
+    files = fill(vfs, random.Random(5), 20)
+    assert segment_bytes(engine) > 4 * SEG
+    for name in files:
+        vfs.unlink(1, name.encode())
+    assert engine.reclaim().bytes_copied == 0
+    assert segment_bytes(engine) == 0
+    assert tree(vfs) == {}
+    engine.close()
+    assert fsck(vol).clean
 
 
 def test_a_step_reads_at_most_its_budget_and_copies_only_live_frames(
@@ -219,3 +236,12 @@ def test_power_cut_in_the_middle_of_a_reclaim_loses_nothing(
     engine = Engine.open(vol)
     assert tree(Vfs(engine, atime=False)) == kept
     engine.close()
+
+
+def test_the_pacer_takes_a_tenth_of_a_busy_loop_and_all_of_an_idle_one() -> None:
+    pacer = Pacer(share=0.1, hold_s=0.5)
+    assert pacer.wait_after(0.004, now=10.0) == 0.0            # idle: step on at once
+    pacer.saw_foreground(10.0)
+    assert pacer.wait_after(0.004, now=10.1) == pytest.approx(0.036)   # 4 ms of 40
+    assert pacer.busy(10.49)
+    assert pacer.wait_after(0.004, now=10.6) == 0.0            # quiet for hold_s: idle again
