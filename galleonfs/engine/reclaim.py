@@ -245,9 +245,10 @@ class Pacer:
     """How long the mount worker waits after a reclaim step (no trio here: it only counts).
 
     While FUSE requests keep the worker busy, reclaim takes at most ``share`` of the loop's
-    time: after a step that took ``t``, the worker serves requests for ``t x (1/share - 1)``
-    (1 MiB steps take a few ms, so a request waits at most one step). When the volume is
-    idle it steps back to back, yielding between steps. Busy means foreground work was seen
+    time (after a step that took ``t``, the worker serves requests for ``t x (1/share - 1)``)
+    and copies at most ``reclaim_busy_bytes_per_s``, in steps of ``reclaim_busy_step_bytes``
+    (a request waits at most one step, well under a millisecond). When the volume is idle
+    it steps back to back, 1 MiB at a time, yielding between steps. Busy means foreground work was seen
     in the last ``hold_s``: the caller tells it what it saw (the engine's counters moved
     between two steps, or the loop ran other tasks for long while it yielded).
     """
@@ -266,10 +267,15 @@ class Pacer:
     def saw_foreground(self, now: float) -> None:
         self._busy_until = now + self.hold_s
 
-    def wait_after(self, spent_s: float, now: float) -> float:
-        """Seconds to leave to other work after a step that took ``spent_s``."""
+    def step_bytes(self, now: float) -> int:
+        """The next step's budget: smaller while busy (less to sync at the next fsync)."""
+        return limits.reclaim_busy_step_bytes if self.busy(now) else limits.reclaim_step_bytes
+
+    def wait_after(self, spent_s: float, copied: int, now: float) -> float:
+        """Seconds to leave to other work after a step that took ``spent_s`` and copied
+        ``copied`` bytes: its share of loop time, and of the disk while busy."""
         self.spent_s += spent_s
         self.steps += 1
         if self.busy(now):
-            return spent_s * (1 / self.share - 1)
+            return max(spent_s * (1 / self.share - 1), copied / limits.reclaim_busy_bytes_per_s)
         return 0.0

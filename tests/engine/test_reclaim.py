@@ -240,8 +240,12 @@ def test_power_cut_in_the_middle_of_a_reclaim_loses_nothing(
 
 def test_the_pacer_takes_a_tenth_of_a_busy_loop_and_all_of_an_idle_one() -> None:
     pacer = Pacer(share=0.1, hold_s=0.5)
-    assert pacer.wait_after(0.004, now=10.0) == 0.0            # idle: step on at once
+    assert pacer.step_bytes(10.0) == limits.reclaim_step_bytes
+    assert pacer.wait_after(0.004, 1 << 20, now=10.0) == 0.0            # idle: step on at once
     pacer.saw_foreground(10.0)
-    assert pacer.wait_after(0.004, now=10.1) == pytest.approx(0.036)   # 4 ms of 40
+    assert pacer.step_bytes(10.1) == limits.reclaim_busy_step_bytes
+    assert pacer.wait_after(0.004, 0, now=10.1) == pytest.approx(0.036)   # 4 ms of 40
+    rate = limits.reclaim_busy_bytes_per_s                                # and the disk's share
+    assert pacer.wait_after(0.001, rate // 10, now=10.2) == pytest.approx(0.1)
     assert pacer.busy(10.49)
-    assert pacer.wait_after(0.004, now=10.6) == 0.0            # quiet for hold_s: idle again
+    assert pacer.wait_after(0.004, 1 << 20, now=10.6) == 0.0            # quiet for hold_s: idle
