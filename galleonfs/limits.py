@@ -93,6 +93,28 @@ space_poll_interval_s = 1.0
 gc_live_fraction_min = 0.5
 # GC copies at most this much per pass of the mount worker, so a pass stays short.
 gc_pass_bytes_max = 256 * MiB
+# The paced reclaimer (engine/reclaim.py) runs while a volume's collectable dead bytes exceed
+# this fraction of its live bytes plus the slack: the data directory then holds at most
+# 1.2 x the live data, plus the slack, plus the segment being written (64 MiB each).
+reclaim_dead_ratio = 0.2
+reclaim_slack_bytes = 64 * MiB
+# Segment bytes one reclaim step reads (and at most copies): one append, one journal record.
+reclaim_step_bytes = 1 * MiB
+# While FUSE requests keep the worker busy, reclaim takes at most this share of its loop time,
+# in smaller steps, and copies at most this many bytes a second: every copy is synced by the
+# next application fsync (data before journal): copying at CPU speed made each 4 KiB write
+# + fsync up to 5x slower at p50, 32 MiB/s still ~1.4x (benchmarks/reclaim.py, under load
+# 5). 16 MiB/s moves 480 MiB of live data in 30 s; emptiest first, most deletes need less.
+reclaim_busy_share = 0.1
+reclaim_busy_step_bytes = 256 * KiB
+reclaim_busy_bytes_per_s = 16 * MiB
+# A yield of the reclaimer that comes back this much later than asked: requests ran meanwhile.
+reclaim_busy_lag_s = 0.001
+# Idle: how often the worker looks whether there is something to reclaim.
+reclaim_poll_interval_s = 0.5
+# Emptied segments are unlinked by a checkpoint; after reclaim the worker checkpoints at most
+# this often for them (a checkpoint is an LMDB commit with a full sync).
+reclaim_checkpoint_interval_s = 1.0
 
 # --- caches in the mount worker (RSS budget 200 MB after 4 GiB written) -------------------
 block_cache_bytes = 32 * MiB

@@ -76,6 +76,9 @@ from .mkfs import DATA_DIR as DATA_DIR
 from .mkfs import JOURNAL_DIR as JOURNAL_DIR
 from .mkfs import META_DIR as META_DIR
 from .ops import Operation, OpLog
+from .reclaim import Reclaimer
+from .reclaim import ReclaimReport as ReclaimReport
+from .reclaim import Usage as Usage
 from .recovery import Recovery
 from .recovery import ReplayReport as ReplayReport
 from .segments import Segments
@@ -227,6 +230,9 @@ class Engine:
         self._gc = Collector(meta=meta, blocks=self.blocks, segments=self.segments,
                              segstats=self.segstats, space=self.space, admit=self.check_writable,
                              operation=self.operation)
+        self.reclaimer = Reclaimer(meta=meta, blocks=self.blocks, segments=self.segments,
+                                   segstats=self.segstats, space=self.space,
+                                   admit=self.check_writable, operation=self.operation)
 
     def _origin(self) -> Segments:
         """The origin volume's data segments (a clone reads shared blocks there)."""
@@ -406,6 +412,18 @@ class Engine:
         report = GcReport()
         self.roll_mostly_dead_segment(live_fraction_min)
         for _ in self.gc_steps(report, live_fraction_min, bytes_max):
+            pass
+        if self.segstats.dead:
+            self.checkpoint()
+        return report
+
+    def reclaim(self, ratio: float | None = None, slack: int | None = None) -> ReclaimReport:
+        """Reclaim (``reclaim.py``) until the rule holds, then checkpoint to delete the
+        emptied segments. Blocking: the mount worker takes ``reclaimer.step`` paced instead."""
+        report = ReclaimReport()
+        self.roll_mostly_dead_segment()
+        while ((self.reclaimer.in_progress or self.reclaimer.needed(ratio, slack))
+               and self.reclaimer.step(report)):
             pass
         if self.segstats.dead:
             self.checkpoint()

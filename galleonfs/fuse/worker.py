@@ -14,7 +14,8 @@ the volume for check; nothing unjournaled is ever checkpointed.
 
 Housekeeping runs in the same trio loop, between FUSE requests: a commit every
 ``commit_interval_s``, a checkpoint every ``checkpoint_interval_s`` or
-``checkpoint_journal_bytes``, and a GC step after each checkpoint. With ``--control-fd``
+``checkpoint_journal_bytes``, and the paced reclaimer (``engine/reclaim.py``), which gives
+deleted data's space back in small steps and checkpoints to unlink what it emptied. With ``--control-fd``
 (a listening socket the daemon bound) the worker also answers the daemon's volume
 operations on its control socket (``control.py``): the same ``volops.local.EngineOps`` the
 offline helper runs, with ``MountHost`` for what a mounted volume adds. ``galleonfs mount``
@@ -44,6 +45,7 @@ from ..engine import crashpoints
 from ..engine.committer import Committer
 from ..engine.engine import Engine, GcReport
 from ..engine.fsck import check_engine
+from ..engine.reclaim import Pacer, ReclaimReport
 from ..errors import (
     ExitCode,
     GalleonError,
@@ -160,6 +162,9 @@ class Worker:
         self._last_checkpoint = time.monotonic()
         self._checkpoint_deferred = 0.0      # monotonic time a full disk last deferred one
         self.throttle = Throttle(WorkerRates(), on_wait=add_qos_throttled)   # rates come from the daemon
+        # The paced reclaimer (``_reclaim``); GALLEONFS_RECLAIM=0 (benchmarks' A/B only) falls
+        # back to a GC pass after each checkpoint.
+        self.reclaim = os.environ.get("GALLEONFS_RECLAIM", "1") != "0"
 
     def _on_init(self) -> None:
         # Called by pyfuse3 inside the trio loop, while it handles the kernel's INIT.
@@ -169,6 +174,8 @@ class Worker:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals, nursery.cancel_scope)
             nursery.start_soon(self._housekeeping)
+            if self.reclaim:
+                nursery.start_soon(self._reclaim)
             if self.metering is not None:
                 nursery.start_soon(self.metering.run)
             if self.config.control_fd is not None:
@@ -218,11 +225,76 @@ class Worker:
                        or engine.journal.bytes_since_checkpoint >= limits.checkpoint_journal_bytes)
                 if due and self._may_checkpoint():
                     await self.checkpoint()
-                    await self._gc_step()
+                    if not self.reclaim:
+                        await self._gc_step()
             except GalleonError as exc:
                 # Logged where it happened (failsafe, a full disk); the volume goes on serving
                 # what it can: reads, and writes again once space is back.
                 log.debug("housekeeping: %s", exc)
+
+    async def _reclaim(self) -> None:
+        """Give deleted data's space back (``engine/reclaim.py``): while dead bytes exceed the
+        rule, one step, then FUSE requests for at least nine times as long if they keep
+        coming (``Pacer``: a share of the loop and a copy rate), at once if not; a checkpoint deletes the
+        emptied segments, at most every ``reclaim_checkpoint_interval_s`` (every commit
+        interval while busy: a checkpoint is one full sync). Code between two awaits is
+        atomic, so a step never interleaves with a request."""
+        engine, reclaimer, pacer = self.engine, self.engine.reclaimer, Pacer()
+        report, started = ReclaimReport(), 0.0
+        seen = self._activity()
+        while True:
+            now = time.monotonic()
+            if self._activity() != seen:
+                pacer.saw_foreground(now)
+            work = engine.writable and (reclaimer.in_progress or reclaimer.needed())
+            try:
+                if work:
+                    started = started or now
+                    t0, copied = time.perf_counter(), report.bytes_copied
+                    work = reclaimer.step(report, pacer.step_bytes(now))
+                    spent, copied = time.perf_counter() - t0, report.bytes_copied - copied
+                if engine.has_dead_segments and not engine.space.full:
+                    await self._reclaim_checkpoint(pacer.busy(now))
+            except GalleonError as exc:
+                log.debug("reclaim: %s", exc)           # logged where it happened
+                work = False
+            if not work:
+                if started:
+                    self._reclaim_done(report, pacer, time.monotonic() - started)
+                    report, started = ReclaimReport(), 0.0
+                seen = self._activity()
+                await trio.sleep(limits.reclaim_poll_interval_s)
+                continue
+            seen = self._activity()
+            wait = pacer.wait_after(spent, copied, time.monotonic())
+            t0 = time.perf_counter()
+            await trio.sleep(wait)
+            if time.perf_counter() - t0 - wait > limits.reclaim_busy_lag_s:
+                pacer.saw_foreground(time.monotonic())  # requests ran while we yielded
+
+    def _activity(self) -> tuple[int, int, int]:
+        """What foreground requests move: the journal's end, blocks read (and from cache).
+        Compared across a yield, without a step of ours in between."""
+        c = self.engine.counters
+        return (self.engine.appended_lsn, c["blocks_read"], c["cache_hits"])
+
+    async def _reclaim_checkpoint(self, busy: bool) -> None:
+        # A checkpoint is a full sync that the requests behind it wait for (~0.1 s measured
+        # under load): while busy, at most one a commit interval.
+        interval = self.config.commit_interval_s if busy else limits.reclaim_checkpoint_interval_s
+        if time.monotonic() - self._last_checkpoint >= interval and self._may_checkpoint():
+            await self.checkpoint()
+
+    def _reclaim_done(self, report: ReclaimReport, pacer: Pacer, elapsed_s: float) -> None:
+        if self.metering is not None:
+            self.metering.gc_reclaimed(report.bytes_freed)
+        if report.segments_emptied:
+            log.info("reclaim: emptied %d segments (%d MiB), copied %d MiB of live data in %d "
+                     "steps, %.2f s of %.1f s", report.segments_emptied, report.bytes_freed >> 20,
+                     report.bytes_copied >> 20, report.steps, pacer.spent_s, elapsed_s)
+        for skipped in report.skipped or []:
+            log.warning("reclaim skipped %s", skipped)
+        pacer.spent_s, pacer.steps = 0.0, 0
 
     def _may_checkpoint(self) -> bool:
         """A checkpoint the full disk deferred rebuilt the metadata from the journal: do not
