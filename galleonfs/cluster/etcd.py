@@ -145,18 +145,18 @@ class Etcd:
         return [_kv(value, meta) for value, meta in found]
 
     def put(self, key: str, value: dict[str, Any], *, lease: int = 0) -> None:
-        self.txn([], [Put(key, value, lease)])
+        self.txn([], [Put(key, value, lease)], what=f"put {key}")
 
     def delete(self, key: str) -> None:
-        self.txn([], [Delete(key)])
+        self.txn([], [Delete(key)], what=f"delete {key}")
 
     def txn(self, compare: Sequence[Compare], success: Sequence[Put | Delete],
-            failure: Sequence[Put | Delete] = ()) -> bool:
+            failure: Sequence[Put | Delete] = (), *, what: str = "a transaction") -> bool:
         """One etcd transaction: if every ``compare`` holds, ``success``, else ``failure``.
         True when the compares held."""
         body = {"compare": [c.to_json() for c in compare], "success": [op.to_json() for op in success],
                 "failure": [op.to_json() for op in failure]}
-        result = self._call("a transaction", lambda: self._client.transaction(body))
+        result = self._call(what, lambda: self._client.transaction(body))
         return bool(result.get("succeeded", False))
 
     # --- leases ----------------------------------------------------------------------------------

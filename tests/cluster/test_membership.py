@@ -1,0 +1,200 @@
+"""Cluster mode end to end: a real etcd and three real galleond daemons joining it.
+
+What a user relies on: ``cluster status`` lists every node with its zone, capacity and
+state; cordon, drain and uncordon show at once; a killed node shows DOWN within the node
+lease (6 s); ``volume create --replicas N`` records a placement on N distinct nodes and
+says honestly that only the primary holds data; too few nodes is a one-line refusal that
+changes nothing. The single-node default is untouched: no etcd, and replicas > 1 refused.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from node.util import finish
+
+from galleonfs.cluster import keys
+from galleonfs.testing.daemon import RunningDaemon
+from galleonfs.testing.etcd import RunningEtcd, free_port
+
+pytestmark = pytest.mark.usefixtures("fuse_ok")
+ZONES = {"n1": "a", "n2": "b", "n3": "c"}
+
+
+def _cluster_daemon(base: Path, etcd: RunningEtcd, name: str) -> RunningDaemon:
+    (base / name).mkdir()
+    return RunningDaemon(base / name, args=[
+        "--cluster", f"etcd={etcd.url}", "--node-name", name,
+        "--peer-listen", f"127.0.0.1:{free_port()}", "--zone", ZONES[name], "--rack", "r1"])
+
+
+@pytest.fixture(scope="module")
+def nodes(etcd: RunningEtcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RunningDaemon]]:
+    base = tmp_path_factory.mktemp("cluster")
+    daemons = {name: _cluster_daemon(base, etcd, name) for name in ZONES}
+    try:
+        for d in daemons.values():
+            d.start(wait=False)
+        for d in daemons.values():
+            d.wait_serving()
+        yield daemons
+    finally:
+        for d in daemons.values():
+            if d.proc is not None:
+                finish(d, check_logs=False)
+            else:
+                d.cleanup()
+
+
+def _status(d: RunningDaemon) -> dict[str, dict[str, object]]:
+    done = d.ctl("cluster", "status", "-o", "json", check=True)
+    return {n["name"]: n for n in json.loads(done.stdout)["nodes"]}
+
+
+def _states(d: RunningDaemon) -> dict[str, object]:
+    return {name: n["state"] for name, n in _status(d).items()}
+
+
+def test_every_node_joins_with_zone_capacity_and_address(nodes: dict[str, RunningDaemon]) -> None:
+    for asked in nodes.values():          # any node answers for the whole cluster
+        status = _status(asked)
+        assert sorted(status) == ["n1", "n2", "n3"]
+        for name, n in status.items():
+            assert n["state"] == "ready" and n["zone"] == ZONES[name] and n["rack"] == "r1"
+            assert int(str(n["capacity_bytes"])) > 0 and 0 < int(str(n["free_bytes"])) <= int(str(n["capacity_bytes"]))
+            assert str(n["address"]).startswith("127.0.0.1:")
+    table = nodes["n1"].ctl("cluster", "status", check=True).stdout
+    assert "3 nodes, 3 ready" in table
+    assert [line.split()[:3] for line in table.splitlines()[2:]] == [
+        ["n1", "READY", "a"], ["n2", "READY", "b"], ["n3", "READY", "c"]]
+
+
+def test_cordon_drain_uncordon(nodes: dict[str, RunningDaemon]) -> None:
+    n1 = nodes["n1"]
+    done = n1.ctl("node", "cordon", "n2", check=True)
+    assert done.stdout == "node n2 is cordoned: it takes no new replicas and keeps what it has\n"
+    done = n1.ctl("node", "drain", "n3", check=True)
+    assert done.stdout.startswith("node n3 is draining: it takes no new replicas")
+    assert "nothing moves today" in done.stdout
+    assert _states(nodes["n2"]) == {"n1": "ready", "n2": "cordoned", "n3": "draining"}
+    # A cordoned or draining node takes no new volume: one ready node is not enough for two.
+    refused = n1.ctl("volume", "create", "two", "--size", "16M", "--replicas", "2")
+    assert refused.returncode == 2
+    assert refused.stderr == ("galleonctl: error: 2 replicas need 2 ready nodes with 16777216 bytes "
+                              "free, and the cluster has 1: add or uncordon nodes, ask for fewer "
+                              "replicas, or create it degraded (--allow-degraded)\n")
+    for name in ("n2", "n3"):
+        assert n1.ctl("node", "uncordon", name, check=True).stdout == f"node {name} is ready: it takes new replicas again\n"
+    assert set(_states(n1).values()) == {"ready"}
+
+
+def test_bad_node_names_are_one_line(nodes: dict[str, RunningDaemon]) -> None:
+    n1 = nodes["n1"]
+    done = n1.ctl("node", "cordon", "n9")
+    assert (done.returncode, done.stderr) == (3, "galleonctl: error: node n9 (see `galleonctl cluster status`) does not exist\n")
+    done = n1.ctl("node", "drain", "../etc")
+    assert done.returncode == 2 and done.stderr.startswith("galleonctl: error: invalid node name '../etc': use at most 63")
+    assert set(_states(n1).values()) == {"ready"}
+
+
+def test_create_with_replicas_records_placement_honestly(nodes: dict[str, RunningDaemon], etcd: RunningEtcd) -> None:
+    n2 = nodes["n2"]
+    done = n2.ctl("volume", "create", "db", "--size", "32M", "--replicas", "3", check=True)
+    line = done.stdout.strip()
+    assert line.startswith("volume db created (32M, local, id ")
+    assert line.endswith("only n2 holds the data: replication is not built yet, so n1, n3 are "
+                         "planned, not copies") or line.endswith(
+        "only n2 holds the data: replication is not built yet, so n3, n1 are planned, not copies")
+    record = etcd.client().get(keys.volume("db", "placement"))
+    assert record is not None
+    assert record.value["nodes"][0] == "n2" and sorted(record.value["nodes"]) == ["n1", "n2", "n3"]
+    assert record.value["replicas"] == 3 and record.value["missing"] == 0
+    # The data is on n2 only: the other nodes do not have the volume.
+    assert "db" in n2.ctl("volume", "list", check=True).stdout
+    assert "db" not in nodes["n1"].ctl("volume", "list", check=True).stdout
+    # The name is taken cluster-wide.
+    again = nodes["n1"].ctl("volume", "create", "db", "--size", "32M")
+    assert again.returncode == 4 and "volume 'db' (in the cluster: another node has it) already exists" in again.stderr
+    n2.ctl("volume", "delete", "db", check=True)
+    assert etcd.client().get(keys.volume("db", "placement")) is None
+
+
+def test_too_few_nodes_refused_or_degraded_when_asked(nodes: dict[str, RunningDaemon], etcd: RunningEtcd) -> None:
+    n1 = nodes["n1"]
+    done = n1.ctl("volume", "create", "big", "--size", "16M", "--replicas", "4")
+    assert done.returncode == 2
+    assert done.stderr.startswith("galleonctl: error: 4 replicas need 4 ready nodes with 16777216 bytes free, "
+                                  "and the cluster has 3")
+    assert "big" not in n1.ctl("volume", "list", check=True).stdout           # nothing changed
+    assert etcd.client().get(keys.volume("big", "placement")) is None
+    done = n1.ctl("volume", "create", "big", "--size", "16M", "--replicas", "4", "--allow-degraded", check=True)
+    assert "DEGRADED: 1 of 4 replicas have no node" in done.stdout
+    record = etcd.client().get(keys.volume("big", "placement"))
+    assert record is not None and record.value["missing"] == 1 and len(record.value["nodes"]) == 3
+    n1.ctl("volume", "delete", "big", check=True)
+
+
+def test_killed_node_shows_down_within_the_lease_and_back_on_restart(nodes: dict[str, RunningDaemon]) -> None:
+    n3 = nodes["n3"]
+    n3.kill()
+    killed = time.monotonic()
+    while _states(nodes["n1"])["n3"] != "down":
+        assert time.monotonic() - killed < 6 + 3, "n3 is still shown alive 9 s after kill -9"
+        time.sleep(0.3)
+    assert time.monotonic() - killed > 1.0, "shown down before its lease could have expired"
+    assert _states(nodes["n1"]) == {"n1": "ready", "n2": "ready", "n3": "down"}
+    n3.start()                                   # same name: it rejoins
+    assert _states(nodes["n2"])["n3"] == "ready"
+    n3.stop()                                    # a clean stop shows down at once
+    assert _states(nodes["n1"])["n3"] == "down"
+
+
+def test_single_node_default_needs_no_etcd_and_refuses_replicas(tmp_path: Path) -> None:
+    d = RunningDaemon(tmp_path)
+    try:
+        d.start()
+        done = d.ctl("volume", "create", "v", "--size", "16M", "--replicas", "2")
+        assert (done.returncode, done.stderr) == (1, (
+            "galleonctl: error: 2 replicas need cluster mode, and this node runs alone; create the "
+            "volume with one replica, or start galleond with --cluster etcd=URL on every node\n"))
+        done = d.ctl("cluster", "status")
+        assert (done.returncode, done.stderr) == (1, (
+            "galleonctl: error: this node is not in cluster mode; start galleond with --cluster "
+            "etcd=URL --node-name NAME --peer-listen HOST:PORT\n"))
+        assert "v" not in d.ctl("volume", "list", check=True).stdout.split()
+        d.ctl("volume", "create", "v", "--size", "16M", check=True)
+    finally:
+        finish(d, check_logs=True)
+
+
+def _galleond(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "galleonfs.node.daemon", "--data-dir", str(tmp_path / "d"),
+                           "--listen", f"unix:{tmp_path}/s.sock", "--config", "/dev/null", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_galleond_refuses_bad_cluster_settings_in_one_line(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"          # nothing listens there
+    done = _galleond(tmp_path, "--cluster", f"etcd={url}", "--node-name", "n1", "--peer-listen", "127.0.0.1:7101")
+    assert done.returncode == 9
+    assert done.stderr == (
+        f"galleond: error: etcd at {url} does not answer (put /galleonfs/v1/nodes/n1/info): check "
+        f"that etcd runs there and that --cluster etcd=URL names its client URL\n")
+    done = _galleond(tmp_path, "--cluster", f"etcd={url}", "--peer-listen", "127.0.0.1:7101")
+    assert (done.returncode, done.stderr) == (2, (
+        "galleond: error: cluster mode needs --node-name (setting node_name): every node is known "
+        "by a unique name and a peer address\n"))
+    done = _galleond(tmp_path, "--zone", "a")
+    assert (done.returncode, done.stderr) == (2, (
+        "galleond: error: zone is a cluster setting: give --cluster etcd=URL too, or leave it out "
+        "for the single-node default\n"))
+    done = _galleond(tmp_path, "--cluster", "zk=h:1", "--node-name", "n1", "--peer-listen", "127.0.0.1:1")
+    assert (done.returncode, done.stderr) == (2, (
+        "galleond: error: bad value for --cluster: 'zk=h:1' does not say where the cluster is: use "
+        "etcd=http://HOST:PORT\n"))
