@@ -198,3 +198,42 @@ def test_galleond_refuses_bad_cluster_settings_in_one_line(tmp_path: Path) -> No
     assert (done.returncode, done.stderr) == (2, (
         "galleond: error: bad value for --cluster: 'zk=h:1' does not say where the cluster is: use "
         "etcd=http://HOST:PORT\n"))
+
+
+@pytest.mark.allow_warnings      # the outage is logged (ERROR once), as it should be
+def test_etcd_outage_keeps_the_node_serving_and_it_recovers(tmp_path: Path) -> None:
+    """etcd stopped: the node keeps serving its own volumes, cluster calls fail in one line
+    (exit 9); etcd back (same data): the node is ready again without a restart."""
+    own = RunningEtcd(tmp_path / "etcd")
+    (tmp_path / "etcd").mkdir()
+    (tmp_path / "n1").mkdir()
+    own.start()
+    d = RunningDaemon(tmp_path / "n1", args=["--cluster", f"etcd={own.url}", "--node-name", "n1",
+                                             "--peer-listen", "127.0.0.1:7101", "--zone", "a"])
+    try:
+        d.start()
+        d.ctl("volume", "create", "before", "--size", "16M", check=True)
+        own.stop()
+        done = d.ctl("cluster", "status")
+        assert (done.returncode, done.stderr) == (9, (
+            f"galleonctl: error: etcd at {own.url} does not answer (list /galleonfs/v1/nodes/): "
+            f"check that etcd runs there and that --cluster etcd=URL names its client URL\n"))
+        # A new volume needs its placement recorded: refused while etcd is away, nothing made.
+        done = d.ctl("volume", "create", "during", "--size", "16M")
+        assert done.returncode == 9 and "does not answer (get /galleonfs/v1/volumes/during/placement)" in done.stderr
+        listed = d.ctl("volume", "list", check=True).stdout
+        assert "before" in listed and "during" not in listed
+        time.sleep(3)                                # a few keep-alives fail meanwhile
+        assert d.proc is not None and d.proc.poll() is None, "galleond died with etcd away"
+        own.start()
+        deadline = time.monotonic() + 15
+        while True:
+            done = d.ctl("cluster", "status", "-o", "json")
+            recovered = "cluster membership: etcd answers again" in d.log()   # its keep-alive works
+            if done.returncode == 0 and json.loads(done.stdout)["nodes"][0]["state"] == "ready" and recovered:
+                break
+            assert time.monotonic() < deadline, f"n1 not ready again 15 s after etcd came back: {done}"
+            time.sleep(0.5)
+    finally:
+        finish(d, check_logs=False)
+        own.stop()
