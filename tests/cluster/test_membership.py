@@ -145,7 +145,7 @@ def test_killed_node_shows_down_within_the_lease_and_back_on_restart(nodes: dict
     n3.kill()
     killed = time.monotonic()
     while _states(nodes["n1"])["n3"] != "down":
-        assert time.monotonic() - killed < 6 + 3, "n3 is still shown alive 9 s after kill -9"
+        assert time.monotonic() - killed < 6 + 4, "n3 is still shown alive 10 s after kill -9"
         time.sleep(0.3)
     assert time.monotonic() - killed > 1.0, "shown down before its lease could have expired"
     assert _states(nodes["n1"]) == {"n1": "ready", "n2": "ready", "n3": "down"}
