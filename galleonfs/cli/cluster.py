@@ -54,6 +54,22 @@ def _schedule(verb: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def placement_text(p: dict[str, Any]) -> str:
+    nodes = p.get("nodes", [])
+    pairs = [("volume", p["volume"]), ("id", p["volume_id"]), ("replicas asked", p["replicas"]),
+             ("nodes", ", ".join(nodes)), ("primary", p["primary"]), ("epoch", p["epoch"])]
+    if p.get("missing"):
+        pairs.append(("missing", f"{p['missing']} (created degraded)"))
+    if p.get("note"):
+        pairs.append(("note", p["note"]))
+    return output.fields(pairs)
+
+
+def volume_placement(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        return output.emit(args, output.to_dict(c.volume_placement(args.volume)), placement_text)
+
+
 def placement_line(p: Any) -> str:
     """What ``volume create`` says after recording a placement, honestly."""
     others = list(p.nodes[1:])
@@ -70,6 +86,9 @@ def add_commands(nouns: Any, read_command: ReadCommand) -> None:
     cluster = nouns.add_parser("cluster", help="the cluster this node belongs to (cluster mode)").add_subparsers(
         dest="verb", required=True, metavar="VERB")
     read_command(cluster, "status", "show the cluster's nodes, zones, capacity and states", cluster_status)
+    p = read_command(cluster, "placement", "show which nodes a volume is placed on, and its epoch",
+                     volume_placement)
+    p.add_argument("volume", metavar="VOLUME")
 
 
 def add_node_verbs(node: Any) -> None:

@@ -26,13 +26,15 @@ from typing import Any
 
 import trio
 
+from .. import names
 from ..cluster import epochs, keys
 from ..cluster import limits as cluster_limits
 from ..cluster.etcd import Compare, Put
 from ..cluster.membership import ClusterConfig, Membership
 from ..cluster.model import Node, NodeState
 from ..cluster.placement import place
-from ..errors import AlreadyExists, FailedPrecondition, GalleonError, InvalidArgument
+from ..errors import AlreadyExists, FailedPrecondition, GalleonError, InvalidArgument, NotFound
+from . import tenancy
 from .model import AccessMode, Volume, VolumeType
 from .volumes import VolumeManager
 
@@ -173,18 +175,29 @@ class ClusterManager:
                       "etcdctl del --prefix %s", name, exc, keys.VOLUMES + name + "/")
 
     async def placement(self, name: str) -> PlacementView:
+        """Any node answers for any volume; a tenant-bound caller only for its volumes here
+        (another node's volume carries no tenant this node could check)."""
         member = self._member()
-        volume = self.volumes.get(name)       # tenancy: another tenant's volume is absent
+        try:
+            name = self.volumes.get(name).name        # tenancy: another tenant's volume is absent
+            local = True
+        except NotFound:
+            if tenancy.current():
+                raise
+            names.check(name, names.VOLUME)
+            local = False
         kv, epoch = await trio.to_thread.run_sync(
-            lambda: (member.etcd.get(keys.volume(volume.name, "placement")),
-                     epochs.current_epoch(member.etcd, volume.name)))
+            lambda: (member.etcd.get(keys.volume(name, "placement")),
+                     epochs.current_epoch(member.etcd, name)))
+        if kv is None and not local:
+            raise NotFound(f"volume {name!r} does not exist (see `galleonctl volume list`)")
         if kv is None:
-            raise FailedPrecondition(subject=f"volume {volume.name}",
+            raise FailedPrecondition(subject=f"volume {name}",
                                      state="has no placement in the cluster (it was created before "
                                            "this node joined)",
                                      remedy="it lives on this node only")
         v = kv.value
         nodes = [str(n) for n in v.get("nodes", [])]
-        return PlacementView(volume.name, str(v.get("id", "")), int(v.get("replicas", 1)), nodes,
+        return PlacementView(name, str(v.get("id", "")), int(v.get("replicas", 1)), nodes,
                              str(v.get("primary", "")), epoch, int(v.get("missing", 0)),
                              NOT_BUILT if len(nodes) > 1 else "")

@@ -92,6 +92,9 @@ def test_cordon_drain_uncordon(nodes: dict[str, RunningDaemon]) -> None:
     for name in ("n2", "n3"):
         assert n1.ctl("node", "uncordon", name, check=True).stdout == f"node {name} is ready: it takes new replicas again\n"
     assert set(_states(n1).values()) == {"ready"}
+    audit = json.loads(n1.ctl("audit", "list", "-o", "json", check=True).stdout)
+    methods = [r["method"] for r in audit]
+    assert "galleonfs.v1.ClusterService/Cordon" in methods and "galleonfs.v1.ClusterService/Drain" in methods
 
 
 def test_bad_node_names_are_one_line(nodes: dict[str, RunningDaemon]) -> None:
@@ -115,6 +118,14 @@ def test_create_with_replicas_records_placement_honestly(nodes: dict[str, Runnin
     assert record is not None
     assert record.value["nodes"][0] == "n2" and sorted(record.value["nodes"]) == ["n1", "n2", "n3"]
     assert record.value["replicas"] == 3 and record.value["missing"] == 0
+    for asked in nodes.values():             # any node answers, not only the one with the data
+        shown = json.loads(asked.ctl("cluster", "placement", "db", "-o", "json", check=True).stdout)
+        assert shown["nodes"] == record.value["nodes"] and shown["primary"] == "n2"
+        assert shown["epoch"] == "0"          # no primary lease taken yet (mounts do not, yet)
+        assert shown["note"] == ("only the primary holds the data: replication is not built yet, so "
+                                 "the other nodes are planned, not copies")
+    missing = nodes["n1"].ctl("cluster", "placement", "nosuch")
+    assert (missing.returncode, missing.stderr) == (3, "galleonctl: error: volume 'nosuch' does not exist (see `galleonctl volume list`)\n")
     # The data is on n2 only: the other nodes do not have the volume.
     assert "db" in n2.ctl("volume", "list", check=True).stdout
     assert "db" not in nodes["n1"].ctl("volume", "list", check=True).stdout
