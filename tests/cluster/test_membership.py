@@ -20,6 +20,7 @@ import pytest
 from node.util import finish
 
 from galleonfs.cluster import keys
+from galleonfs.testing.cluster import RunningCluster
 from galleonfs.testing.daemon import RunningDaemon
 from galleonfs.testing.etcd import RunningEtcd, free_port
 
@@ -27,29 +28,17 @@ pytestmark = pytest.mark.usefixtures("fuse_ok")
 ZONES = {"n1": "a", "n2": "b", "n3": "c"}
 
 
-def _cluster_daemon(base: Path, etcd: RunningEtcd, name: str) -> RunningDaemon:
-    (base / name).mkdir()
-    return RunningDaemon(base / name, args=[
-        "--cluster", f"etcd={etcd.url}", "--node-name", name,
-        "--peer-listen", f"127.0.0.1:{free_port()}", "--zone", ZONES[name], "--rack", "r1"])
-
-
 @pytest.fixture(scope="module")
 def nodes(etcd: RunningEtcd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RunningDaemon]]:
-    base = tmp_path_factory.mktemp("cluster")
-    daemons = {name: _cluster_daemon(base, etcd, name) for name in ZONES}
+    cluster = RunningCluster(tmp_path_factory.mktemp("cluster"), ZONES, etcd=etcd)
     try:
-        for d in daemons.values():
-            d.start(wait=False)
-        for d in daemons.values():
-            d.wait_serving()
-        yield daemons
+        cluster.start()
+        yield cluster.nodes
     finally:
-        for d in daemons.values():
+        for d in cluster.nodes.values():
             if d.proc is not None:
-                finish(d, check_logs=False)
-            else:
-                d.cleanup()
+                finish(d, check_logs=False)       # a clean stop, then fsck of every volume
+        cluster.cleanup()
 
 
 def _status(d: RunningDaemon) -> dict[str, dict[str, object]]:
