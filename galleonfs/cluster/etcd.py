@@ -162,7 +162,7 @@ class Etcd:
     # --- leases ----------------------------------------------------------------------------------
     def grant(self, ttl_s: int) -> int:
         assert limits.lease_ttl_min_s <= ttl_s <= limits.lease_ttl_max_s, ttl_s
-        return self._call("a lease", lambda: self._client.lease(ttl_s).id)
+        return self._call("a lease grant", lambda: self._client.lease(ttl_s).id)
 
     def keepalive(self, lease: int) -> int:
         """Renew ``lease``; its TTL in seconds, or -1 when etcd no longer has it (expired)."""

@@ -17,6 +17,7 @@ daemon when etcd goes away (it logs once per outage, keeps trying, and reports i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -27,9 +28,9 @@ from typing import Any
 import trio
 
 from .. import names
-from ..errors import GalleonError, NotFound
+from ..errors import AlreadyExists, GalleonError, NotFound
 from . import keys, limits
-from .etcd import Etcd
+from .etcd import Compare, Etcd, Put
 from .model import NODE, RACK, ZONE, Node, NodeState
 
 log = logging.getLogger("galleonfs.cluster.membership")
@@ -67,11 +68,31 @@ class Membership:
 
     # --- this node ---------------------------------------------------------------------------------
     def register(self) -> None:
-        """Write info, grant the lease, put alive (blocking: call from a thread)."""
-        self._write_info()
-        lease = self._keepalive_etcd.grant(self.config.lease_ttl_s)
-        self._keepalive_etcd.put(keys.node(self.config.node_name, "alive"),
-                                 {"since_ns": time.time_ns(), "pid": os.getpid()}, lease=lease)
+        """Claim the name (put alive, if no live node holds it), then write info (blocking:
+        call from a thread).
+
+        Two live nodes under one name would overwrite each other's record and share one
+        set of placements, so the alive key is created only if absent. A node restarted
+        after ``kill -9`` finds its own old key until etcd expires it: the claim is retried
+        for one lease TTL (+1 s) before the name is declared taken by another node."""
+        etcd, name = self._keepalive_etcd, self.config.node_name
+        alive = keys.node(name, "alive")
+        lease = etcd.grant(self.config.lease_ttl_s)
+        deadline = time.monotonic() + self.config.lease_ttl_s + 1
+        try:
+            while not etcd.txn([Compare.absent(alive)],
+                               [Put(alive, {"since_ns": time.time_ns(), "pid": os.getpid()}, lease=lease)],
+                               what=f"put {alive}"):
+                if time.monotonic() > deadline:
+                    raise AlreadyExists(
+                        f"node name {name} is in use by another live node (its lease keeps being "
+                        f"renewed); give this node its own --node-name, or stop the other one")
+                time.sleep(0.5)
+            self._write_info()
+        except BaseException:
+            with contextlib.suppress(GalleonError):
+                etcd.revoke(lease)
+            raise
         self.lease = lease
         self.problem = ""
         log.info("node %s joined the cluster at %s (zone %s, lease %d s)", self.config.node_name,

@@ -86,6 +86,21 @@ def test_cordon_drain_uncordon(nodes: dict[str, RunningDaemon]) -> None:
     assert "galleonfs.v1.ClusterService/Cordon" in methods and "galleonfs.v1.ClusterService/Drain" in methods
 
 
+def test_a_second_node_with_a_taken_name_is_refused(nodes: dict[str, RunningDaemon], tmp_path: Path) -> None:
+    """The name n1 is held by a live node: an impostor waits one lease TTL for it to go, then
+    exits 4 in one line, and the live n1's record is untouched."""
+    etcd_url = nodes["n1"].args[nodes["n1"].args.index("--cluster") + 1]
+    started = time.monotonic()
+    done = _galleond(tmp_path, "--cluster", etcd_url, "--node-name", "n1", "--peer-listen",
+                     "127.0.0.1:1", "--zone", "z")
+    assert (done.returncode, done.stderr) == (4, (
+        "galleond: error: node name n1 is in use by another live node (its lease keeps being "
+        "renewed); give this node its own --node-name, or stop the other one\n"))
+    assert time.monotonic() - started >= 6
+    status = _status(nodes["n2"])
+    assert status["n1"]["state"] == "ready" and status["n1"]["zone"] == "a"
+
+
 def test_bad_node_names_are_one_line(nodes: dict[str, RunningDaemon]) -> None:
     n1 = nodes["n1"]
     done = n1.ctl("node", "cordon", "n9")
@@ -184,7 +199,7 @@ def test_galleond_refuses_bad_cluster_settings_in_one_line(tmp_path: Path) -> No
     done = _galleond(tmp_path, "--cluster", f"etcd={url}", "--node-name", "n1", "--peer-listen", "127.0.0.1:7101")
     assert done.returncode == 9
     assert done.stderr == (
-        f"galleond: error: etcd at {url} does not answer (put /galleonfs/v1/nodes/n1/info): check "
+        f"galleond: error: etcd at {url} does not answer (a lease grant): check "
         f"that etcd runs there and that --cluster etcd=URL names its client URL\n")
     done = _galleond(tmp_path, "--cluster", f"etcd={url}", "--peer-listen", "127.0.0.1:7101")
     assert (done.returncode, done.stderr) == (2, (
