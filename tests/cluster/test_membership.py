@@ -252,3 +252,34 @@ def test_etcd_outage_keeps_the_node_serving_and_it_recovers(tmp_path: Path) -> N
     finally:
         finish(d, check_logs=False)
         own.stop()
+
+
+def test_who_may_see_and_steer_the_cluster(nodes: dict[str, RunningDaemon]) -> None:
+    """Through the real access table: a viewer sees the cluster but cannot cordon; a
+    tenant's operator sees neither the cluster nor another tenant's placement."""
+    n1 = nodes["n1"]
+    viewer = n1.ctl("token", "create", "cluster-viewer", "--role", "viewer", "--expires", "10m",
+                    check=True).stdout.strip()
+    n1.ctl("tenant", "create", "acme", check=True)
+    tenant_op = n1.ctl("token", "create", "acme-op", "--role", "operator", "--tenant", "acme",
+                       "--expires", "10m", check=True).stdout.strip()
+    n1.ctl("volume", "create", "ours", "--size", "16M", check=True)          # no tenant's
+
+    def as_(token: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "galleonfs.cli.galleonctl", "--address", n1.address,
+                               *args], capture_output=True, text=True, timeout=60,
+                              env={"PATH": "/usr/bin:/bin", "GALLEONFS_TOKEN": token})
+
+    try:
+        assert as_(viewer, "cluster", "status").returncode == 0
+        done = as_(viewer, "node", "cordon", "n2")
+        assert done.returncode == 8 and "token cluster-viewer is a viewer; ClusterService/Cordon needs admin" in done.stderr
+        done = as_(tenant_op, "cluster", "status")
+        assert done.returncode == 8 and "is bound to a tenant" in done.stderr
+        done = as_(tenant_op, "cluster", "placement", "ours")
+        assert (done.returncode, done.stderr) == (3, "galleonctl: error: volume 'ours' does not exist "
+                                                     "(see `galleonctl volume list`)\n")
+        assert _states(n1)["n2"] == "ready"
+    finally:
+        n1.ctl("volume", "delete", "ours", check=True)
+        n1.ctl("tenant", "delete", "acme")
