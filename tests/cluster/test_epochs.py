@@ -108,3 +108,21 @@ def test_holder_cut_off_from_etcd_fences_before_the_lease_can_expire(etcd: Runni
     assert last_ok + 3.0 <= fenced_at[0] <= last_ok + 3.0 + 0.3, (fenced_at[0] - last_ok)
     assert reasons[0].startswith(f"volume {volume}: no primary lease renewal for 3 s (")
     assert reasons[0].endswith("); fenced")
+
+
+def test_holder_that_renews_is_never_fenced_and_keeps_the_key(etcd: RunningEtcd) -> None:
+    """5 s of hold() with TTL 3 and bound 1: without renewals the fence would come at 2 s."""
+    volume = _volume()
+    held = epochs.acquire_primary(etcd.client(), volume, "n1", ttl_s=3, clock_bound_s=1.0)
+    first = held.renewed_at
+    fenced: list[str] = []
+
+    async def main() -> None:
+        with trio.move_on_after(5):
+            await epochs.hold(etcd.client(), held, fenced.append)
+
+    trio.run(main)
+    assert fenced == []
+    assert held.renewed_at > first + 3 and not held.fenced()
+    assert epochs.primary_of(etcd.client(), volume) == ("n1", 1)
+    epochs.release(etcd.client(), held)
