@@ -194,7 +194,7 @@ class ClusterManager:
         if kv is None:
             raise FailedPrecondition(subject=f"volume {name}",
                                      state="has no placement in the cluster (it was created before "
-                                           "this node joined)",
+                                           "this node joined, or is a clone)",
                                      remedy="it lives on this node only")
         v = kv.value
         nodes = [str(n) for n in v.get("nodes", [])]
