@@ -13,7 +13,7 @@ from typing import Any
 
 from ..managers import tenancy
 from ..managers.cluster import ClusterManager
-from ..managers.model import Volume
+from ..managers.model import Volume, VolumeState
 from ..managers.qos import QosManager
 from ..managers.snapshots import PolicyManager, SnapshotManager
 from ..managers.status import NodeInfo
@@ -92,8 +92,10 @@ class VolumeService(volume_pb2_grpc.VolumeServiceServicer):
         return self._pb(volume)
 
     def Unmount(self, request: Any, context: Any) -> Any:
-        return self._pb(self.bridge.run(
-            lambda: self.volumes.unmount(request.name, request.path, lazy=request.force)))
+        volume = self.bridge.run(lambda: self.volumes.unmount(request.name, request.path, lazy=request.force))
+        if volume.state == VolumeState.DELETING:         # ephemeral: its last unmount deletes it
+            self.bridge.run(self.cluster.forget_volume, volume.name)
+        return self._pb(volume)
 
     def GetStats(self, request: Any, context: Any) -> Any:
         view = self.bridge.run(self.volumes.stats, request.name)

@@ -140,6 +140,18 @@ def test_create_with_replicas_records_placement_honestly(nodes: dict[str, Runnin
     assert etcd.client().get(keys.volume("db", "placement")) is None
 
 
+def test_ephemeral_volume_leaves_no_placement_behind(nodes: dict[str, RunningDaemon], etcd: RunningEtcd,
+                                                     tmp_path: Path) -> None:
+    n1 = nodes["n1"]
+    n1.ctl("volume", "create", "scratch", "--size", "16M", "--type", "ephemeral", check=True)
+    assert etcd.client().get(keys.volume("scratch", "placement")) is not None
+    n1.ctl("volume", "mount", "scratch", str(tmp_path / "m"), check=True)
+    (tmp_path / "m" / "f").write_bytes(b"x")
+    done = n1.ctl("volume", "unmount", "scratch", check=True)
+    assert "it was ephemeral and has been deleted" in done.stdout
+    assert etcd.client().get(keys.volume("scratch", "placement")) is None
+
+
 def test_too_few_nodes_refused_or_degraded_when_asked(nodes: dict[str, RunningDaemon], etcd: RunningEtcd) -> None:
     n1 = nodes["n1"]
     done = n1.ctl("volume", "create", "big", "--size", "16M", "--replicas", "4")
