@@ -19,6 +19,10 @@ _galleonfs_bootstrap() (
     venv="${GALLEONFS_VENV:-$root/.venv}"
     python="${PYTHON:-python3}"
     local apt_packages=(fuse3 libfuse3-dev pkg-config python3-venv python3-dev gcc)
+    # Cluster mode's tests start a real etcd on loopback (tests/cluster); they fail, not
+    # skip, without it.
+    local cluster_apt_packages=(etcd-server)
+    apt_packages+=("${cluster_apt_packages[@]}")
     # shellcheck disable=SC2206  # a space-separated list by design (benchmarks/run.sh)
     apt_packages+=(${GALLEONFS_EXTRA_APT:-})
 

@@ -17,7 +17,7 @@ from ..errors import InvalidArgument
 from ..managers.model import AccessMode, VolumeType
 from ..rpc import convert
 from ..units import format_size, parse_size
-from . import access, classes, output, qos, snapshots
+from . import access, classes, cluster, output, qos, snapshots
 from .common import ProgressLine, parse_labels, run
 
 DEFAULT_ADDRESS = "unix:/run/galleonfs/galleond.sock"
@@ -40,6 +40,9 @@ examples:
   galleonctl qos create gold --iops-limit 500 --throughput-limit-mbps 20 && galleonctl qos assign gold data
   galleonctl storage-class create fast.yaml
   galleonctl node status
+  galleonctl cluster status                                     cluster mode: nodes, zones, capacity, states
+  galleonctl node cordon n2                                     no new replicas on n2
+  galleonctl volume create db --size 10G --replicas 3           cluster mode: placed on 3 nodes in etcd
   galleonctl top                                                all volumes' IOPS, MB/s, latency, live
 
   The daemon's address comes from --address or GALLEONFS_ADDRESS
@@ -75,8 +78,11 @@ def volume_create(args: argparse.Namespace) -> int:
         v = c.create_volume(args.name, size, storage_class=args.storage_class or "",
                             access_modes=convert.access_modes_to_pb(modes),
                             type=convert.volume_type_to_pb(vtype),
-                            labels=parse_labels(args.label))
-    print(f"volume {v.name} created ({format_size(v.size_bytes)}, {v.storage_class}, id {v.id})")
+                            labels=parse_labels(args.label), replicas=args.replicas,
+                            allow_degraded=args.allow_degraded)
+        placed = c.volume_placement(v.name) if args.replicas > 1 else None
+    print(f"volume {v.name} created ({format_size(v.size_bytes)}, {v.storage_class}, id {v.id})"
+          + (f"; {cluster.placement_line(placed)}" if placed is not None else ""))
     return 0
 
 
@@ -266,6 +272,10 @@ def _add_volume_commands(nouns: Any) -> None:
                    help="ReadWriteOnce|RWO (default), ReadOnlyMany|ROX, ReadWriteMany|RWX; repeatable")
     p.add_argument("--type", default="persistent", help="persistent (default), ephemeral or shared")
     p.add_argument("--label", action="append", metavar="KEY=VALUE", help="repeatable")
+    p.add_argument("--replicas", type=_count, default=0, metavar="N",
+                   help="cluster mode: place it on N nodes (distinct nodes and zones); default 1")
+    p.add_argument("--allow-degraded", action="store_true",
+                   help="with --replicas: create it on fewer nodes when not enough are ready")
     p.set_defaults(func=volume_create)
     p = _read_command(volume, "list", "list volumes", volume_list)
     p.add_argument("--selector", "-l", action="append", metavar="KEY=VALUE", help="only volumes with these labels")
@@ -325,6 +335,7 @@ def _add_node_commands(nouns: Any) -> None:
 
     node = nouns.add_parser("node", help="this node").add_subparsers(dest="verb", required=True, metavar="VERB")
     _read_command(node, "status", "show the node's status", node_status)
+    cluster.add_node_verbs(node)
 
     audit = nouns.add_parser("audit", help="the log of API calls that changed state").add_subparsers(
         dest="verb", required=True, metavar="VERB")
@@ -364,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     access.add_commands(nouns, _read_command)
     classes.add_commands(nouns, _read_command)
     _add_node_commands(nouns)
+    cluster.add_commands(nouns, _read_command)
     return parser
 
 

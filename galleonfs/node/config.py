@@ -15,7 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .. import limits
+from .. import limits, names
+from ..cluster.etcd import parse_url
+from ..cluster.membership import ClusterConfig
+from ..cluster.model import NODE, RACK, ZONE
 from ..errors import InvalidArgument
 from ..metrics.http import parse_listen
 from ..rpc.address import parse_address
@@ -158,6 +161,13 @@ class NodeConfig:
     # Where volumes may be mounted (workers/mounts.py): a mount point must lie inside one.
     mount_roots: list[str] = field(default_factory=lambda: list(DEFAULT_MOUNT_ROOTS))
     audit_rotate_bytes: int = limits.audit_file_bytes_default   # audit.log -> audit.log.N past this
+    # Cluster mode (cluster/, docs/design.md "Cluster mode"): "etcd=URL" turns it on; then
+    # node_name and peer_listen are required. Empty: the single-node default, no etcd.
+    cluster: str = ""
+    node_name: str = ""
+    peer_listen: str = ""                    # host:port other nodes dial (recorded; replication later)
+    zone: str = ""
+    rack: str = ""
     sources: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
@@ -197,6 +207,33 @@ def _mount_roots(value: Any) -> list[str]:
 
 
 _PARSERS["mount_roots"] = _mount_roots
+_PARSERS.update(cluster=lambda v: _cluster(v), node_name=lambda v: _cluster_name(v, NODE),
+                peer_listen=lambda v: _peer_listen(v), zone=lambda v: _cluster_name(v, ZONE),
+                rack=lambda v: _cluster_name(v, RACK))
+
+
+def _cluster(value: Any) -> str:
+    """``etcd=URL``: the etcd client URL of the cluster; "" for the single-node default."""
+    text = str(value).strip()
+    if not text:
+        return ""
+    kind, sep, url = text.partition("=")
+    if kind != "etcd" or not sep:
+        raise InvalidArgument(f"{text[:200]!r} does not say where the cluster is: use etcd=http://HOST:PORT")
+    parse_url(url)
+    return f"etcd={url.strip()}"
+
+
+def _cluster_name(value: Any, kind: names.Kind) -> str:
+    text = str(value).strip()
+    return names.check(text, kind) if text else ""
+
+
+def _peer_listen(value: Any) -> str:
+    text = str(value).strip()
+    if text and parse_address(text).unix_path is not None:
+        raise InvalidArgument(f"{text!r} is a unix socket; peers dial host:port")
+    return text
 
 
 def load(*, config_file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> NodeConfig:
@@ -213,6 +250,7 @@ def load(*, config_file: str | None, env: Mapping[str, str], flags: Mapping[str,
     if bool(config.tls_cert) != bool(config.tls_key):
         raise InvalidArgument("tls_cert and tls_key go together: set both or neither")
     check_access(config)
+    check_cluster(config)
     return config
 
 
@@ -270,6 +308,28 @@ def _group(value: Any) -> str:
     if len(text) > 32 or not all(c.isalnum() or c in "._-" for c in text):
         raise InvalidArgument(f"{text[:64]!r} is not a group name")
     return text
+
+
+def check_cluster(config: NodeConfig) -> None:
+    """Cluster settings come together: etcd, a node name and a peer address, or none."""
+    if config.cluster:
+        for setting in ("node_name", "peer_listen"):
+            if not getattr(config, setting):
+                flag = "--" + setting.replace("_", "-")
+                raise InvalidArgument(f"cluster mode needs {flag} (setting {setting}): every node "
+                                      f"is known by a unique name and a peer address")
+        return
+    for setting in ("node_name", "peer_listen", "zone", "rack"):
+        if getattr(config, setting):
+            raise InvalidArgument(f"{setting} is a cluster setting: give --cluster etcd=URL too, or "
+                                  f"leave it out for the single-node default")
+
+
+def cluster_config(config: NodeConfig) -> ClusterConfig | None:
+    if not config.cluster:
+        return None
+    return ClusterConfig(etcd_url=config.cluster.partition("=")[2], node_name=config.node_name,
+                         peer_address=config.peer_listen, zone=config.zone, rack=config.rack)
 
 
 def check_access(config: NodeConfig) -> None:

@@ -36,6 +36,7 @@ from ..audit.log import AuditLog
 from ..crypto.keys import KeySpec
 from ..errors import ExitCode, GalleonError
 from ..managers.access import AccessManager
+from ..managers.cluster import ClusterManager
 from ..managers.qos import QosManager
 from ..managers.snapshots import PolicyManager, SnapshotManager
 from ..managers.status import NodeInfo, NodeStatus
@@ -48,6 +49,7 @@ from ..rpc.access import TenantService, TokenService
 from ..rpc.audit import AuditInterceptor, AuditService
 from ..rpc.auth import Authenticator, AuthInterceptor
 from ..rpc.bridge import TrioBridge
+from ..rpc.cluster import ClusterService
 from ..rpc.gate import UnixGate, run_dir_for
 from ..rpc.keys import KeyService
 from ..rpc.server import RpcServer, Tls
@@ -104,6 +106,7 @@ class Daemon:
                               node_throughput_mbps=config.qos_node_throughput_mbps)
         self.info = NodeInfo(self.catalog.node_id, config.data_dir, [], self.volumes)
         self.audit = AuditLog.open(config.data_dir, rotate_bytes=config.audit_rotate_bytes)
+        self.cluster = ClusterManager(self.volumes, node_config.cluster_config(config), self._capacity)
         self.server: RpcServer | None = None
         self.metrics: MetricsServer | None = None
         self.volumes.overcommit_ratio = config.overcommit_ratio
@@ -116,11 +119,13 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.supervisor.run)
-                # The loops that read the catalog (policies, QoS, catalog backup, disk watch)
-                # live in their own nursery, cancelled before shutdown() closes the catalog:
-                # a QoS tick on a closed LMDB environment made a clean stop exit 1.
+                # The loops that read the catalog (policies, QoS, catalog backup, disk watch,
+                # the cluster lease) live in their own nursery, cancelled before shutdown()
+                # closes the catalog: a QoS tick on a closed LMDB made a clean stop exit 1.
                 async with trio.open_nursery() as background:
                     background.start_soon(self._backup_catalog)
+                    await self.cluster.start()      # etcd unreachable: the start fails, one line
+                    background.start_soon(self.cluster.run)
                     self._start_metrics()
                     self._start_server()
                     task_status.started(list(self.info.listen))
@@ -144,7 +149,8 @@ class Daemon:
                if self.config.tls_cert else None)
         gate, auth_interceptor, access_servicers = self._access(bridge)
         self.server = RpcServer(
-            {"volume": VolumeService(bridge, self.volumes, self.snapshots),
+            {"volume": VolumeService(bridge, self.volumes, self.snapshots, self.cluster),
+             "cluster": ClusterService(bridge, self.cluster),
              "storage_class": StorageClassService(bridge, self.classes),
              "node": NodeService(bridge, self.info),
              "snapshot": SnapshotService(bridge, self.volumes, self.snapshots),
@@ -219,7 +225,16 @@ class Daemon:
         nursery.start_soon(self.policies.run)
         nursery.start_soon(self.qos.run)
 
+    def _capacity(self) -> tuple[int, int]:
+        """(capacity, free bytes) for the cluster: free is what new volumes may still take,
+        the smaller of the disk's available space and the overcommit allowance. Called from
+        the membership's worker thread; the node's status is read on the trio thread."""
+        s = trio.from_thread.run_sync(self.info.status)
+        allowance = int(s.capacity_bytes * self.config.overcommit_ratio) - s.provisioned_bytes
+        return s.capacity_bytes, max(0, min(s.available_bytes, allowance))
+
     async def shutdown(self) -> None:
+        await self.cluster.stop()        # shown down at once, not after the lease runs out
         if self.server is not None:
             await trio.to_thread.run_sync(self.server.stop, STOP_GRACE_S)
         await self.volumes.shutdown()
@@ -279,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a plaintext TCP listener, loopback only (127.0.0.1:PORT); callers "
                              "need a token. Repeat for several")
     parser.add_argument("--config", help=f"TOML file (default {node_config.DEFAULT_CONFIG_FILE}, if present)")
+    parser.add_argument("--cluster", metavar="etcd=URL",
+                        help="join the cluster whose etcd answers at URL (default: single node, no etcd)")
+    parser.add_argument("--node-name", help="cluster mode: this node's unique name (a DNS label)")
+    parser.add_argument("--peer-listen", metavar="HOST:PORT",
+                        help="cluster mode: the address other nodes reach this one at")
+    parser.add_argument("--zone", help="cluster mode: failure zone (replicas spread over zones)")
+    parser.add_argument("--rack", help="cluster mode: rack within the zone")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", choices=["json", "text"])
     parser.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
@@ -302,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         config = node_config.load(
             config_file=args.config, env=os.environ,
             flags={"data_dir": args.data_dir, "listen": args.listen, "log_level": args.log_level,
-                   "log_format": args.log_format, "insecure_listen": args.insecure_listen})
+                   "log_format": args.log_format, "insecure_listen": args.insecure_listen,
+                   "cluster": args.cluster, "node_name": args.node_name,
+                   "peer_listen": args.peer_listen, "zone": args.zone, "rack": args.rack})
         if args.print_config:
             print(config.render())
             return 0

@@ -93,6 +93,11 @@ METHOD_RULES: dict[str, Rule] = {
                Create=(ADMIN, NODE), List=(ADMIN, NODE), Revoke=(ADMIN, NODE)),
     **_service("galleonfs.v1.TenantService",
                Create=(ADMIN, NODE), Get=(VIEW, TENANT), List=(VIEW, TENANT), Delete=(ADMIN, NODE)),
+    # The cluster's members and their scheduling are node-wide: not a tenant's to see or
+    # change. A volume's placement is the volume's owner's to read.
+    **_service("galleonfs.v1.ClusterService",
+               GetStatus=(VIEW, NODE), Cordon=(ADMIN, NODE), Uncordon=(ADMIN, NODE),
+               Drain=(ADMIN, NODE), GetPlacement=(VIEW, TENANT)),
     # Probes (kubelet, load balancers) ask without credentials; the answer is SERVING or not.
     **_service("grpc.health.v1.Health",
                Check=(None, TENANT), Watch=(None, TENANT), List=(None, TENANT)),

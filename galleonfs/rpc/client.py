@@ -25,6 +25,8 @@ from ..errors import GalleonError, InvalidArgument, PermissionDenied, Unavailabl
 from ..v1 import (
     audit_pb2,
     audit_pb2_grpc,
+    cluster_pb2,
+    cluster_pb2_grpc,
     key_pb2,
     key_pb2_grpc,
     node_pb2,
@@ -77,6 +79,7 @@ class Client:
         self.keys = key_pb2_grpc.KeyServiceStub(self._channel)
         self.tokens = token_pb2_grpc.TokenServiceStub(self._channel)
         self.tenants = tenant_pb2_grpc.TenantServiceStub(self._channel)
+        self.cluster = cluster_pb2_grpc.ClusterServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -130,10 +133,12 @@ class Client:
     def create_volume(self, name: str, size: int, *, storage_class: str = "",
                       access_modes: Iterable[types_pb2.AccessMode] = (),
                       type: types_pb2.VolumeType = types_pb2.VOLUME_TYPE_UNSPECIFIED,
-                      labels: dict[str, str] | None = None) -> types_pb2.Volume:
+                      labels: dict[str, str] | None = None, replicas: int = 0,
+                      allow_degraded: bool = False) -> types_pb2.Volume:
         return self.call(self.volumes.Create, volume_pb2.CreateVolumeRequest(
             name=name, size_bytes=size, storage_class=storage_class,
-            access_modes=access_modes, type=type, labels=labels or {}))
+            access_modes=access_modes, type=type, labels=labels or {}, replicas=replicas,
+            allow_degraded=allow_degraded))
 
     def get_volume(self, name: str) -> types_pb2.Volume:
         return self.call(self.volumes.Get, volume_pb2.GetVolumeRequest(name=name))
@@ -284,6 +289,22 @@ class Client:
     # --- node ----------------------------------------------------------------------------------------
     def node_status(self) -> node_pb2.NodeStatus:
         return self.call(self.node.GetStatus, node_pb2.GetNodeStatusRequest())
+
+    # --- cluster -------------------------------------------------------------------------------------
+    def cluster_status(self) -> cluster_pb2.ClusterStatus:
+        return self.call(self.cluster.GetStatus, cluster_pb2.GetClusterStatusRequest())
+
+    def cordon_node(self, node: str) -> cluster_pb2.ClusterNode:
+        return self.call(self.cluster.Cordon, cluster_pb2.CordonNodeRequest(node=node))
+
+    def uncordon_node(self, node: str) -> cluster_pb2.ClusterNode:
+        return self.call(self.cluster.Uncordon, cluster_pb2.UncordonNodeRequest(node=node))
+
+    def drain_node(self, node: str) -> cluster_pb2.ClusterNode:
+        return self.call(self.cluster.Drain, cluster_pb2.DrainNodeRequest(node=node))
+
+    def volume_placement(self, volume: str) -> cluster_pb2.VolumePlacement:
+        return self.call(self.cluster.GetPlacement, cluster_pb2.GetPlacementRequest(volume=volume))
 
 
 def _class_name(exc: grpc.RpcError) -> str | None:

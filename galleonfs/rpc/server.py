@@ -27,6 +27,8 @@ from ..errors import Busy, InvalidArgument
 from ..v1 import (
     audit_pb2,
     audit_pb2_grpc,
+    cluster_pb2,
+    cluster_pb2_grpc,
     key_pb2,
     key_pb2_grpc,
     node_pb2,
@@ -62,6 +64,7 @@ SERVICE_NAMES = (
     key_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     token_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
     tenant_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
+    cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
 )
 MESSAGE_BYTES_MAX = 16 * 1024 * 1024
 
@@ -86,6 +89,7 @@ def _add_servicers(server: grpc.Server, servicers: Mapping[str, Any]) -> None:
     key_pb2_grpc.add_KeyServiceServicer_to_server(servicers["key"], server)
     token_pb2_grpc.add_TokenServiceServicer_to_server(servicers["token"], server)
     tenant_pb2_grpc.add_TenantServiceServicer_to_server(servicers["tenant"], server)
+    cluster_pb2_grpc.add_ClusterServiceServicer_to_server(servicers["cluster"], server)
 
 
 class RpcServer:

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..managers import tenancy
-from ..managers.model import Volume
+from ..managers.cluster import ClusterManager
+from ..managers.model import Volume, VolumeState
 from ..managers.qos import QosManager
 from ..managers.snapshots import PolicyManager, SnapshotManager
 from ..managers.status import NodeInfo
@@ -35,10 +36,12 @@ from .bridge import TrioBridge
 
 
 class VolumeService(volume_pb2_grpc.VolumeServiceServicer):
-    def __init__(self, bridge: TrioBridge, volumes: VolumeManager, snapshots: SnapshotManager) -> None:
+    def __init__(self, bridge: TrioBridge, volumes: VolumeManager, snapshots: SnapshotManager,
+                 cluster: ClusterManager) -> None:
         self.bridge = bridge
         self.volumes = volumes
         self.snapshots = snapshots
+        self.cluster = cluster          # places new volumes in cluster mode; refuses replicas > 1 without
 
     def _pb(self, volume: Volume) -> Any:
         return self._pbs([volume])[0]
@@ -59,10 +62,11 @@ class VolumeService(volume_pb2_grpc.VolumeServiceServicer):
 
     def Create(self, request: Any, context: Any) -> Any:
         volume = self.bridge.run(
-            lambda: self.volumes.create(
+            lambda: self.cluster.create_volume(
                 request.name, request.size_bytes, storage_class=request.storage_class,
                 access_modes=convert.access_modes_from_pb(request.access_modes),
-                type=convert.volume_type_from_pb(request.type), labels=dict(request.labels)))
+                type=convert.volume_type_from_pb(request.type), labels=dict(request.labels),
+                replicas=request.replicas, allow_degraded=request.allow_degraded))
         return self._pb(volume)
 
     def Get(self, request: Any, context: Any) -> Any:
@@ -73,7 +77,9 @@ class VolumeService(volume_pb2_grpc.VolumeServiceServicer):
         return volume_pb2.ListVolumesResponse(volumes=self._pbs(volumes))
 
     def Delete(self, request: Any, context: Any) -> Any:
+        name = self.bridge.run_sync(lambda: self.volumes.get(request.name).name)   # an id names it too
         volume_id, retained = self.bridge.run(lambda: self.volumes.delete(request.name, force=request.force))
+        self.bridge.run(self.cluster.forget_volume, name)
         return volume_pb2.DeleteVolumeResponse(id=volume_id, data_retained=bool(retained),
                                                retained_path=retained)
 
@@ -86,8 +92,10 @@ class VolumeService(volume_pb2_grpc.VolumeServiceServicer):
         return self._pb(volume)
 
     def Unmount(self, request: Any, context: Any) -> Any:
-        return self._pb(self.bridge.run(
-            lambda: self.volumes.unmount(request.name, request.path, lazy=request.force)))
+        volume = self.bridge.run(lambda: self.volumes.unmount(request.name, request.path, lazy=request.force))
+        if volume.state == VolumeState.DELETING:         # ephemeral: its last unmount deletes it
+            self.bridge.run(self.cluster.forget_volume, volume.name)
+        return self._pb(volume)
 
     def GetStats(self, request: Any, context: Any) -> Any:
         view = self.bridge.run(self.volumes.stats, request.name)

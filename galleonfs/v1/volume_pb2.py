@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from galleonfs.v1 import types_pb2 as galleonfs_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19galleonfs/v1/volume.proto\x12\x0cgalleonfs.v1\x1a\x18galleonfs/v1/types.proto\"\xc5\x01\n\x12\x43loneVolumeRequest\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x10\n\x08snapshot\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12<\n\x06labels\x18\x05 \x03(\x0b\x32,.galleonfs.v1.CloneVolumeRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"$\n\x14\x46lattenVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x94\x02\n\x13\x43reateVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x15\n\rstorage_class\x18\x03 \x01(\t\x12.\n\x0c\x61\x63\x63\x65ss_modes\x18\x04 \x03(\x0e\x32\x18.galleonfs.v1.AccessMode\x12&\n\x04type\x18\x05 \x01(\x0e\x32\x18.galleonfs.v1.VolumeType\x12=\n\x06labels\x18\x06 \x03(\x0b\x32-.galleonfs.v1.CreateVolumeRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\" \n\x10GetVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x97\x01\n\x12ListVolumesRequest\x12K\n\x0elabel_selector\x18\x01 \x03(\x0b\x32\x33.galleonfs.v1.ListVolumesRequest.LabelSelectorEntry\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x13ListVolumesResponse\x12%\n\x07volumes\x18\x01 \x03(\x0b\x32\x14.galleonfs.v1.Volume\"2\n\x13\x44\x65leteVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"P\n\x14\x44\x65leteVolumeResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rdata_retained\x18\x02 \x01(\x08\x12\x15\n\rretained_path\x18\x03 \x01(\t\"7\n\x13\x45xpandVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"C\n\x12MountVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x11\n\tread_only\x18\x03 \x01(\x08\"A\n\x14UnmountVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"%\n\x15GetVolumeStatsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x88\x03\n\x0bVolumeStats\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x12\n\nused_bytes\x18\x04 \x01(\x04\x12\x12\n\nfree_bytes\x18\x05 \x01(\x04\x12\x13\n\x0binodes_used\x18\x06 \x01(\x04\x12\x14\n\x0cinodes_total\x18\x07 \x01(\x04\x12\x12\n\ndisk_bytes\x18\x08 \x01(\x04\x12\x0f\n\x07mounted\x18\t \x01(\x08\x12\x12\n\nworker_pid\x18\n \x01(\x05\x12\x39\n\x08\x63ounters\x18\x0b \x03(\x0b\x32\'.galleonfs.v1.VolumeStats.CountersEntry\x12\x10\n\x08\x66\x61ilsafe\x18\x0c \x01(\x08\x12\x17\n\x0f\x66\x61ilsafe_reason\x18\r \x01(\t\x12(\n\x05rates\x18\x0e \x01(\x0b\x32\x19.galleonfs.v1.VolumeRates\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xc5\x02\n\x0bVolumeRates\x12\x16\n\x0ewindow_seconds\x18\x01 \x01(\x01\x12\x1b\n\x13requests_per_second\x18\x02 \x01(\x01\x12\x1b\n\x13read_ops_per_second\x18\x03 \x01(\x01\x12\x1c\n\x14write_ops_per_second\x18\x04 \x01(\x01\x12\x1d\n\x15read_bytes_per_second\x18\x05 \x01(\x01\x12\x1e\n\x16write_bytes_per_second\x18\x06 \x01(\x01\x12\x1b\n\x13latency_p50_seconds\x18\x07 \x01(\x01\x12\x1b\n\x13latency_p99_seconds\x18\x08 \x01(\x01\x12\x16\n\x0erequests_total\x18\t \x01(\x04\x12\x18\n\x10read_bytes_total\x18\n \x01(\x04\x12\x1b\n\x13written_bytes_total\x18\x0b \x01(\x04\x32\xc8\x05\n\rVolumeService\x12\x41\n\x06\x43reate\x12!.galleonfs.v1.CreateVolumeRequest\x1a\x14.galleonfs.v1.Volume\x12;\n\x03Get\x12\x1e.galleonfs.v1.GetVolumeRequest\x1a\x14.galleonfs.v1.Volume\x12K\n\x04List\x12 .galleonfs.v1.ListVolumesRequest\x1a!.galleonfs.v1.ListVolumesResponse\x12O\n\x06\x44\x65lete\x12!.galleonfs.v1.DeleteVolumeRequest\x1a\".galleonfs.v1.DeleteVolumeResponse\x12\x41\n\x06\x45xpand\x12!.galleonfs.v1.ExpandVolumeRequest\x1a\x14.galleonfs.v1.Volume\x12?\n\x05Mount\x12 .galleonfs.v1.MountVolumeRequest\x1a\x14.galleonfs.v1.Volume\x12\x43\n\x07Unmount\x12\".galleonfs.v1.UnmountVolumeRequest\x1a\x14.galleonfs.v1.Volume\x12J\n\x08GetStats\x12#.galleonfs.v1.GetVolumeStatsRequest\x1a\x19.galleonfs.v1.VolumeStats\x12?\n\x05\x43lone\x12 .galleonfs.v1.CloneVolumeRequest\x1a\x14.galleonfs.v1.Volume\x12\x43\n\x07\x46latten\x12\".galleonfs.v1.FlattenVolumeRequest\x1a\x14.galleonfs.v1.Volumeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19galleonfs/v1/volume.proto\x12\x0cgalleonfs.v1\x1a\x18galleonfs/v1/types.proto\"\xc5\x01\n\x12\x43loneVolumeRequest\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x10\n\x08snapshot\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12<\n\x06labels\x18\x05 \x03(\x0b\x32,.galleonfs.v1.CloneVolumeRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"$\n\x14\x46lattenVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xbe\x02\n\x13\x43reateVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x15\n\rstorage_class\x18\x03 \x01(\t\x12.\n\x0c\x61\x63\x63\x65ss_modes\x18\x04 \x03(\x0e\x32\x18.galleonfs.v1.AccessMode\x12&\n\x04type\x18\x05 \x01(\x0e\x32\x18.galleonfs.v1.VolumeType\x12=\n\x06labels\x18\x06 \x03(\x0b\x32-.galleonfs.v1.CreateVolumeRequest.LabelsEntry\x12\x10\n\x08replicas\x18\x07 \x01(\r\x12\x16\n\x0e\x61llow_degraded\x18\x08 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\" \n\x10GetVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x97\x01\n\x12ListVolumesRequest\x12K\n\x0elabel_selector\x18\x01 \x03(\x0b\x32\x33.galleonfs.v1.ListVolumesRequest.LabelSelectorEntry\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x13ListVolumesResponse\x12%\n\x07volumes\x18\x01 \x03(\x0b\x32\x14.galleonfs.v1.Volume\"2\n\x13\x44\x65leteVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"P\n\x14\x44\x65leteVolumeResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rdata_retained\x18\x02 \x01(\x08\x12\x15\n\rretained_path\x18\x03 \x01(\t\"7\n\x13\x45xpandVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"C\n\x12MountVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x11\n\tread_only\x18\x03 \x01(\x08\"A\n\x14UnmountVolumeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"%\n\x15GetVolumeStatsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x88\x03\n\x0bVolumeStats\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x12\n\nused_bytes\x18\x04 \x01(\x04\x12\x12\n\nfree_bytes\x18\x05 \x01(\x04\x12\x13\n\x0binodes_used\x18\x06 \x01(\x04\x12\x14\n\x0cinodes_total\x18\x07 \x01(\x04\x12\x12\n\ndisk_bytes\x18\x08 \x01(\x04\x12\x0f\n\x07mounted\x18\t \x01(\x08\x12\x12\n\nworker_pid\x18\n \x01(\x05\x12\x39\n\x08\x63ounters\x18\x0b \x03(\x0b\x32\'.galleonfs.v1.VolumeStats.CountersEntry\x12\x10\n\x08\x66\x61ilsafe\x18\x0c \x01(\x08\x12\x17\n\x0f\x66\x61ilsafe_reason\x18\r \x01(\t\x12(\n\x05rates\x18\x0e \x01(\x0b\x32\x19.galleonfs.v1.VolumeRates\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xc5\x02\n\x0bVolumeRates\x12\x16\n\x0ewindow_seconds\x18\x01 \x01(\x01\x12\x1b\n\x13requests_per_second\x18\x02 \x01(\x01\x12\x1b\n\x13read_ops_per_second\x18\x03 \x01(\x01\x12\x1c\n\x14write_ops_per_second\x18\x04 \x01(\x01\x12\x1d\n\x15read_bytes_per_second\x18\x05 \x01(\x01\x12\x1e\n\x16write_bytes_per_second\x18\x06 \x01(\x01\x12\x1b\n\x13latency_p50_seconds\x18\x07 \x01(\x01\x12\x1b\n\x13latency_p99_seconds\x18\x08 \x01(\x01\x12\x16\n\x0erequests_total\x18\t \x01(\x04\x12\x18\n\x10read_bytes_total\x18\n \x01(\x04\x12\x1b\n\x13written_bytes_total\x18\x0b \x01(\x04\x32\xc8\x05\n\rVolumeService\x12\x41\n\x06\x43reate\x12!.galleonfs.v1.CreateVolumeRequest\x1a\x14.galleonfs.v1.Volume\x12;\n\x03Get\x12\x1e.galleonfs.v1.GetVolumeRequest\x1a\x14.galleonfs.v1.Volume\x12K\n\x04List\x12 .galleonfs.v1.ListVolumesRequest\x1a!.galleonfs.v1.ListVolumesResponse\x12O\n\x06\x44\x65lete\x12!.galleonfs.v1.DeleteVolumeRequest\x1a\".galleonfs.v1.DeleteVolumeResponse\x12\x41\n\x06\x45xpand\x12!.galleonfs.v1.ExpandVolumeRequest\x1a\x14.galleonfs.v1.Volume\x12?\n\x05Mount\x12 .galleonfs.v1.MountVolumeRequest\x1a\x14.galleonfs.v1.Volume\x12\x43\n\x07Unmount\x12\".galleonfs.v1.UnmountVolumeRequest\x1a\x14.galleonfs.v1.Volume\x12J\n\x08GetStats\x12#.galleonfs.v1.GetVolumeStatsRequest\x1a\x19.galleonfs.v1.VolumeStats\x12?\n\x05\x43lone\x12 .galleonfs.v1.CloneVolumeRequest\x1a\x14.galleonfs.v1.Volume\x12\x43\n\x07\x46latten\x12\".galleonfs.v1.FlattenVolumeRequest\x1a\x14.galleonfs.v1.Volumeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,35 +47,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FLATTENVOLUMEREQUEST']._serialized_start=269
   _globals['_FLATTENVOLUMEREQUEST']._serialized_end=305
   _globals['_CREATEVOLUMEREQUEST']._serialized_start=308
-  _globals['_CREATEVOLUMEREQUEST']._serialized_end=584
+  _globals['_CREATEVOLUMEREQUEST']._serialized_end=626
   _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._serialized_start=222
   _globals['_CREATEVOLUMEREQUEST_LABELSENTRY']._serialized_end=267
-  _globals['_GETVOLUMEREQUEST']._serialized_start=586
-  _globals['_GETVOLUMEREQUEST']._serialized_end=618
-  _globals['_LISTVOLUMESREQUEST']._serialized_start=621
-  _globals['_LISTVOLUMESREQUEST']._serialized_end=772
-  _globals['_LISTVOLUMESREQUEST_LABELSELECTORENTRY']._serialized_start=720
-  _globals['_LISTVOLUMESREQUEST_LABELSELECTORENTRY']._serialized_end=772
-  _globals['_LISTVOLUMESRESPONSE']._serialized_start=774
-  _globals['_LISTVOLUMESRESPONSE']._serialized_end=834
-  _globals['_DELETEVOLUMEREQUEST']._serialized_start=836
-  _globals['_DELETEVOLUMEREQUEST']._serialized_end=886
-  _globals['_DELETEVOLUMERESPONSE']._serialized_start=888
-  _globals['_DELETEVOLUMERESPONSE']._serialized_end=968
-  _globals['_EXPANDVOLUMEREQUEST']._serialized_start=970
-  _globals['_EXPANDVOLUMEREQUEST']._serialized_end=1025
-  _globals['_MOUNTVOLUMEREQUEST']._serialized_start=1027
-  _globals['_MOUNTVOLUMEREQUEST']._serialized_end=1094
-  _globals['_UNMOUNTVOLUMEREQUEST']._serialized_start=1096
-  _globals['_UNMOUNTVOLUMEREQUEST']._serialized_end=1161
-  _globals['_GETVOLUMESTATSREQUEST']._serialized_start=1163
-  _globals['_GETVOLUMESTATSREQUEST']._serialized_end=1200
-  _globals['_VOLUMESTATS']._serialized_start=1203
-  _globals['_VOLUMESTATS']._serialized_end=1595
-  _globals['_VOLUMESTATS_COUNTERSENTRY']._serialized_start=1548
-  _globals['_VOLUMESTATS_COUNTERSENTRY']._serialized_end=1595
-  _globals['_VOLUMERATES']._serialized_start=1598
-  _globals['_VOLUMERATES']._serialized_end=1923
-  _globals['_VOLUMESERVICE']._serialized_start=1926
-  _globals['_VOLUMESERVICE']._serialized_end=2638
+  _globals['_GETVOLUMEREQUEST']._serialized_start=628
+  _globals['_GETVOLUMEREQUEST']._serialized_end=660
+  _globals['_LISTVOLUMESREQUEST']._serialized_start=663
+  _globals['_LISTVOLUMESREQUEST']._serialized_end=814
+  _globals['_LISTVOLUMESREQUEST_LABELSELECTORENTRY']._serialized_start=762
+  _globals['_LISTVOLUMESREQUEST_LABELSELECTORENTRY']._serialized_end=814
+  _globals['_LISTVOLUMESRESPONSE']._serialized_start=816
+  _globals['_LISTVOLUMESRESPONSE']._serialized_end=876
+  _globals['_DELETEVOLUMEREQUEST']._serialized_start=878
+  _globals['_DELETEVOLUMEREQUEST']._serialized_end=928
+  _globals['_DELETEVOLUMERESPONSE']._serialized_start=930
+  _globals['_DELETEVOLUMERESPONSE']._serialized_end=1010
+  _globals['_EXPANDVOLUMEREQUEST']._serialized_start=1012
+  _globals['_EXPANDVOLUMEREQUEST']._serialized_end=1067
+  _globals['_MOUNTVOLUMEREQUEST']._serialized_start=1069
+  _globals['_MOUNTVOLUMEREQUEST']._serialized_end=1136
+  _globals['_UNMOUNTVOLUMEREQUEST']._serialized_start=1138
+  _globals['_UNMOUNTVOLUMEREQUEST']._serialized_end=1203
+  _globals['_GETVOLUMESTATSREQUEST']._serialized_start=1205
+  _globals['_GETVOLUMESTATSREQUEST']._serialized_end=1242
+  _globals['_VOLUMESTATS']._serialized_start=1245
+  _globals['_VOLUMESTATS']._serialized_end=1637
+  _globals['_VOLUMESTATS_COUNTERSENTRY']._serialized_start=1590
+  _globals['_VOLUMESTATS_COUNTERSENTRY']._serialized_end=1637
+  _globals['_VOLUMERATES']._serialized_start=1640
+  _globals['_VOLUMERATES']._serialized_end=1965
+  _globals['_VOLUMESERVICE']._serialized_start=1968
+  _globals['_VOLUMESERVICE']._serialized_end=2680
 # @@protoc_insertion_point(module_scope)

@@ -35,7 +35,7 @@ class FlattenVolumeRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class CreateVolumeRequest(_message.Message):
-    __slots__ = ("name", "size_bytes", "storage_class", "access_modes", "type", "labels")
+    __slots__ = ("name", "size_bytes", "storage_class", "access_modes", "type", "labels", "replicas", "allow_degraded")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -49,13 +49,17 @@ class CreateVolumeRequest(_message.Message):
     ACCESS_MODES_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_DEGRADED_FIELD_NUMBER: _ClassVar[int]
     name: str
     size_bytes: int
     storage_class: str
     access_modes: _containers.RepeatedScalarFieldContainer[_types_pb2.AccessMode]
     type: _types_pb2.VolumeType
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., storage_class: _Optional[str] = ..., access_modes: _Optional[_Iterable[_Union[_types_pb2.AccessMode, str]]] = ..., type: _Optional[_Union[_types_pb2.VolumeType, str]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    replicas: int
+    allow_degraded: bool
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., storage_class: _Optional[str] = ..., access_modes: _Optional[_Iterable[_Union[_types_pb2.AccessMode, str]]] = ..., type: _Optional[_Union[_types_pb2.VolumeType, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., replicas: _Optional[int] = ..., allow_degraded: _Optional[bool] = ...) -> None: ...
 
 class GetVolumeRequest(_message.Message):
     __slots__ = ("name",)

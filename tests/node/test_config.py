@@ -86,7 +86,7 @@ def test_shipped_example_config_is_valid() -> None:
 
 
 BAD_FILES = [
-    ('colour = "blue"\n', ["unknown setting 'colour'", "known settings: audit_rotate_bytes, data_dir"]),
+    ('colour = "blue"\n', ["unknown setting 'colour'", "known settings: audit_rotate_bytes, cluster, data_dir"]),
     ("log_level = \n", ["is not valid TOML"]),
     ('log_level = "loud"\n', ["log_level", "'loud' is not one of debug, info, warning, error"]),
     ("rpc_threads = 0\n", ["rpc_threads", "must be at least 1"]),

@@ -50,6 +50,7 @@ LAYER_OF_PREFIX: dict[str, str] = {
     "galleonfs.rpc.client": "rpc client",
     "galleonfs.rpc.services": "services", "galleonfs.rpc.keys": "services",
     "galleonfs.rpc.access": "services", "galleonfs.rpc.bridge": "services",
+    "galleonfs.rpc.cluster": "services",
     # Who is calling (the unix-socket gate's peer credentials, the principal): servicers ask.
     "galleonfs.rpc.auth": "services", "galleonfs.rpc.gate": "services",
     "galleonfs.rpc.server": "rpc server",
