@@ -27,9 +27,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node.util import api, assert_only_expected_loud, ctl_json, ctl_ok, finish, user_error, wait_until
+from node.util import (
+    api,
+    assert_only_expected_loud,
+    ctl_json,
+    ctl_ok,
+    finish,
+    mounts_under,
+    user_error,
+    wait_until,
+)
 
 from galleonfs.backup.testing import MotoServer
+from galleonfs.rpc.client import Client
 from galleonfs.testing.daemon import RunningDaemon
 
 from .util import CREDENTIALS_ENV, new_bucket
@@ -274,3 +284,49 @@ def test_policy_runs_hooks_and_keeps_exactly_the_newest(bdaemon: RunningDaemon, 
     ctl_ok(d, "backup-policy", "delete", "broken")
     assert len(ctl_json(d, "backup", "list", "pv")) == 2
     assert_only_expected_loud(d, r"backup policy broken, volume pv: the backup's pre-hook failed")
+
+
+# --- progress over the API, and an encrypted volume ---------------------------------------------
+def test_an_encrypted_volume_backs_up_and_restores_and_progress_is_streamed(
+        tmp_path: Path, fuse_ok: None) -> None:
+    """The target holds no plaintext of the encrypted volume (the repository encrypts), and
+    the backup restores into the encrypted class and into a plain one. The API streams
+    progress events before the result."""
+    d = new_daemon(tmp_path / "node", {**ENV, "GALLEONFS_KEY_FILE": str(tmp_path / "kek")})
+    d.start()
+    try:
+        target, _ = add_target(d, "dir", tmp_path, None)
+        api(d, "create_volume", "sec", 32 * MiB, storage_class="encrypted")
+        mnt = tmp_path / "sec"
+        mnt.mkdir()
+        api(d, "mount_volume", "sec", str(mnt))
+        marker = b"MARKER-BACKUP-SECRET-0613" * 4000
+        (mnt / "secret.txt").write_bytes(marker)
+        expected = tree(mnt)
+        api(d, "unmount_volume", name="sec")
+        with Client(d.address, timeout_s=60) as client:
+            events = list(client.create_backup("sec", target))
+        kinds = [e.WhichOneof("event") for e in events]
+        assert kinds[-1] == "backup" and "progress" in kinds, kinds
+        last = [e.progress for e in events if e.WhichOneof("event") == "progress"][-1]
+        assert last.done and last.phase == "backup" and last.bytes_done >= len(marker), last
+        ref = f"sec@{events[-1].backup.id}"
+        stored = b"".join(p.read_bytes() for p in (tmp_path / "backups").rglob("*") if p.is_file())
+        assert b"MARKER-BACKUP-SECRET" not in stored
+        ctl_ok(d, "backup", "restore", ref, "--to", "sec-again", "--storage-class", "encrypted")
+        ctl_ok(d, "backup", "restore", ref, "--to", "sec-plain")
+        for name in ("sec-again", "sec-plain"):
+            where = tmp_path / name
+            where.mkdir()
+            api(d, "mount_volume", name, str(where))
+            try:
+                assert tree(where) == expected
+            finally:
+                api(d, "unmount_volume", name=name)
+        classes = {v["name"]: v["storage_class"] for v in api(d, "list_volumes")}
+        assert classes["sec-again"] == "encrypted" and classes["sec-plain"] == "local"
+        assert d.stop() == 0
+    finally:
+        left = mounts_under(d.base)
+        d.cleanup()
+    assert left == []
