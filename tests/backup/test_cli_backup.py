@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -330,3 +332,47 @@ def test_an_encrypted_volume_backs_up_and_restores_and_progress_is_streamed(
         left = mounts_under(d.base)
         d.cleanup()
     assert left == []
+
+
+# --- kill -9 during a backup ------------------------------------------------------------------------
+def test_a_backup_killed_with_the_daemon_leaves_no_backup_and_the_next_sends_only_the_rest(
+        bdaemon: RunningDaemon, tmp_path: Path) -> None:
+    d = bdaemon
+    target, _ = add_target(d, "dir", tmp_path, None)
+    api(d, "create_volume", "big", 256 * MiB)
+    mnt = tmp_path / "big"
+    mnt.mkdir()
+    api(d, "mount_volume", "big", str(mnt))
+    size = 160 * MiB
+    with open(mnt / "random.bin", "wb") as f:          # incompressible: 16 MiB packs of it
+        for _ in range(size // MiB):
+            f.write(os.urandom(MiB))
+        os.fsync(f.fileno())
+    expected = tree(mnt)
+    packs_dir = tmp_path / "backups" / "packs"
+
+    def packs() -> list[Path]:
+        return [p for p in packs_dir.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")]
+
+    job = subprocess.Popen([sys.executable, "-m", "galleonfs.cli.galleonctl", "--address", d.address,
+                            "backup", "create", "big", "--target", target],
+                           env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: len(packs()) >= 3, "three packs stored", 120)
+    d.kill()
+    job.communicate(timeout=60)
+    assert job.returncode != 0
+    stored_before = sum(p.stat().st_size for p in packs())
+    assert stored_before < size                          # it was cut short
+    assert not list((tmp_path / "backups" / "backups").glob("*"))   # nothing looks like a backup
+
+    d.start()
+    assert ctl_json(d, "backup", "list", "big") == []
+    resumed = backup_create(d, "big", target)
+    # What the killed run stored is found again and not sent twice.
+    assert int(resumed["bytes_new"]) <= size - stored_before + 2 * MiB, (resumed["bytes_new"], stored_before)
+    snaps = [s["name"] for s in api(d, "list_snapshots", "big")]
+    assert snaps == [resumed["snapshot"]]                # the killed run's snapshot is gone too
+    api(d, "unmount_volume", name="big")
+    assert restore_and_read(d, f"big@{resumed['id']}", "big-r", tmp_path / "big-r") == expected
+    ok = ctl_ok(d, "backup", "verify", target, "--deep")
+    assert "OK" in ok, ok
