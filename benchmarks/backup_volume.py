@@ -171,6 +171,9 @@ def main() -> int:
             results["parts"].append(run_target(d, base, "s3", [
                 "s3://bench/galleon", "--endpoint", moto.endpoint, "--region", "us-east-1",
                 "--credentials-env", CRED], size))
+    except BaseException:
+        print(d.log()[-6000:], file=sys.stderr)       # what went wrong, from galleond's side
+        raise
     finally:
         d.stop()
         d.cleanup()

@@ -41,6 +41,9 @@ DBS = (Db.INODES, Db.DIRENTS, Db.DIRINDEX, Db.XATTRS, Db.LINKS, Db.EXTENTS)
 FRAME_RECORDS = 4096            # records per frame: ~1 MB of msgpack at most
 FRAME_BLOCKS = 64               # blocks per frame: 4 MiB at the default 64 KiB block size
 LOAD_CHUNK = 8192               # records per journal record while loading
+# Blocks stored per ``store_blocks`` call: their frames go out in one vectored write, whose
+# iovec count the kernel bounds (IOV_MAX 1024; two per frame); 256 is 16 MiB at 64 KiB.
+STORE_BATCH = 256
 _LEN = struct.Struct("<I")
 _FRAME_BYTES_MAX = 256 << 20
 
@@ -166,16 +169,28 @@ def load(engine: Engine, records_path: str, blocks_path: str, known_path: str, *
         for old, new in batch:
             mapped[bytes(old)] = BlockId(bytes(new))
     stored: list[tuple[bytes, bytes]] = []
+    unused: set[bytes] = set()            # stored by this call: their first reference is taken
     loaded = 0
     with engine.operation() as op:
-        for batch in read_frames(records_path):
+        frames = list(read_frames(records_path))
+        # Every new block of the window in one store (one write of their frames).
+        wanted = list(dict.fromkeys(bytes(v) for batch in frames for k, v, _u in batch
+                                    if bytes(k)[:1] == bytes((Db.EXTENTS,)) and v is not None
+                                    and bytes(v) not in mapped and bytes(v) in blocks))
+        for start in range(0, len(wanted), STORE_BATCH):
+            part = wanted[start:start + STORE_BATCH]
+            for old, new in zip(part, engine.store_blocks([blocks[b] for b in part]), strict=True):
+                mapped[old] = new
+                stored.append((old, new))
+                unused.add(old)
+        for batch in frames:
             for key, value, _unused in batch:
                 key = bytes(key)
                 if value is None or not key or key[0] not in DBS:
                     raise FormatError("a restore record has no value or an unknown database")
                 db, rkey, payload = Db(key[0]), key[1:], bytes(value)
                 if db == Db.EXTENTS:
-                    payload = _extent(engine, payload, blocks, mapped, stored)
+                    payload = _extent(engine, payload, mapped, unused)
                 elif db == Db.INODES:
                     ino = schema.ino_of_key(rkey)
                     if engine.meta.get(Db.INODES, rkey) is None and ino != ROOT_INODE:
@@ -190,19 +205,16 @@ def load(engine: Engine, records_path: str, blocks_path: str, known_path: str, *
     return stored
 
 
-def _extent(engine: Engine, old: bytes, blocks: dict[bytes, bytes], mapped: dict[bytes, BlockId],
-            stored: list[tuple[bytes, bytes]]) -> bytes:
-    """One extent's block: a reference more to a block loaded before, or the block stored."""
+def _extent(engine: Engine, old: bytes, mapped: dict[bytes, BlockId], unused: set[bytes]) -> bytes:
+    """One extent's block id in this volume: the reference ``store_blocks`` added for a block
+    this call stored, else one reference more to a block an earlier call stored."""
     new = mapped.get(old)
-    if new is not None:
-        if engine.block_info(new) is None:
-            raise FormatError(f"block {old.hex()[:16]} of a restored file was mapped to a block that is gone")
-        engine.ref_block(new)
-        return new
-    data = blocks.get(old)
-    if data is None:
+    if new is None:
         raise FormatError(f"block {old.hex()[:16]} of a restored file was not sent")
-    (new,) = engine.store_blocks([data])
-    mapped[old] = new
-    stored.append((old, new))
+    if old in unused:
+        unused.discard(old)
+        return new
+    if engine.block_info(new) is None:
+        raise FormatError(f"block {old.hex()[:16]} of a restored file was mapped to a block that is gone")
+    engine.ref_block(new)
     return new

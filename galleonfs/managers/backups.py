@@ -500,18 +500,40 @@ class BackupManager:
             reader = await trio.to_thread.run_sync(open_backup, repo, info.backup_id)
             try:
                 windows = reader.walk(progress=(lambda p: progress(p, total)) if progress else None)
-                first = True
-                mapped: dict[bytes, bytes] = {}       # block id in the backup -> in the new volume
-                paths = (os.path.join(spool, "records"), os.path.join(spool, "blocks"), os.path.join(spool, "known"))
-                while await trio.to_thread.run_sync(_spool_window, windows, paths, mapped):
-                    loaded = await ops.run(BackupLoad(paths[0], paths[1], paths[2], first=first))
-                    mapped.update(loaded.stored)
-                    first = False
+                await self._load_windows(ops, windows, spool)
             finally:
                 await trio.to_thread.run_sync(reader.close)
         finally:
             await trio.to_thread.run_sync(repo.close)
             shutil.rmtree(spool, ignore_errors=True)
+
+    async def _load_windows(self, ops: VolumeOps, windows: Iterator[Any], spool: str) -> None:
+        """Load window after window; the next is read and spooled while a helper loads this
+        one (two spool directories, used in turn)."""
+        mapped: dict[bytes, bytes] = {}       # block id in the backup -> in the new volume
+        slots = []
+        for n in ("a", "b"):
+            os.mkdir(os.path.join(spool, n), 0o700)
+            slots.append(tuple(os.path.join(spool, n, f) for f in ("records", "blocks", "known")))
+        current = await trio.to_thread.run_sync(_spool_window, windows, slots[0])
+        first, slot = True, 0
+        while current is not None:
+            paths = slots[slot]
+            await trio.to_thread.run_sync(_write_known, paths[2], current, mapped)
+            upcoming: list[list[bytes] | None] = []
+
+            async def spool_next(into: tuple[str, ...] = slots[1 - slot],
+                                 out: list[list[bytes] | None] = upcoming) -> None:
+                out.append(await trio.to_thread.run_sync(_spool_window, windows, into))
+
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(spool_next)
+                    loaded = await ops.run(BackupLoad(paths[0], paths[1], paths[2], first=first))
+            except BaseExceptionGroup as group:
+                raise _leading(group) from None
+            mapped.update(loaded.stored)
+            current, first, slot = upcoming[0], False, 1 - slot
 
     # --- retention -----------------------------------------------------------------------------
     async def apply_retention(self, policy: BackupPolicy, volume_ids: set[str]) -> list[str]:
@@ -641,20 +663,40 @@ def _finish(writer: BackupWriter, rows: list[Row]) -> BackupInfo:
     return writer.commit()
 
 
-def _spool_window(windows: Iterator[Any], paths: tuple[str, str, str], mapped: dict[bytes, bytes]) -> bool:
+def _spool_window(windows: Iterator[Any], paths: tuple[str, ...]) -> list[bytes] | None:
+    """The next window's records and blobs into spool files; returns the blob ids its
+    records reference (None after the last window)."""
     window = next(windows, None)
     if window is None:
-        return False
+        return None
     records, blobs = window
-    records_path, blocks_path, known_path = paths
-    with open(records_path, "wb") as f:
+    with open(paths[0], "wb") as f:
         write_frames(f, ([r.key, r.value, list(r.refs)] for r in records), 4096)
-    with open(blocks_path, "wb") as f:
+    with open(paths[1], "wb") as f:
         write_frames(f, ([bid, data] for bid, (_kind, data) in blobs.items()), 64)
-    known = {ref for r in records for ref in r.refs if ref in mapped}
-    with open(known_path, "wb") as f:
+    return [ref for r in records for ref in r.refs]
+
+
+def _write_known(path: str, refs: list[bytes], mapped: dict[bytes, bytes]) -> None:
+    """Which referenced blocks earlier loads stored, and under which id."""
+    known = {ref for ref in refs if ref in mapped}
+    with open(path, "wb") as f:
         write_frames(f, ([ref, mapped[ref]] for ref in known), 4096)
-    return True
+
+
+def _leading(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a nursery's group stands for: its first ``GalleonError`` (what the API
+    answers with), else its first exception."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            leaves.append(e)
+    walk(group)
+    return next((e for e in leaves if isinstance(e, GalleonError)), leaves[0])
 
 
 async def _quietly(work: Any, what: str) -> None:

@@ -269,11 +269,19 @@ def test_policy_runs_hooks_and_keeps_exactly_the_newest(bdaemon: RunningDaemon, 
            "--post-hook", f"echo post $GALLEONFS_VOLUME >> {marks}")
     wait_until(lambda: marks.exists() and marks.read_text().count("post pv") >= 4, "four policy runs", 60)
     ctl_ok(d, "backup-policy", "delete", "often")
-    time.sleep(0.5)                                  # a run in flight finishes its retention
+
+    def settled() -> list[dict[str, Any]] | None:
+        """The backups once a run that was in flight has finished (its retention too)."""
+        before = (marks.read_text(), [b["id"] for b in ctl_json(d, "backup", "list", "pv")])
+        time.sleep(1.5)
+        after = ctl_json(d, "backup", "list", "pv")
+        return after if before == (marks.read_text(), [b["id"] for b in after]) else None
+    backups = wait_until(settled, "the last policy run to finish")
     lines = marks.read_text().splitlines()
     assert lines[:2] == ["pre pv", "post pv"], lines
-    backups = ctl_json(d, "backup", "list", "pv")
     assert len(backups) == 2, [b["id"] for b in backups]
+    # The newest backup is among those kept: its snapshot is the volume's one base snapshot.
+    assert [s["name"] for s in api(d, "list_snapshots", "pv")] == [backups[-1]["snapshot"]]
 
     ctl_ok(d, "backup-policy", "create", "broken", "--schedule", "* * * * * */2", "--target", target,
            "--keep-last", "1", "--selector", "app=db", "--pre-hook", "echo quiesce failed >&2; exit 3")
