@@ -23,7 +23,8 @@ records the generation diff names; blocks the repository holds are never read. A
 without ``--snapshot`` takes one (``backup-<target>-<time>``) and keeps it as the base of the
 next incremental; the previous base is deleted once the new backup is committed.
 
-What it must not do: hold the volume's lock across anything but the volume's own work,
+What it must not do: hold a volume's lock across anything but a call to the volume (the
+upload runs without it),
 read a volume's files in this process, or store a secret.
 """
 
@@ -78,9 +79,10 @@ from ..volops.messages import (
     SnapshotDelete,
     SnapshotInfo,
     SnapshotList,
+    VolumeRequest,
 )
 from ..volops.online import OnlineOps
-from ..volops.protocol import VolumeOps
+from ..volops.protocol import R, VolumeOps
 from .model import Volume, VolumeState, check_labels, now_ns
 from .volumes import VolumeManager
 
@@ -313,47 +315,60 @@ class BackupManager:
     async def create(self, volume_name: str, target_name: str, snapshot: str = "", *,
                      progress: ProgressSink | None = None, pre_hook: str = "", post_hook: str = "",
                      hook_timeout_s: float = HOOK_TIMEOUT_S_DEFAULT) -> BackupView:
+        """Back up a volume. Its lock is held for each call to the volume (the hooks and the
+        snapshot together), not across the upload: a long backup does not hold up mounts."""
         target = self.get_target(target_name)
         volume = self.volumes.get(volume_name)
         if snapshot:
             names.check(snapshot, names.SNAPSHOT)
         auto = not snapshot
-        async with self.volumes.lock(volume):
-            volume = self.volumes.get(volume.id)
-            if volume.state not in (VolumeState.AVAILABLE, VolumeState.MOUNTED):
-                raise FailedPrecondition(f"volume {volume.name} is {volume.state.value}; try again later")
-            ops = self._ops(volume)
-            if auto:
-                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-                snapshot = f"{AUTO_PREFIX}{target.name}-{stamp}-{uuid.uuid4().hex[:6]}"
+        if auto:
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            snapshot = f"{AUTO_PREFIX}{target.name}-{stamp}-{uuid.uuid4().hex[:6]}"
+            async with self.volumes.lock(volume):
+                volume = self._usable(volume.id)
                 if pre_hook:
                     await _run_hook("pre-hook", pre_hook, volume, hook_timeout_s)
                 try:
-                    await ops.run(SnapshotCreate(snapshot))
+                    await self._ops(volume).run(SnapshotCreate(snapshot))
                 finally:
                     if post_hook:
                         await _run_hook("post-hook", post_hook, volume, hook_timeout_s)
-            try:
-                view = await self._backup(volume, ops, target, snapshot, progress)
-            except BaseException:
-                if auto:
-                    with trio.CancelScope(shield=True):
-                        await _quietly(ops.run(SnapshotDelete(snapshot)), f"dropping snapshot {snapshot}")
-                raise
+        try:
+            view = await self._backup(volume, target, snapshot, progress)
+        except BaseException:
             if auto:
-                await self._drop_old_bases(volume, ops, target, keep=snapshot)
+                with trio.CancelScope(shield=True):
+                    await _quietly(self._on_volume(volume.id, SnapshotDelete(snapshot)),
+                                   f"dropping snapshot {snapshot}")
+            raise
+        if auto:
+            await self._drop_old_bases(volume, target, keep=snapshot)
         log.info("volume %s backed up to %s as %s", volume.name, target.name, view.info.backup_id)
         return view
 
-    async def _drop_old_bases(self, volume: Volume, ops: VolumeOps, target: BackupTarget, keep: str) -> None:
-        prefix = f"{AUTO_PREFIX}{target.name}-"
-        for snap in (await ops.run(SnapshotList())).snapshots:
-            if snap.name.startswith(prefix) and snap.name != keep and not snap.holds:
-                await _quietly(ops.run(SnapshotDelete(snap.name)), f"dropping old base snapshot {snap.name}")
+    def _usable(self, volume_id: str) -> Volume:
+        volume = self.volumes.get(volume_id)
+        if volume.state not in (VolumeState.AVAILABLE, VolumeState.MOUNTED):
+            raise FailedPrecondition(f"volume {volume.name} is {volume.state.value}; try again later")
+        return volume
 
-    async def _backup(self, volume: Volume, ops: VolumeOps, target: BackupTarget, snapshot: str,
+    async def _on_volume(self, volume_id: str, request: VolumeRequest[R]) -> R:
+        """One request, under the volume's lock, where its engine is open now (it may have
+        been mounted or unmounted since the previous one)."""
+        async with self.volumes.lock(self.volumes.get(volume_id)):
+            return await self._ops(self._usable(volume_id)).run(request)
+
+    async def _drop_old_bases(self, volume: Volume, target: BackupTarget, keep: str) -> None:
+        prefix = f"{AUTO_PREFIX}{target.name}-"
+        for snap in (await self._on_volume(volume.id, SnapshotList())).snapshots:
+            if snap.name.startswith(prefix) and snap.name != keep and not snap.holds:
+                await _quietly(self._on_volume(volume.id, SnapshotDelete(snap.name)),
+                               f"dropping old base snapshot {snap.name}")
+
+    async def _backup(self, volume: Volume, target: BackupTarget, snapshot: str,
                       progress: ProgressSink | None) -> BackupView:
-        snaps = {s.name: s for s in (await ops.run(SnapshotList())).snapshots}
+        snaps = {s.name: s for s in (await self._on_volume(volume.id, SnapshotList())).snapshots}
         snap = snaps.get(snapshot)
         if snap is None:
             raise NotFound(f"volume {volume.name} has no snapshot {snapshot!r} (see `galleonctl snapshot list {volume.name}`)")
@@ -365,8 +380,8 @@ class BackupManager:
                      and snaps[b.meta["snapshot"]].generation == b.generation < snap.generation]
             parent = bases[-1] if bases else None
             records_path = os.path.join(spool, "records")
-            exported = await ops.run(BackupExport(snapshot, records_path,
-                                                  since=parent.meta["snapshot"] if parent else None))
+            exported = await self._on_volume(volume.id, BackupExport(
+                snapshot, records_path, since=parent.meta["snapshot"] if parent else None))
             meta = {"snapshot": snapshot, "size": str(exported.size), "block_size": str(exported.block_size),
                     "encrypted": "yes" if exported.encrypted else "no",
                     "used_bytes": str(exported.used_bytes), "storage_class": volume.storage_class}
@@ -386,7 +401,7 @@ class BackupManager:
                            if not writer.has_blob(bid)]
                 per_call = max(1, BLOCKS_PER_CALL_BYTES // max(1, exported.block_size))
                 for start in range(0, len(missing), per_call):
-                    await self._send_blocks(ops, writer, snapshot, spool, missing[start:start + per_call])
+                    await self._send_blocks(volume, writer, snapshot, spool, missing[start:start + per_call])
                 info = await trio.to_thread.run_sync(_finish, writer, rows)
             finally:
                 await trio.to_thread.run_sync(writer.abort)
@@ -395,12 +410,12 @@ class BackupManager:
             shutil.rmtree(spool, ignore_errors=True)
         return BackupView(info, target.name)
 
-    async def _send_blocks(self, ops: VolumeOps, writer: BackupWriter, snapshot: str, spool: str,
+    async def _send_blocks(self, volume: Volume, writer: BackupWriter, snapshot: str, spool: str,
                            ids: list[bytes]) -> None:
         ids_path, out_path = os.path.join(spool, "ids"), os.path.join(spool, "blocks")
         with open(ids_path, "wb") as f:
             write_frames(f, iter(ids), 4096)
-        await ops.run(BackupBlocks(snapshot, ids_path, out_path))
+        await self._on_volume(volume.id, BackupBlocks(snapshot, ids_path, out_path))
 
         def put() -> None:
             for batch in read_frames(out_path):
