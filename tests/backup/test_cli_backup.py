@@ -211,8 +211,14 @@ def test_verify_names_a_damaged_pack_and_bad_targets_get_one_line(
     mnt.mkdir()
     api(d, "mount_volume", "v", str(mnt))
     (mnt / "f").write_bytes(os.urandom(200_000))
-    backup_create(d, "v", target)
+    made = backup_create(d, "v", target)
     api(d, "unmount_volume", name="v")
+    # The human forms, as an operator reads them.
+    listing = ctl_ok(d, "backup", "list", "v")
+    assert listing.splitlines()[0].split() == ["BACKUP", "TARGET", "TIME", "SNAPSHOT", "USED", "SENT"]
+    assert f"v@{made['id']}" in listing and made["snapshot"] in listing
+    assert f"id: {made['id']}" in ctl_ok(d, "backup", "get", f"v@{made['id']}")
+    assert f"file://{tmp_path / 'backups'}" in ctl_ok(d, "backup-target", "list")
     packs = sorted((tmp_path / "backups" / "packs").rglob("*"))
     pack = next(p for p in packs if p.is_file())
     data = bytearray(pack.read_bytes())
@@ -290,6 +296,8 @@ def test_policy_runs_hooks_and_keeps_exactly_the_newest(bdaemon: RunningDaemon, 
         policies = {p["name"]: p for p in ctl_json(d, "backup-policy", "list")}
         return policies["broken"]["last_error"]
     error = wait_until(failed, "the broken policy's run")
+    table = ctl_ok(d, "backup-policy", "list")
+    assert "broken" in table and "app=db" in table and "pre-hook failed" in table
     assert "pre-hook failed with exit code 3 (quiesce failed)" in error, error
     ctl_ok(d, "backup-policy", "delete", "broken")
     assert len(ctl_json(d, "backup", "list", "pv")) == 2
