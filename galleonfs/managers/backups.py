@@ -385,11 +385,11 @@ class BackupManager:
             meta = {"snapshot": snapshot, "size": str(exported.size), "block_size": str(exported.block_size),
                     "encrypted": "yes" if exported.encrypted else "no",
                     "used_bytes": str(exported.used_bytes), "storage_class": volume.storage_class}
-            total = exported.used_bytes
+            total = [exported.used_bytes]     # until the blocks to send are known
 
             def report(p: Progress) -> None:
                 if progress is not None:
-                    progress(p, total)
+                    progress(p, total[0])
 
             writer = await trio.to_thread.run_sync(lambda: begin_backup(
                 repo, volume_name=volume.name, volume_id=volume.id, generation=exported.generation,
@@ -399,6 +399,8 @@ class BackupManager:
                 rows = await trio.to_thread.run_sync(_read_rows, records_path)
                 missing = [bid for bid in dict.fromkeys(r for _k, _v, refs in rows for r in refs)
                            if not writer.has_blob(bid)]
+                # What will be sent (blocks may be shorter at the end of files): the ETA's base.
+                total[0] = min(exported.used_bytes, len(missing) * exported.block_size)
                 per_call = max(1, BLOCKS_PER_CALL_BYTES // max(1, exported.block_size))
                 for start in range(0, len(missing), per_call):
                     await self._send_blocks(volume, writer, snapshot, spool, missing[start:start + per_call])
