@@ -219,6 +219,11 @@ def test_verify_names_a_damaged_pack_and_bad_targets_get_one_line(
     assert f"v@{made['id']}" in listing and made["snapshot"] in listing
     assert f"id: {made['id']}" in ctl_ok(d, "backup", "get", f"v@{made['id']}")
     assert f"file://{tmp_path / 'backups'}" in ctl_ok(d, "backup-target", "list")
+    # Mutations are audited (reads are not), the streamed Create like a unary call.
+    calls = {(c["method"], c["volume"], c["code"]) for c in ctl_json(d, "audit", "list")}
+    assert ("galleonfs.v1.BackupService/Create", "v", "OK") in calls, calls
+    assert ("galleonfs.v1.BackupTargetService/Create", "", "OK") in calls, calls
+    assert not any(m.endswith(("BackupService/List", "BackupService/Get")) for m, _v, _c in calls)
     packs = sorted((tmp_path / "backups" / "packs").rglob("*"))
     pack = next(p for p in packs if p.is_file())
     data = bytearray(pack.read_bytes())
