@@ -51,6 +51,8 @@ VOLUME = _dns_label("volume")
 STORAGE_CLASS = _dns_label("storage class")
 SNAPSHOT_POLICY = _dns_label("snapshot policy")
 QOS_POLICY = _dns_label("QoS policy")
+BACKUP_TARGET = _dns_label("backup target")
+BACKUP_POLICY = _dns_label("backup policy")
 # For authentication and tenancy: a tenant and a token's name are DNS labels (they may name
 # Kubernetes namespaces); a principal may look like an account, an e-mail address or a
 # certificate's common name.

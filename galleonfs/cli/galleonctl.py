@@ -17,7 +17,7 @@ from ..errors import InvalidArgument
 from ..managers.model import AccessMode, VolumeType
 from ..rpc import convert
 from ..units import format_size, parse_size
-from . import access, classes, cluster, output, qos, snapshots
+from . import access, backup, classes, cluster, output, qos, snapshots
 from .common import ProgressLine, parse_labels, run
 
 DEFAULT_ADDRESS = "unix:/run/galleonfs/galleond.sock"
@@ -374,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     qos.add_commands(nouns, _read_command)
     access.add_commands(nouns, _read_command)
     classes.add_commands(nouns, _read_command)
+    backup.add_commands(nouns, _read_command)
     _add_node_commands(nouns)
     cluster.add_commands(nouns, _read_command)
     return parser

@@ -43,7 +43,8 @@ _MAX_DBS = 16
 CATALOG_DIR = "node.lmdb"
 BACKUP_FILE = "node.lmdb.backup"
 # Databases whose values are JSON documents: a check decodes every one of them.
-_JSON_DBS = frozenset({b"volumes", b"classes", b"policies", b"qos_policies"})
+_JSON_DBS = frozenset({b"volumes", b"classes", b"policies", b"qos_policies", b"backup_targets",
+                       b"backup_policies"})
 
 
 class Catalog:
@@ -67,6 +68,8 @@ class Catalog:
         self._qos_volumes = self._env.open_db(b"qos_assignments")
         self._tokens = self._env.open_db(b"tokens")
         self._tenants = self._env.open_db(b"tenants")
+        self._backup_targets = self._env.open_db(b"backup_targets")     # issue 13: no secrets in them
+        self._backup_policies = self._env.open_db(b"backup_policies")
         with self._env.begin(write=True) as txn:
             version = txn.get(b"format", db=self._node)
             if version is None:
@@ -217,6 +220,43 @@ class Catalog:
     def delete_tenant(self, name: str) -> None:
         with self._env.begin(write=True) as txn:
             txn.delete(name.encode(), db=self._tenants)
+
+    # --- backup targets and policies (addresses and references to secrets, never secrets) ----------
+    def backup_target(self, name: str) -> dict[str, Any] | None:
+        return self._get(self._backup_targets, name)
+
+    def backup_targets(self) -> list[dict[str, Any]]:
+        return self._all(self._backup_targets)
+
+    def put_backup_target(self, target: dict[str, Any]) -> None:
+        self._put(self._backup_targets, target)
+
+    def delete_backup_target(self, name: str) -> None:
+        self._delete(self._backup_targets, name)
+
+    def backup_policy(self, name: str) -> dict[str, Any] | None:
+        return self._get(self._backup_policies, name)
+
+    def backup_policies(self) -> list[dict[str, Any]]:
+        return self._all(self._backup_policies)
+
+    def put_backup_policy(self, policy: dict[str, Any]) -> None:
+        self._put(self._backup_policies, policy)
+
+    def delete_backup_policy(self, name: str) -> None:
+        self._delete(self._backup_policies, name)
+
+    def _all(self, db: Any) -> list[dict[str, Any]]:
+        with self._env.begin() as txn:
+            return [json.loads(v) for _, v in txn.cursor(db=db)]
+
+    def _put(self, db: Any, record: dict[str, Any]) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.put(record["name"].encode(), json.dumps(record, sort_keys=True).encode(), db=db)
+
+    def _delete(self, db: Any, name: str) -> None:
+        with self._env.begin(write=True) as txn:
+            txn.delete(name.encode(), db=db)
 
     def _get(self, db: Any, key: str) -> dict[str, Any] | None:
         if not _storable(key):

@@ -36,6 +36,7 @@ from ..audit.log import AuditLog
 from ..crypto.keys import KeySpec
 from ..errors import ExitCode, GalleonError
 from ..managers.access import AccessManager
+from ..managers.backups import BackupManager, BackupPolicyManager
 from ..managers.cluster import ClusterManager
 from ..managers.qos import QosManager
 from ..managers.snapshots import PolicyManager, SnapshotManager
@@ -54,6 +55,9 @@ from ..rpc.gate import UnixGate, run_dir_for
 from ..rpc.keys import KeyService
 from ..rpc.server import RpcServer, Tls
 from ..rpc.services import (
+    BackupPolicyService,
+    BackupService,
+    BackupTargetService,
     NodeService,
     QosService,
     SnapshotPolicyService,
@@ -102,6 +106,8 @@ class Daemon:
         self.volumes.mount_roots = list(config.mount_roots)
         self.snapshots = SnapshotManager(self.volumes, self.catalog)
         self.policies = PolicyManager(self.catalog, self.volumes, self.snapshots)
+        self.backups = BackupManager(self.volumes, self.catalog)
+        self.backup_policies = BackupPolicyManager(self.catalog, self.volumes, self.backups)
         self.qos = QosManager(self.catalog, self.volumes, node_iops=config.qos_node_iops,
                               node_throughput_mbps=config.qos_node_throughput_mbps)
         self.info = NodeInfo(self.catalog.node_id, config.data_dir, [], self.volumes)
@@ -157,7 +163,10 @@ class Daemon:
              "snapshot_policy": SnapshotPolicyService(bridge, self.policies),
              "qos": QosService(bridge, self.qos),
              "audit": AuditService(self.audit),
-             "key": KeyService(bridge, self.volumes), **access_servicers},
+             "key": KeyService(bridge, self.volumes),
+             "backup_target": BackupTargetService(bridge, self.backups),
+             "backup": BackupService(bridge, self.volumes, self.backups),
+             "backup_policy": BackupPolicyService(bridge, self.backup_policies), **access_servicers},
             threads=self.config.rpc_threads, socket_mode=self.config.socket_mode, tls=tls,
             interceptors=(AuditInterceptor(self.audit, auth_interceptor.authenticator.peer_entry),
                           auth_interceptor),
@@ -223,6 +232,7 @@ class Daemon:
         self.server.set_serving(True)
         log.info("galleond ready")
         nursery.start_soon(self.policies.run)
+        nursery.start_soon(self.backup_policies.run)
         nursery.start_soon(self.qos.run)
 
     def _capacity(self) -> tuple[int, int]:

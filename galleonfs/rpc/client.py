@@ -25,6 +25,8 @@ from ..errors import GalleonError, InvalidArgument, PermissionDenied, Unavailabl
 from ..v1 import (
     audit_pb2,
     audit_pb2_grpc,
+    backup_pb2,
+    backup_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
     key_pb2,
@@ -80,6 +82,9 @@ class Client:
         self.tokens = token_pb2_grpc.TokenServiceStub(self._channel)
         self.tenants = tenant_pb2_grpc.TenantServiceStub(self._channel)
         self.cluster = cluster_pb2_grpc.ClusterServiceStub(self._channel)
+        self.backup_targets = backup_pb2_grpc.BackupTargetServiceStub(self._channel)
+        self.backups = backup_pb2_grpc.BackupServiceStub(self._channel)
+        self.backup_policies = backup_pb2_grpc.BackupPolicyServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -128,6 +133,53 @@ class Client:
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return Unavailable(f"galleond at {self.address} did not answer within {self.timeout_s:.0f} s")
         return error_from_status(code.name, exc.details() or code.name, _class_name(exc))
+
+    def stream(self, method: grpc.UnaryStreamMultiCallable[Request, Reply], request: Request) -> Iterator[Reply]:
+        """A server-streaming call (progress, then a result): no deadline, since the stream
+        shows it is alive; errors as from ``call``."""
+        try:
+            yield from method(request, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    # --- backups (issue 13) --------------------------------------------------------------------------
+    def create_backup_target(self, target: backup_pb2.BackupTarget) -> backup_pb2.CreateBackupTargetResponse:
+        return self.call(self.backup_targets.Create, backup_pb2.CreateBackupTargetRequest(target=target))
+
+    def list_backup_targets(self) -> list[backup_pb2.BackupTarget]:
+        return list(self.call(self.backup_targets.List, backup_pb2.ListBackupTargetsRequest()).targets)
+
+    def delete_backup_target(self, name: str) -> None:
+        self.call(self.backup_targets.Delete, backup_pb2.DeleteBackupTargetRequest(name=name))
+
+    def create_backup(self, volume: str, target: str, snapshot: str = "") -> Iterator[backup_pb2.BackupEvent]:
+        return self.stream(self.backups.Create, backup_pb2.CreateBackupRequest(
+            volume=volume, target=target, snapshot=snapshot))
+
+    def get_backup(self, ref: str) -> backup_pb2.Backup:
+        return self.call(self.backups.Get, backup_pb2.GetBackupRequest(backup=ref))
+
+    def list_backups(self, volume: str = "", target: str = "") -> list[backup_pb2.Backup]:
+        return list(self.call(self.backups.List, backup_pb2.ListBackupsRequest(volume=volume, target=target)).backups)
+
+    def delete_backup(self, ref: str) -> backup_pb2.Backup:
+        return self.call(self.backups.Delete, backup_pb2.DeleteBackupRequest(backup=ref))
+
+    def restore_backup(self, ref: str, name: str, storage_class: str = "") -> Iterator[backup_pb2.BackupEvent]:
+        return self.stream(self.backups.Restore, backup_pb2.RestoreBackupRequest(
+            backup=ref, name=name, storage_class=storage_class))
+
+    def verify_backups(self, target: str, deep: bool = False) -> Iterator[backup_pb2.BackupEvent]:
+        return self.stream(self.backups.Verify, backup_pb2.VerifyBackupsRequest(target=target, deep=deep))
+
+    def create_backup_policy(self, policy: backup_pb2.BackupPolicy) -> backup_pb2.BackupPolicy:
+        return self.call(self.backup_policies.Create, backup_pb2.CreateBackupPolicyRequest(policy=policy))
+
+    def list_backup_policies(self) -> list[backup_pb2.BackupPolicy]:
+        return list(self.call(self.backup_policies.List, backup_pb2.ListBackupPoliciesRequest()).policies)
+
+    def delete_backup_policy(self, name: str) -> None:
+        self.call(self.backup_policies.Delete, backup_pb2.DeleteBackupPolicyRequest(name=name))
 
     # --- volumes -----------------------------------------------------------------------------------
     def create_volume(self, name: str, size: int, *, storage_class: str = "",

@@ -27,6 +27,8 @@ from ..errors import Busy, InvalidArgument
 from ..v1 import (
     audit_pb2,
     audit_pb2_grpc,
+    backup_pb2,
+    backup_pb2_grpc,
     cluster_pb2,
     cluster_pb2_grpc,
     key_pb2,
@@ -65,6 +67,9 @@ SERVICE_NAMES = (
     token_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
     tenant_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
     cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
+    backup_pb2.DESCRIPTOR.services_by_name["BackupTargetService"].full_name,
+    backup_pb2.DESCRIPTOR.services_by_name["BackupService"].full_name,
+    backup_pb2.DESCRIPTOR.services_by_name["BackupPolicyService"].full_name,
 )
 MESSAGE_BYTES_MAX = 16 * 1024 * 1024
 
@@ -90,6 +95,9 @@ def _add_servicers(server: grpc.Server, servicers: Mapping[str, Any]) -> None:
     token_pb2_grpc.add_TokenServiceServicer_to_server(servicers["token"], server)
     tenant_pb2_grpc.add_TenantServiceServicer_to_server(servicers["tenant"], server)
     cluster_pb2_grpc.add_ClusterServiceServicer_to_server(servicers["cluster"], server)
+    backup_pb2_grpc.add_BackupTargetServiceServicer_to_server(servicers["backup_target"], server)
+    backup_pb2_grpc.add_BackupServiceServicer_to_server(servicers["backup"], server)
+    backup_pb2_grpc.add_BackupPolicyServiceServicer_to_server(servicers["backup_policy"], server)
 
 
 class RpcServer:

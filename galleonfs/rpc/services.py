@@ -7,11 +7,24 @@ the managers' state lives on the trio thread only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from ..managers import tenancy
+from ..managers.backups import (
+    HOOK_TIMEOUT_S_DEFAULT,
+    BackupManager,
+    BackupPolicy,
+    BackupPolicyManager,
+    BackupTarget,
+    BackupView,
+    Progress,
+    VerifyReport,
+)
 from ..managers.cluster import ClusterManager
 from ..managers.model import Volume, VolumeState
 from ..managers.qos import QosManager
@@ -20,6 +33,8 @@ from ..managers.status import NodeInfo
 from ..managers.storage_classes import StorageClassManager
 from ..managers.volumes import VolumeManager
 from ..v1 import (
+    backup_pb2,
+    backup_pb2_grpc,
     node_pb2,
     node_pb2_grpc,
     qos_pb2,
@@ -239,3 +254,156 @@ class QosService(qos_pb2_grpc.QosServiceServicer):
     def Assign(self, request: Any, context: Any) -> Any:
         volume, previous = self.bridge.run(self.qos.assign, request.policy, request.volume)
         return qos_pb2.AssignQosPolicyResponse(volume=volume, policy=request.policy, previous_policy=previous)
+
+
+# --- backups (issue 13) ----------------------------------------------------------------------------
+def _backup_target_to_pb(t: BackupTarget) -> backup_pb2.BackupTarget:
+    return backup_pb2.BackupTarget(name=t.name, url=t.url, endpoint=t.endpoint, region=t.region,
+                                   credentials_env=t.credentials_env, key_env=t.key_env,
+                                   created_at=convert.timestamp(t.created_ns))
+
+
+def _backup_to_pb(view: BackupView) -> backup_pb2.Backup:
+    info = view.info
+    meta = info.meta
+    return backup_pb2.Backup(
+        id=info.backup_id, volume=info.volume_name, volume_id=info.volume_id, target=view.target,
+        snapshot=meta.get("snapshot", ""), generation=info.generation,
+        time=convert.timestamp(int(info.time.timestamp() * 1e9)), parent=info.parent or "",
+        size_bytes=int(meta.get("size", "0") or 0), used_bytes=int(meta.get("used_bytes", "0") or 0),
+        bytes_new=int(info.stats.get("bytes_new", 0)), records=info.records, meta=dict(meta))
+
+
+def _progress_to_pb(p: Progress, total: int) -> backup_pb2.BackupEvent:
+    eta = p.eta_s(total) if total else None
+    return backup_pb2.BackupEvent(progress=backup_pb2.BackupProgress(
+        phase=p.phase, bytes_done=p.bytes_done, bytes_total=total, bytes_transferred=p.bytes_transferred,
+        rate_bytes_per_second=p.rate_bytes_per_s(), eta_seconds=-1.0 if eta is None else eta, done=p.done))
+
+
+def _streamed(bridge: TrioBridge, work: Callable[[Callable[[Progress, int], None]], Awaitable[Any]],
+              finish: Callable[[Any], backup_pb2.BackupEvent]) -> Iterator[backup_pb2.BackupEvent]:
+    """Run ``work`` on the trio loop from a thread of our own while this gRPC thread streams
+    its progress; then its result (``finish``), or its error (raised here, so the error
+    interceptor answers it). At most one progress event waits: a slow reader skips some."""
+    events: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=64)
+
+    def progress(p: Progress, total: int) -> None:
+        with contextlib.suppress(queue.Full):
+            events.put_nowait(("progress", _progress_to_pb(p, total)))
+
+    def runner() -> None:
+        try:
+            result = bridge.run(work, progress)
+        except BaseException as exc:          # handed to the gRPC thread, raised there
+            events.put(("error", exc))
+        else:
+            events.put(("done", result))
+
+    thread = threading.Thread(target=runner, name="backup-rpc", daemon=True)
+    thread.start()
+    while True:
+        kind, value = events.get()
+        if kind == "progress":
+            yield value
+        elif kind == "error":
+            raise value
+        else:
+            yield finish(value)
+            return
+
+
+class BackupTargetService(backup_pb2_grpc.BackupTargetServiceServicer):
+    def __init__(self, bridge: TrioBridge, backups: BackupManager) -> None:
+        self.bridge = bridge
+        self.backups = backups
+
+    def Create(self, request: Any, context: Any) -> Any:
+        t = request.target
+        target = BackupTarget(name=t.name, url=t.url, endpoint=t.endpoint, region=t.region,
+                              credentials_env=t.credentials_env, key_env=t.key_env)
+        made, created = self.bridge.run(self.backups.create_target, target)
+        return backup_pb2.CreateBackupTargetResponse(target=_backup_target_to_pb(made), repository_created=created)
+
+    def List(self, request: Any, context: Any) -> Any:
+        targets = self.bridge.run_sync(self.backups.list_targets)
+        return backup_pb2.ListBackupTargetsResponse(targets=[_backup_target_to_pb(t) for t in targets])
+
+    def Delete(self, request: Any, context: Any) -> Any:
+        self.bridge.run_sync(self.backups.delete_target, request.name)
+        return backup_pb2.DeleteBackupTargetResponse()
+
+
+class BackupService(backup_pb2_grpc.BackupServiceServicer):
+    def __init__(self, bridge: TrioBridge, volumes: VolumeManager, backups: BackupManager) -> None:
+        self.bridge = bridge
+        self.volumes = volumes
+        self.backups = backups
+
+    def Create(self, request: Any, context: Any) -> Any:
+        return _streamed(self.bridge, lambda progress: self.backups.create(
+            request.volume, request.target, request.snapshot, progress=progress),
+            lambda view: backup_pb2.BackupEvent(backup=_backup_to_pb(view)))
+
+    def Get(self, request: Any, context: Any) -> Any:
+        return _backup_to_pb(self.bridge.run(self.backups.get, request.backup))
+
+    def List(self, request: Any, context: Any) -> Any:
+        views = self.bridge.run(self.backups.list_backups, request.volume, request.target)
+        return backup_pb2.ListBackupsResponse(backups=[_backup_to_pb(v) for v in views])
+
+    def Delete(self, request: Any, context: Any) -> Any:
+        return _backup_to_pb(self.bridge.run(self.backups.delete, request.backup))
+
+    def Restore(self, request: Any, context: Any) -> Any:
+        def volume_event(volume: Volume) -> backup_pb2.BackupEvent:
+            return backup_pb2.BackupEvent(volume=convert.volume_to_pb(volume, ""))
+        return _streamed(self.bridge, lambda progress: self.backups.restore(
+            request.backup, request.name, storage_class=request.storage_class, progress=progress),
+            volume_event)
+
+    def Verify(self, request: Any, context: Any) -> Any:
+        def report(r: VerifyReport) -> backup_pb2.BackupEvent:
+            return backup_pb2.BackupEvent(report=backup_pb2.VerifyReport(
+                ok=r.ok, problems=[f"{p.name}: {p.error}" for p in r.problems], backups=r.backups,
+                packs=r.packs, blobs=r.blobs, bytes_read=r.bytes_read))
+        return _streamed(self.bridge, lambda progress: self.backups.verify(
+            request.target, request.deep, progress=progress), report)
+
+
+def _backup_policy_to_pb(p: BackupPolicy, next_run_ns: int) -> backup_pb2.BackupPolicy:
+    pb = backup_pb2.BackupPolicy(
+        name=p.name, schedule=p.schedule, target=p.target, volume_selector=p.selector,
+        keep_last=p.keep_last, keep_daily=p.keep_daily, keep_weekly=p.keep_weekly,
+        keep_monthly=p.keep_monthly, pre_hook=p.pre_hook, post_hook=p.post_hook,
+        hook_timeout_seconds=p.hook_timeout_s, created_at=convert.timestamp(p.created_ns),
+        next_run=convert.timestamp(next_run_ns), last_error=p.last_error)
+    if p.last_run_ns:
+        pb.last_run.CopyFrom(convert.timestamp(p.last_run_ns))
+    return pb
+
+
+class BackupPolicyService(backup_pb2_grpc.BackupPolicyServiceServicer):
+    def __init__(self, bridge: TrioBridge, policies: BackupPolicyManager) -> None:
+        self.bridge = bridge
+        self.policies = policies
+
+    def _pb(self, policy: BackupPolicy) -> backup_pb2.BackupPolicy:
+        return _backup_policy_to_pb(policy, self.policies.next_run_ns(policy))
+
+    def Create(self, request: Any, context: Any) -> Any:
+        p = request.policy
+        policy = BackupPolicy(
+            name=p.name, schedule=p.schedule, target=p.target, selector=dict(p.volume_selector),
+            keep_last=p.keep_last, keep_daily=p.keep_daily, keep_weekly=p.keep_weekly,
+            keep_monthly=p.keep_monthly, pre_hook=p.pre_hook, post_hook=p.post_hook,
+            hook_timeout_s=p.hook_timeout_seconds or HOOK_TIMEOUT_S_DEFAULT)
+        return self._pb(self.bridge.run_sync(self.policies.create, policy))
+
+    def List(self, request: Any, context: Any) -> Any:
+        return backup_pb2.ListBackupPoliciesResponse(
+            policies=[self._pb(p) for p in self.bridge.run_sync(self.policies.list)])
+
+    def Delete(self, request: Any, context: Any) -> Any:
+        self.bridge.run_sync(self.policies.delete, request.name)
+        return backup_pb2.DeleteBackupPolicyResponse()

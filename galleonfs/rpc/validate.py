@@ -44,7 +44,16 @@ from ..errors import InvalidArgument
 from ..units import format_size
 
 # Loaded for their side effect: every galleonfs.v1 message is in the default descriptor pool.
-from ..v1 import audit_pb2, key_pb2, node_pb2, qos_pb2, snapshot_pb2, storage_class_pb2, volume_pb2  # noqa: F401
+from ..v1 import (  # noqa: F401
+    audit_pb2,
+    backup_pb2,
+    key_pb2,
+    node_pb2,
+    qos_pb2,
+    snapshot_pb2,
+    storage_class_pb2,
+    volume_pb2,
+)
 from .wrapping import Stream, Unary, wrap
 
 API_PREFIX = "/galleonfs.v1."
@@ -201,6 +210,20 @@ RULES: dict[tuple[str, str], Rule] = {
     # AuditService
     (_V + "ListAuditRecordsRequest", "since"): since,
     (_V + "ListAuditRecordsRequest", "volume"): name(names.VOLUME),
+    # BackupTargetService, BackupService, BackupPolicyService
+    (_V + "BackupTarget", "name"): name(names.BACKUP_TARGET, empty="a backup target needs a name"),
+    (_V + "BackupTarget", "url"): text("target address"),
+    (_V + "DeleteBackupTargetRequest", "name"): name(names.BACKUP_TARGET, empty="name a backup target"),
+    (_V + "CreateBackupRequest", "volume"): VOLUME_REF,
+    (_V + "CreateBackupRequest", "target"): name(names.BACKUP_TARGET, empty="name a backup target (--target)"),
+    (_V + "ListBackupsRequest", "target"): name(names.BACKUP_TARGET),
+    (_V + "VerifyBackupsRequest", "target"): name(names.BACKUP_TARGET, empty="name a backup target"),
+    (_V + "RestoreBackupRequest", "name"): name(names.VOLUME, empty="name the new volume (--to)"),
+    (_V + "BackupPolicy", "name"): name(names.BACKUP_POLICY, empty="a backup policy needs a name"),
+    (_V + "BackupPolicy", "target"): name(names.BACKUP_TARGET, empty="a backup policy needs a --target"),
+    (_V + "BackupPolicy", "schedule"): schedule,
+    (_V + "BackupPolicy", "volume_selector"): labels,
+    (_V + "DeleteBackupPolicyRequest", "name"): name(names.BACKUP_POLICY, empty="name a backup policy"),
     # KeyService
     (_V + "RekeyVolumeRequest", "name"): VOLUME_REF,
 }

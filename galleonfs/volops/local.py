@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, cast
 
 from .. import limits
-from ..engine import clones, rekey, snapshots
+from ..engine import clones, export, rekey, snapshots
 from ..engine.engine import Engine
 from ..errors import Busy, FailedPrecondition
 from ..meta.schema import Snapshot
@@ -247,6 +247,26 @@ class EngineOps:
     async def rekey(self, request: m.Rekey, progress: Progress) -> m.Rekeyed:
         self.host.refuse_mounted("a rekey (online rekey is not supported yet)")
         return m.Rekeyed(rekey.run(self.engine, progress))
+
+    # --- backups (the engine's side: ``engine/export.py``) --------------------------------------
+    @handles(m.BackupExport)
+    async def backup_export(self, request: m.BackupExport, progress: Progress) -> m.Exported:
+        engine = self.engine
+        gen, count, used = export.export_records(engine, request.snapshot, request.since, request.path)
+        return m.Exported(gen, count, used, engine.size, engine.block_size, engine.crypto is not None)
+
+    @handles(m.BackupBlocks)
+    async def backup_blocks(self, request: m.BackupBlocks, progress: Progress) -> m.BlocksExported:
+        count, size = export.export_blocks(self.engine, request.snapshot, request.ids_path, request.out_path)
+        return m.BlocksExported(count, size)
+
+    @handles(m.BackupLoad)
+    async def backup_load(self, request: m.BackupLoad, progress: Progress) -> m.Loaded:
+        self.host.refuse_mounted("a restore from a backup")
+        stored = export.load(self.engine, request.records_path, request.blocks_path, request.known_path,
+                             first=request.first)
+        await self.host.commit()
+        return m.Loaded(tuple(stored))
 
 
 # A request without a handler would be a KeyError at run time: make it one at import.

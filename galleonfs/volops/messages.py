@@ -203,6 +203,29 @@ class Description:
 
 
 @dataclass(frozen=True)
+class Exported:
+    """A snapshot's records in a spool file (``engine/export.py``), for a backup."""
+
+    generation: int
+    records: int
+    used_bytes: int
+    size: int
+    block_size: int
+    encrypted: bool
+
+
+@dataclass(frozen=True)
+class BlocksExported:
+    blocks: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Loaded:
+    stored: tuple[tuple[bytes, bytes], ...]     # (block id in the backup, id in this volume)
+
+
+@dataclass(frozen=True)
 class CatalogSummary:
     node_id: str
     volumes: tuple[str, ...]
@@ -331,6 +354,43 @@ class SetQos(VolumeRequest[QosState]):
 class Describe(VolumeRequest[Description]):
     op = "describe"
     read_only = True
+
+
+@dataclass(frozen=True)
+class BackupExport(VolumeRequest[Exported]):
+    """Write snapshot ``snapshot``'s records (only those changed since snapshot ``since``,
+    when given) to ``path``, a spool file the daemon named from ids."""
+
+    op = "backup_export"
+    read_only = True
+    bulk = True
+    snapshot: str
+    path: str
+    since: str | None = None
+
+
+@dataclass(frozen=True)
+class BackupBlocks(VolumeRequest[BlocksExported]):
+    """Write the plaintext of the blocks listed in ``ids_path`` to ``out_path``."""
+
+    op = "backup_blocks"
+    read_only = True
+    bulk = True
+    snapshot: str
+    ids_path: str
+    out_path: str
+
+
+@dataclass(frozen=True)
+class BackupLoad(VolumeRequest[Loaded]):
+    """Load restored records and blocks (spool files) into this new, unmounted volume."""
+
+    op = "backup_load"
+    bulk = True
+    records_path: str
+    blocks_path: str
+    known_path: str                  # blocks stored by earlier loads: [backup id, volume id]
+    first: bool = False
 
 
 # --- catalog jobs (helper only) -------------------------------------------------------------------

@@ -30,6 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
 SERVICES = [
     "galleonfs.v1.AuditService",
+    "galleonfs.v1.BackupPolicyService",
+    "galleonfs.v1.BackupService",
+    "galleonfs.v1.BackupTargetService",
     "galleonfs.v1.ClusterService",
     "galleonfs.v1.KeyService",
     "galleonfs.v1.NodeService",

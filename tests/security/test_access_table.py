@@ -55,7 +55,7 @@ def test_every_method_the_running_daemon_serves_has_a_rule(shared_daemon: Runnin
                     full = f"{proto.package}.{service.name}"
                     if full == name:
                         served |= {f"/{full}/{m.name}" for m in service.method}
-    assert len(services) == 13 and len(served) > 40
+    assert len(services) == 16 and len(served) > 40
     assert sorted(served - set(METHOD_RULES)) == []
 
 
