@@ -5,16 +5,19 @@ tokens (ABORTED for a token the driver did not make), snapshots."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import grpc
 
-from galleonfs.csi.v1 import csi_pb2
+from galleonfs.csi.v1 import csi_pb2, csi_pb2_grpc
 from galleonfs.rpc.client import Client
 from galleonfs.testing.daemon import RunningDaemon
 
-from .conftest import Csi
+from .conftest import Csi, start_driver, stop_driver
 from .util import MiB, block_cap, fails, mount_cap, unique
 
 Rpc = csi_pb2.ControllerServiceCapability.RPC
@@ -248,3 +251,44 @@ def test_expand_and_its_errors(csi: Csi) -> None:
         assert code == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         delete(csi, volume.volume_id)
+
+
+def test_secrets_carry_the_galleond_token(csi: Csi, shared_daemon: RunningDaemon) -> None:
+    """A ``token`` in a request's CSI secrets is the credential galleond sees for that call
+    (the driver's own otherwise): a viewer's token may not create, a wrong one is refused."""
+    with Client(shared_daemon.address) as client:
+        viewer = client.create_token(unique("viewer"), "viewer", ttl_s=600).secret
+        operator = client.create_token(unique("operator"), "operator", ttl_s=600).secret
+
+    def ask(token: str) -> csi_pb2.CreateVolumeRequest:
+        return csi_pb2.CreateVolumeRequest(name=unique("secret"), volume_capabilities=[mount_cap()],
+                                           capacity_range=csi_pb2.CapacityRange(required_bytes=4 * MiB),
+                                           secrets={"token": token})
+    assert fails(csi.controller.CreateVolume, ask(viewer))[0] == grpc.StatusCode.PERMISSION_DENIED
+    assert fails(csi.controller.CreateVolume, ask("gfs1.not-a-token"))[0] == grpc.StatusCode.UNAUTHENTICATED
+    made = csi.controller.CreateVolume(ask(operator)).volume
+    csi.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=made.volume_id, secrets={"token": operator}))
+
+
+def test_probe_without_galleond_and_bad_endpoints(tmp_path: Path) -> None:
+    proc, sock, log = start_driver(tmp_path, f"unix:{tmp_path}/no-galleond.sock", "--mode", "node")
+    try:
+        with grpc.insecure_channel(f"unix:{sock}") as channel:
+            identity = csi_pb2_grpc.IdentityStub(channel)
+            code, message = fails(identity.Probe, csi_pb2.ProbeRequest())
+            assert code == grpc.StatusCode.UNAVAILABLE and "is it running?" in message
+            caps = identity.GetPluginCapabilities(csi_pb2.GetPluginCapabilitiesRequest()).capabilities
+            assert csi_pb2.PluginCapability.Service.CONTROLLER_SERVICE not in {
+                c.service.type for c in caps if c.HasField("service")}
+            code, _ = fails(csi_pb2_grpc.ControllerStub(channel).CreateVolume,
+                            csi_pb2.CreateVolumeRequest(name="x"))
+            assert code == grpc.StatusCode.UNIMPLEMENTED     # --mode node serves no Controller
+    finally:
+        stop_driver(proc, log)
+    (tmp_path / "plain").write_text("not a socket")
+    for endpoint, words in ((f"unix://{tmp_path}/plain", "is not a socket"),
+                            ("unix://relative.sock", "absolute path")):
+        done = subprocess.run([sys.executable, "-m", "galleonfs.csi.main", "--endpoint", endpoint],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and words in done.stderr and "Traceback" not in done.stderr
+    assert (tmp_path / "plain").read_text() == "not a socket"
