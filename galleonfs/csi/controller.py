@@ -238,9 +238,12 @@ class Controller(csi_pb2_grpc.ControllerServicer):
     def ListVolumes(self, request: csi_pb2.ListVolumesRequest,
                     context: grpc.ServicerContext) -> csi_pb2.ListVolumesResponse:
         client = self.backend.client
-        volumes = sorted(client.list_volumes({spec.MANAGED_LABEL: "true"}), key=lambda v: v.id)
-        chosen, token = spec.page(volumes, [v.id for v in volumes], request.max_entries,
-                                  request.starting_token)
+        # Oldest first: a volume made between two pages lands on a later page, never before
+        # the token (csi-sanity checks exactly that).
+        volumes = sorted(client.list_volumes({spec.MANAGED_LABEL: "true"}),
+                         key=lambda v: spec.list_key(v.created_at.ToNanoseconds(), v.id))
+        keys = [spec.list_key(v.created_at.ToNanoseconds(), v.id) for v in volumes]
+        chosen, token = spec.page(volumes, keys, request.max_entries, request.starting_token)
         topology = node_topology(client)
         Entry = csi_pb2.ListVolumesResponse.Entry
         return csi_pb2.ListVolumesResponse(next_token=token, entries=[
@@ -316,8 +319,10 @@ class Controller(csi_pb2_grpc.ControllerServicer):
         with self.backend.galleond(request.secrets) as client:
             snapshots = self._matching(client, request)
             sizes = {v.id: v.size_bytes for v in client.list_volumes()}
-        snapshots.sort(key=lambda s: spec.snapshot_id(s.volume_id, s.name))
-        keys = [spec.snapshot_id(s.volume_id, s.name) for s in snapshots]
+        def key(s: snapshot_pb2.Snapshot) -> str:
+            return spec.list_key(s.created_at.ToNanoseconds(), spec.snapshot_id(s.volume_id, s.name))
+        snapshots.sort(key=key)
+        keys = [key(s) for s in snapshots]
         chosen, token = spec.page(snapshots, keys, request.max_entries, request.starting_token)
         Entry = csi_pb2.ListSnapshotsResponse.Entry
         return csi_pb2.ListSnapshotsResponse(next_token=token, entries=[

@@ -242,9 +242,15 @@ def parse_parameters(params: Mapping[str, str]) -> Parameters:
 Item = TypeVar("Item")
 
 
+def list_key(created_ns: int, ident: str) -> str:
+    """The order ListVolumes and ListSnapshots page in: creation time, then id."""
+    return f"{created_ns:020d}/{ident}"
+
+
 def page(items: Sequence[Item], keys: Sequence[str], max_entries: int,
          starting_token: str) -> tuple[list[Item], str]:
-    """One page of ``items`` (sorted by ``keys``) after ``starting_token``; the next token.
+    """One page of ``items`` (sorted by ``keys``, see ``list_key``) after ``starting_token``;
+    the next token.
 
     A token is the last key returned, base64-encoded, so that a page never repeats or skips
     an entry when entries before it are added or removed between calls. A token this driver

@@ -167,6 +167,21 @@ def test_list_volumes_pages_without_repeats(csi: Csi) -> None:
         everything = csi.controller.ListVolumes(csi_pb2.ListVolumesRequest())
         assert sorted(e.volume.volume_id for e in everything.entries) == sorted(seen)
         assert not everything.next_token
+
+        # Between two pages, the last volume of the first page goes and a new one comes: the
+        # token still works, and the rest is everything not on the first page, the new one too.
+        first = csi.controller.ListVolumes(csi_pb2.ListVolumesRequest(max_entries=2))
+        page_one = [e.volume.volume_id for e in first.entries]
+        assert len(page_one) == 2 and first.next_token
+        delete(csi, page_one[-1])
+        if page_one[-1] in made:
+            made.remove(page_one[-1])
+        made.append(create(csi, unique("late")).volume_id)
+        rest = csi.controller.ListVolumes(csi_pb2.ListVolumesRequest(starting_token=first.next_token))
+        now = [e.volume.volume_id for e in csi.controller.ListVolumes(csi_pb2.ListVolumesRequest()).entries]
+        assert sorted(e.volume.volume_id for e in rest.entries) == sorted(set(now) - set(page_one))
+        assert made[-1] in {e.volume.volume_id for e in rest.entries}
+
         code, _ = fails(csi.controller.ListVolumes, csi_pb2.ListVolumesRequest(starting_token="invalid-token"))
         assert code == grpc.StatusCode.ABORTED
     finally:
