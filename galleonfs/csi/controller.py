@@ -50,6 +50,11 @@ def _digest(text: str, chars: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:chars]
 
 
+def _clone_snapshot(volume_name: str) -> str:
+    """The snapshot of its source a volume-source clone named ``volume_name`` is cut from."""
+    return CLONE_PREFIX + _digest(volume_name, 24)
+
+
 class Controller(csi_pb2_grpc.ControllerServicer):
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -73,8 +78,8 @@ class Controller(csi_pb2_grpc.ControllerServicer):
                 volume = self._create(client, name, request, params, capacity, source, label)
             else:
                 self._check_compatible(volume, params, capacity, label)
-            if label.startswith("volume."):
-                self._finish_clone(client, volume)
+            if source is not None and label.startswith("volume."):
+                volume = self._finish_clone(client, volume, source.volume.volume_id)
             return csi_pb2.CreateVolumeResponse(volume=csi_pb2.Volume(
                 capacity_bytes=volume.size_bytes, volume_id=volume.id,
                 content_source=source, accessible_topology=[topology]))
@@ -114,7 +119,7 @@ class Controller(csi_pb2_grpc.ControllerServicer):
             origin, snapshot = self._snapshot(client, ref, source.snapshot.snapshot_id)
         else:
             origin = find_volume(client, source.volume.volume_id)
-            snapshot = CLONE_PREFIX + _digest(name, 24)
+            snapshot = _clone_snapshot(name)
             with contextlib.suppress(AlreadyExists):     # a retry: the first attempt's snapshot
                 client.create_snapshot(origin.name, snapshot)
         size = spec.size_for(capacity, at_least=origin.size_bytes)
@@ -141,14 +146,14 @@ class Controller(csi_pb2_grpc.ControllerServicer):
                 name=params.storage_class, parameters=params.class_parameters))
 
     @staticmethod
-    def _finish_clone(client: Client, volume: types_pb2.Volume) -> types_pb2.Volume:
+    def _finish_clone(client: Client, volume: types_pb2.Volume, source_id: str) -> types_pb2.Volume:
         """A clone of a volume depends on nothing once done: flatten it and drop the snapshot
-        it was cut from (also what a retry after a failure half way does)."""
-        if volume.origin_snapshot.startswith(CLONE_PREFIX):
-            origin, snapshot = volume.origin_volume, volume.origin_snapshot
+        it was cut from. A retry after a failure half way does what is left."""
+        snapshot = _clone_snapshot(volume.name)
+        if volume.origin_snapshot == snapshot:
             volume = client.flatten_volume(volume.id)
-            with contextlib.suppress(NotFound):
-                client.delete_snapshot(origin, snapshot)
+        with contextlib.suppress(NotFound):           # done before, or the source is gone
+            client.delete_snapshot(source_id, snapshot)
         return volume
 
     @staticmethod

@@ -151,8 +151,16 @@ def test_clones_from_a_snapshot_and_from_a_volume(csi: Csi, shared_daemon: Runni
 
     from_snapshot = create(csi, 16 * MiB, volume_content_source=csi_pb2.VolumeContentSource(
         snapshot=csi_pb2.VolumeContentSource.SnapshotSource(snapshot_id=snap.snapshot_id)))
-    from_volume = create(csi, 8 * MiB, volume_content_source=csi_pb2.VolumeContentSource(
-        volume=csi_pb2.VolumeContentSource.VolumeSource(volume_id=source)))
+    by_volume = csi_pb2.CreateVolumeRequest(
+        name=unique("fromvolume"), volume_capabilities=[mount_cap()],
+        capacity_range=csi_pb2.CapacityRange(required_bytes=8 * MiB),
+        volume_content_source=csi_pb2.VolumeContentSource(
+            volume=csi_pb2.VolumeContentSource.VolumeSource(volume_id=source)))
+    from_volume = csi.controller.CreateVolume(by_volume).volume.volume_id
+    assert csi.controller.CreateVolume(by_volume).volume.volume_id == from_volume     # idempotent
+    by_volume.volume_content_source.volume.volume_id = from_snapshot
+    code, _ = fails(csi.controller.CreateVolume, by_volume)
+    assert code == grpc.StatusCode.ALREADY_EXISTS             # the same name from another source
     code, _ = fails(csi.controller.CreateVolume, csi_pb2.CreateVolumeRequest(
         name=unique("small"), volume_capabilities=[mount_cap()],
         capacity_range=csi_pb2.CapacityRange(required_bytes=4 * MiB, limit_bytes=4 * MiB),
