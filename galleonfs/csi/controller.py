@@ -63,7 +63,7 @@ class Controller(csi_pb2_grpc.ControllerServicer):
     @rpc
     def CreateVolume(self, request: csi_pb2.CreateVolumeRequest,
                      context: grpc.ServicerContext) -> csi_pb2.CreateVolumeResponse:
-        name = spec.volume_name(required(request.name, "name"))
+        name = spec.volume_name(spec.csi_name(request.name))
         spec.check_capabilities(request.volume_capabilities)
         params = spec.parse_parameters(request.parameters)
         capacity = request.capacity_range if request.HasField("capacity_range") else None
@@ -284,7 +284,7 @@ class Controller(csi_pb2_grpc.ControllerServicer):
     def CreateSnapshot(self, request: csi_pb2.CreateSnapshotRequest,
                        context: grpc.ServicerContext) -> csi_pb2.CreateSnapshotResponse:
         source_id = required(request.source_volume_id, "source_volume_id")
-        name = spec.snapshot_name(required(request.name, "name"))
+        name = spec.snapshot_name(spec.csi_name(request.name))
         with self.backend.guard("snapshot " + name), self.backend.galleond(request.secrets) as client:
             same = [s for s in client.list_snapshots() if s.name == name]
             volume = find_volume(client, source_id)

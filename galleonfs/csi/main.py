@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--galleond-address", default=os.environ.get("GALLEONFS_ADDRESS", DEFAULT_GALLEOND),
                         help=f"galleond's address (default {DEFAULT_GALLEOND}, or GALLEONFS_ADDRESS)")
     parser.add_argument("--token-file", help="a file holding a galleond bearer token (or GALLEONFS_TOKEN)")
+    parser.add_argument("--tls-ca", default=os.environ.get("GALLEONFS_TLS_CA"),
+                        help="CA of a TCP galleond's certificate (or GALLEONFS_TLS_CA)")
+    parser.add_argument("--tls-cert", default=os.environ.get("GALLEONFS_TLS_CERT"),
+                        help="client certificate for a TCP galleond (or GALLEONFS_TLS_CERT)")
+    parser.add_argument("--tls-key", default=os.environ.get("GALLEONFS_TLS_KEY"),
+                        help="its key (or GALLEONFS_TLS_KEY)")
     parser.add_argument("--node-id", default=os.environ.get("NODE_ID") or socket.gethostname(),
                         help="this node's id for the orchestrator (default NODE_ID, else the host name)")
     parser.add_argument("--max-volumes-per-node", type=int, default=0,
@@ -102,7 +108,8 @@ def serve(args: argparse.Namespace) -> grpc.Server:
     path = socket_path(args.endpoint)
     if args.max_volumes_per_node < 0:
         raise GalleonError("--max-volumes-per-node must not be negative")
-    backend = Backend(args.galleond_address, token=_token(args))
+    backend = Backend(args.galleond_address, token=_token(args),
+                      tls={"tls_ca": args.tls_ca, "tls_cert": args.tls_cert, "tls_key": args.tls_key})
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=RPC_THREADS, thread_name_prefix="csi"))
     controller = args.mode in ("all", "controller")
     csi_pb2_grpc.add_IdentityServicer_to_server(Identity(backend, controller=controller), server)

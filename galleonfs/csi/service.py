@@ -64,10 +64,12 @@ def _abort(context: grpc.ServicerContext, code: str, message: str) -> NoReturn:
 class Backend:
     """The connection to galleond, shared by the services of one driver process."""
 
-    def __init__(self, address: str, *, token: str | None = None, timeout_s: float = 120.0) -> None:
+    def __init__(self, address: str, *, token: str | None = None, timeout_s: float = 120.0,
+                 tls: Mapping[str, str | None] | None = None) -> None:
         self.address = address
         self.timeout_s = timeout_s
-        self.client = Client(address, token=token, timeout_s=timeout_s)
+        self._tls = dict(tls or {})        # tls_ca, tls_cert, tls_key for a TCP galleond
+        self.client = self._connect(token)
         self._busy: set[str] = set()
         self._lock = threading.Lock()
 
@@ -82,8 +84,12 @@ class Backend:
         if not token:
             yield self.client
             return
-        with Client(self.address, token=token, timeout_s=self.timeout_s) as client:
+        with self._connect(token) as client:
             yield client
+
+    def _connect(self, token: str | None) -> Client:
+        return Client(self.address, token=token, timeout_s=self.timeout_s, tls_ca=self._tls.get("tls_ca"),
+                      tls_cert=self._tls.get("tls_cert"), tls_key=self._tls.get("tls_key"))
 
     @contextlib.contextmanager
     def guard(self, key: str) -> Iterator[None]:

@@ -36,8 +36,6 @@ TOPOLOGY_KEY = "topology.galleonfs.io/node"
 MANAGED_LABEL = "csi.galleonfs.io/managed"
 # Without a capacity range the volume gets this size (the spec lets the plugin choose).
 DEFAULT_SIZE_BYTES = 1 << 30
-# The specification's bound on a string field (names, ids); paths may be longer (4095).
-CSI_STRING_MAX_CHARS = 128
 # Storage-class parameters that become a GalleonFS storage class (names.py's known keys).
 CLASS_PARAMETERS = frozenset({"block_size", "replication_factor", "encryption", "compression",
                               "dedup", "write_concern"})
@@ -75,6 +73,26 @@ def required(value: str, field: str) -> str:
         names.check_text(value, field, max_bytes=limits.path_max_bytes)
     except InvalidArgument as exc:
         raise invalid(str(exc)) from None
+    return value
+
+
+# The characters the specification bans from names (control characters other than the
+# common whitespace \t, \n and \r).
+_BANNED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def csi_name(value: str, field: str = "name") -> str:
+    """A REQUIRED CO-chosen name (CreateVolume's, CreateSnapshot's): any Unicode string but
+    the banned control characters, within the size limit. It is only ever hashed or matched
+    against GalleonFS's name rules, never used as it is."""
+    if not value:
+        raise invalid(f"{field} is missing: the CSI specification requires it")
+    if len(value.encode()) > limits.path_max_bytes:
+        raise invalid(f"{field} is {len(value.encode())} bytes long; use at most {limits.path_max_bytes}")
+    banned = _BANNED.search(value)
+    if banned:
+        raise invalid(f"{field} {names.quote(value)} holds the control character "
+                      f"U+{ord(banned.group()):04X}, which the CSI specification bans; remove it")
     return value
 
 

@@ -95,8 +95,8 @@ def test_create_is_idempotent_by_name_and_honours_the_capacity_exactly(
         capacity_range=csi_pb2.CapacityRange(required_bytes=20 * MiB)))
     assert code == grpc.StatusCode.ALREADY_EXISTS and "capacity range" in message
     # Any string is a CSI name: one that is no DNS label maps to a stable hashed name.
-    odd = create(csi, "Sanity Volume / ü " + name)
-    assert create(csi, "Sanity Volume / ü " + name).volume_id == odd.volume_id != first.volume_id
+    odd = create(csi, "Sanity Volume\t/ ü " + name)        # a tab is allowed, U+0001 is not
+    assert create(csi, "Sanity Volume\t/ ü " + name).volume_id == odd.volume_id != first.volume_id
     for volume_id in (first.volume_id, odd.volume_id):
         delete(csi, volume_id)
         delete(csi, volume_id)                       # again: success, it is gone
