@@ -60,6 +60,8 @@ LAYER_OF_PREFIX: dict[str, str] = {
     "galleonfs.cli.galleonfs": "tool",
     # The CSI driver: a client of galleond (like the CLI) that serves the CSI API itself.
     "galleonfs.csi": "csi",
+    # The Docker volume plugin: the same, over Docker's HTTP protocol (no grpc).
+    "galleonfs.docker": "docker",
     "galleonfs.testing": "testing",
 }
 
@@ -89,6 +91,7 @@ ARROWS: dict[str, set[str]] = {
     "rpc client": {"api"},
     "cli": {"rpc client"},
     "csi": {"rpc client"},
+    "docker": {"rpc client"},
     "tool": {"cli", "fuse worker", "workers"},   # galleonfs: one volume directory, no daemon
     "services": {"managers", "api"},
     "rpc server": {"services"},
