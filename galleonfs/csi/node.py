@@ -114,9 +114,10 @@ class Node(csi_pb2_grpc.NodeServicer):
     def NodeGetVolumeStats(self, request: csi_pb2.NodeGetVolumeStatsRequest,
                            context: grpc.ServicerContext) -> csi_pb2.NodeGetVolumeStatsResponse:
         volume_id = required(request.volume_id, "volume_id")
-        where = path(request.volume_path, "volume_path")
+        required(request.volume_path, "volume_path")
         client = self.backend.client
-        volume = find_volume(client, volume_id)
+        volume = find_volume(client, volume_id)       # NOT_FOUND first, whatever the path
+        where = path(request.volume_path, "volume_path")
         if mounted_at(volume, where) is None:
             raise CsiError("NOT_FOUND", f"volume {volume_id[:64]!r} is not mounted at {where[:128]!r}")
         stats = client.volume_stats(volume.id)
@@ -132,11 +133,12 @@ class Node(csi_pb2_grpc.NodeServicer):
     def NodeExpandVolume(self, request: csi_pb2.NodeExpandVolumeRequest,
                          context: grpc.ServicerContext) -> csi_pb2.NodeExpandVolumeResponse:
         volume_id = required(request.volume_id, "volume_id")
-        where = path(request.volume_path, "volume_path")
+        required(request.volume_path, "volume_path")
         if request.HasField("volume_capability"):
             spec.check_capability(request.volume_capability)
         with self.backend.guard(volume_id), self.backend.galleond(request.secrets) as client:
-            volume = find_volume(client, volume_id)
+            volume = find_volume(client, volume_id)   # NOT_FOUND first, whatever the path
+            where = path(request.volume_path, "volume_path")
             if mounted_at(volume, where) is None:
                 raise CsiError("NOT_FOUND", f"volume {volume_id[:64]!r} is not mounted at {where[:128]!r}")
             # ControllerExpandVolume grew it already (the mount sees it at once); a node-side

@@ -106,6 +106,8 @@ def test_stage_publish_write_read_expand_unpublish_unstage(csi: Csi, tmp_path: P
         assert not stats.volume_condition.abnormal
         assert fails(csi.node.NodeGetVolumeStats, csi_pb2.NodeGetVolumeStatsRequest(
             volume_id=volume_id, volume_path=str(tmp_path / "elsewhere")))[0] == grpc.StatusCode.NOT_FOUND
+        assert fails(csi.node.NodeGetVolumeStats, csi_pb2.NodeGetVolumeStatsRequest(
+            volume_id=volume_id, volume_path="relative"))[0] == grpc.StatusCode.INVALID_ARGUMENT
 
         # Online expansion: the controller grows it, df inside the published path sees it.
         before = os.statvfs(target)
@@ -133,6 +135,15 @@ def test_stage_publish_write_read_expand_unpublish_unstage(csi: Csi, tmp_path: P
     csi.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=volume_id))
     assert fails(csi.node.NodeUnpublishVolume, csi_pb2.NodeUnpublishVolumeRequest(
         volume_id=volume_id, target_path=str(target)))[0] == grpc.StatusCode.NOT_FOUND
+    # A volume that is gone is NOT_FOUND before its path is looked at (csi-sanity sends a
+    # relative one with an unknown volume).
+    assert fails(csi.node.NodeGetVolumeStats, csi_pb2.NodeGetVolumeStatsRequest(
+        volume_id=volume_id, volume_path="some/path"))[0] == grpc.StatusCode.NOT_FOUND
+    assert fails(csi.node.NodeExpandVolume, csi_pb2.NodeExpandVolumeRequest(
+        volume_id=volume_id, volume_path="some/path"))[0] == grpc.StatusCode.NOT_FOUND
+    for method, request in ((csi.node.NodeGetVolumeStats, csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume_id)),
+                            (csi.node.NodeExpandVolume, csi_pb2.NodeExpandVolumeRequest(volume_id=volume_id))):
+        assert fails(method, request)[0] == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_clones_from_a_snapshot_and_from_a_volume(csi: Csi, shared_daemon: RunningDaemon,
