@@ -8,10 +8,12 @@ requested mode is read-only): the staging mount and each publish are separate mo
 of one FUSE mount on the node, and which workloads may write is the orchestrator's to
 enforce across nodes and pods.
 
-Content sources: a snapshot becomes a clone that shares the snapshot's blocks (instant; the
-snapshot cannot be deleted while the clone depends on it: FAILED_PRECONDITION, as the
-specification allows). A volume source is cloned from a snapshot taken for the purpose,
-then flattened and the snapshot deleted, so the new volume depends on nothing.
+Content sources: a snapshot becomes a clone that shares the snapshot's blocks (instant);
+DeleteSnapshot flattens such clones first, so the CO may delete a snapshot whatever was
+restored from it. A volume source is cloned from a snapshot taken for the purpose, then
+flattened and the snapshot deleted, so the new volume depends on nothing. Snapshots live
+inside their volume, so DeleteVolume of a volume that has snapshots is FAILED_PRECONDITION
+(the specification's answer for snapshots that are not independent of their volume).
 
 Volumes live on the node whose galleond made them (cluster mode, issue 12, will lift
 that): the driver advertises VOLUME_ACCESSIBILITY_CONSTRAINTS with the topology segment
@@ -177,6 +179,13 @@ class Controller(csi_pb2_grpc.ControllerServicer):
         with self.backend.guard(volume_id), self.backend.galleond(request.secrets) as client:
             try:
                 volume = find_volume(client, volume_id)
+                snapshots = client.list_snapshots(volume.id)
+                if snapshots:
+                    # A GalleonFS snapshot lives inside its volume: deleting the volume would
+                    # take the CO's snapshots with it. The specification's answer for a
+                    # plugin whose snapshots are not independent is FAILED_PRECONDITION.
+                    raise CsiError("FAILED_PRECONDITION", f"volume {volume_id[:64]!r} has {len(snapshots)} "
+                                                          f"snapshot(s), which live inside it; delete them first")
                 client.delete_volume(volume.id)
             except (CsiError, NotFound) as exc:
                 if isinstance(exc, CsiError) and exc.code != "NOT_FOUND":
@@ -313,7 +322,14 @@ class Controller(csi_pb2_grpc.ControllerServicer):
         with self.backend.guard(text), self.backend.galleond(request.secrets) as client:
             try:
                 volume = client.get_volume(ref[0])
-                client.delete_snapshot(volume.name, ref[1])
+                snapshot = client.get_snapshot(volume.id, ref[1])
+                # Volumes restored from it share its blocks; they become independent first
+                # (a flatten copies the shared blocks), so the CO can delete a snapshot
+                # whatever was restored from it.
+                for clone in snapshot.clones:
+                    with contextlib.suppress(NotFound):
+                        client.flatten_volume(clone)
+                client.delete_snapshot(volume.id, ref[1])
             except NotFound:
                 pass                                      # gone already: success
         return csi_pb2.DeleteSnapshotResponse()

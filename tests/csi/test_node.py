@@ -192,14 +192,24 @@ def test_clones_from_a_snapshot_and_from_a_volume(csi: Csi, shared_daemon: Runni
         unstage(csi, volume_id, staging)
     assert seen == {from_snapshot: ["before.txt", "16"], from_volume: ["after.txt", "before.txt", "8"]}
 
-    # The snapshot's clone shares its blocks: the snapshot cannot go while it does.
-    code, message = fails(csi.controller.DeleteSnapshot, csi_pb2.DeleteSnapshotRequest(
-        snapshot_id=snap.snapshot_id))
-    assert code == grpc.StatusCode.FAILED_PRECONDITION, message
-    # The volume's clone depends on nothing: its source goes, no snapshot was left behind.
+    # The snapshot lives inside its volume: the volume cannot go before it.
+    code, message = fails(csi.controller.DeleteVolume, csi_pb2.DeleteVolumeRequest(volume_id=source))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "snapshot" in message
+    # The volume's clone depends on nothing already: no snapshot of the source was left behind.
     with Client(shared_daemon.address) as client:
         assert [s.name for s in client.list_snapshots(source)] == [snap.snapshot_id.split("@")[1]]
-    for volume_id in (from_snapshot, from_volume):
-        csi.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=volume_id))
+        assert client.get_volume(from_snapshot).origin_snapshot      # shares the snapshot's blocks
+    # Deleting the snapshot makes its clone independent first; the clone keeps its bytes.
     csi.controller.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
-    csi.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=source))
+    with Client(shared_daemon.address) as client:
+        assert not client.get_volume(from_snapshot).origin_snapshot
+        assert client.list_snapshots(source) == []
+    staging, target = tmp_path / "again-stage", tmp_path / "again"
+    staging.mkdir()
+    stage(csi, from_snapshot, staging)
+    publish(csi, from_snapshot, staging, target)
+    assert (target / "before.txt").read_text() == "taken\n"
+    unpublish(csi, from_snapshot, target)
+    unstage(csi, from_snapshot, staging)
+    for volume_id in (from_snapshot, from_volume, source):
+        csi.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=volume_id))
