@@ -120,9 +120,14 @@ def serve(args: argparse.Namespace) -> grpc.Server:
             Node(backend, node_id=args.node_id, max_volumes=args.max_volumes_per_node), server)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     _remove_stale_socket(path)
-    server.add_insecure_port(f"unix:{path}")
-    server.start()
-    os.chmod(path, 0o660)        # the sidecars run as root; nobody else talks CSI
+    # Born 0660, never briefly wider: the sidecars run as root; nobody else talks CSI.
+    umask = os.umask(0o117)
+    try:
+        server.add_insecure_port(f"unix:{path}")
+        server.start()
+    finally:
+        os.umask(umask)
+    os.chmod(path, 0o660)
     log.info("galleonfs-csi %s serving %s (%s) on %s, galleond at %s", __version__, DRIVER_NAME, args.mode,
              path, args.galleond_address)
     return server

@@ -105,8 +105,12 @@ def serve(args: argparse.Namespace) -> _Server:
         pass
     os.makedirs(os.path.dirname(args.socket), exist_ok=True)
     os.makedirs(args.mount_dir, mode=0o755, exist_ok=True)
-    server = _Server(args.socket, _Handler)
-    os.chmod(args.socket, 0o660)             # dockerd runs as root
+    umask = os.umask(0o117)                 # born 0660, never briefly wider: dockerd runs as root
+    try:
+        server = _Server(args.socket, _Handler)
+    finally:
+        os.umask(umask)
+    os.chmod(args.socket, 0o660)
     server.plugin = Plugin(Client(args.galleond_address), os.path.realpath(args.mount_dir))
     return server
 

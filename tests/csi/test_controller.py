@@ -5,6 +5,8 @@ tokens (ABORTED for a token the driver did not make), snapshots."""
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 import uuid
@@ -288,6 +290,7 @@ def test_secrets_carry_the_galleond_token(csi: Csi, shared_daemon: RunningDaemon
 def test_probe_without_galleond_and_bad_endpoints(tmp_path: Path) -> None:
     proc, sock, log = start_driver(tmp_path, f"unix:{tmp_path}/no-galleond.sock", "--mode", "node")
     try:
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
         with grpc.insecure_channel(f"unix:{sock}") as channel:
             identity = csi_pb2_grpc.IdentityStub(channel)
             code, message = fails(identity.Probe, csi_pb2.ProbeRequest())

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -97,6 +98,7 @@ def docker(plugin_process: Docker, shared_daemon: RunningDaemon) -> Docker:
 
 
 def test_activate_and_capabilities(docker: Docker) -> None:
+    assert stat.S_IMODE(os.stat(docker.sock).st_mode) == 0o660
     assert docker.ok("/Plugin.Activate") == {"Implements": ["VolumeDriver"]}
     assert docker.ok("/VolumeDriver.Capabilities") == {"Capabilities": {"Scope": "local"}}
     assert "not part of the volume plugin protocol" in docker.err("/VolumeDriver.Nope")
