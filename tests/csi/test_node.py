@@ -2,7 +2,8 @@
 staging path), publish (more mount points of it, read-only where asked), unpublish and
 unstage, each idempotent; what a workload does through the published path (bytes written
 and read back, EROFS on a read-only publish, df after an online expansion); and clones from
-a snapshot and from a volume, read through their own published paths."""
+a snapshot and from a volume, read through their own published paths; a volume in failsafe
+reported abnormal."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from galleonfs.csi.v1 import csi_pb2
 from galleonfs.rpc.client import Client
 from galleonfs.testing.daemon import RunningDaemon
+from galleonfs.testing.damage import flip_byte, locate
 
 from .conftest import Csi
 from .util import MiB, block_cap, fails, mount_cap, unique
@@ -212,4 +214,35 @@ def test_clones_from_a_snapshot_and_from_a_volume(csi: Csi, shared_daemon: Runni
     unpublish(csi, from_snapshot, target)
     unstage(csi, from_snapshot, staging)
     for volume_id in (from_snapshot, from_volume, source):
+        csi.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=volume_id))
+
+
+@pytest.mark.allow_warnings          # the worker logs the bad block and the failsafe switch
+def test_volume_stats_report_a_failsafe_volume_as_abnormal(csi: Csi, shared_daemon: RunningDaemon,
+                                                           tmp_path: Path) -> None:
+    volume_id = create(csi)
+    staging, target = tmp_path / "stage", tmp_path / "target"
+    staging.mkdir()
+    data = os.urandom(4 * 65536)
+    stage(csi, volume_id, staging)
+    publish(csi, volume_id, staging, target)
+    (target / "victim").write_bytes(data)
+    unpublish(csi, volume_id, target)
+    unstage(csi, volume_id, staging)
+    volume_dir = shared_daemon.data_dir / "volumes" / volume_id
+    flip_byte(volume_dir, locate(volume_dir, "victim", 1), 64 + 100)   # a bad disk, under the volume
+
+    stage(csi, volume_id, staging)
+    publish(csi, volume_id, staging, target)
+    try:
+        with pytest.raises(OSError) as info:
+            (target / "victim").read_bytes()
+        assert info.value.errno == errno.EIO                            # never wrong bytes
+        stats = csi.node.NodeGetVolumeStats(csi_pb2.NodeGetVolumeStatsRequest(
+            volume_id=volume_id, volume_path=str(target)))
+        assert stats.volume_condition.abnormal
+        assert stats.volume_condition.message.startswith("read-only after a fault")
+    finally:
+        unpublish(csi, volume_id, target)
+        unstage(csi, volume_id, staging)
         csi.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=volume_id))
