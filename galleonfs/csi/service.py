@@ -39,6 +39,7 @@ Method = Callable[[Servicer, Request, grpc.ServicerContext], Reply]
 # The secret key that carries a galleond bearer token (CSI secrets fields, e.g. Kubernetes'
 # csi.storage.k8s.io/provisioner-secret-name); without it the driver's own credentials go.
 TOKEN_SECRET = "token"
+TOKEN_MAX_CHARS = 512      # galleond's tokens are about 50 characters
 
 
 def rpc(method: Method[Servicer, Request, Reply]) -> Method[Servicer, Request, Reply]:
@@ -84,6 +85,10 @@ class Backend:
         if not token:
             yield self.client
             return
+        if len(token) > TOKEN_MAX_CHARS or not all("!" <= ch <= "~" for ch in token.strip()):
+            # gRPC metadata is printable ASCII; a token is one word of it.
+            raise CsiError("UNAUTHENTICATED", "the token in the request's secrets is malformed: "
+                                              "give the token galleonctl token create printed")
         with self._connect(token) as client:
             yield client
 

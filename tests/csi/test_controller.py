@@ -283,6 +283,7 @@ def test_secrets_carry_the_galleond_token(csi: Csi, shared_daemon: RunningDaemon
                                            secrets={"token": token})
     assert fails(csi.controller.CreateVolume, ask(viewer))[0] == grpc.StatusCode.PERMISSION_DENIED
     assert fails(csi.controller.CreateVolume, ask("gfs1.not-a-token"))[0] == grpc.StatusCode.UNAUTHENTICATED
+    assert fails(csi.controller.CreateVolume, ask("two\nlines"))[0] == grpc.StatusCode.UNAUTHENTICATED
     made = csi.controller.CreateVolume(ask(operator)).volume
     csi.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=made.volume_id, secrets={"token": operator}))
 
