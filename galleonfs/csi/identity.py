@@ -1,8 +1,8 @@
 """CSI Identity: who the plugin is, what it offers, whether it is ready.
 
 Probe is ready when galleond answers its health check as SERVING (it has restored its
-mounts); an unreachable galleond is UNAVAILABLE, so the liveness probe sidecar restarts
-nothing that a daemon restart will fix by itself, and says why.
+mounts), not ready (initialising) while a reachable galleond is still restoring them, and
+UNAVAILABLE, with the reason, when galleond does not answer at all.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import grpc
 from google.protobuf import wrappers_pb2
 
 from .. import __version__
+from ..errors import Unavailable
 from .service import Backend, rpc
 from .spec import DRIVER_NAME, CsiError
 from .v1 import csi_pb2, csi_pb2_grpc
@@ -41,7 +42,13 @@ class Identity(csi_pb2_grpc.IdentityServicer):
 
     @rpc
     def Probe(self, request: csi_pb2.ProbeRequest, context: grpc.ServicerContext) -> csi_pb2.ProbeResponse:
-        if not self.backend.client.serving():
-            raise CsiError("UNAVAILABLE", f"galleond at {self.backend.address} does not answer as "
-                                          f"SERVING; is it running?")
-        return csi_pb2.ProbeResponse(ready=wrappers_pb2.BoolValue(value=True))
+        if self.backend.client.serving():
+            return csi_pb2.ProbeResponse(ready=wrappers_pb2.BoolValue(value=True))
+        try:
+            self.backend.client.node_status()
+        except Unavailable:
+            raise CsiError("UNAVAILABLE", f"galleond at {self.backend.address} does not answer; "
+                                          f"is it running?") from None
+        # Reachable but not SERVING yet: it is restoring its mounts. Initialising, not
+        # unhealthy: ready false, so the liveness probe does not restart the driver for it.
+        return csi_pb2.ProbeResponse(ready=wrappers_pb2.BoolValue(value=False))
