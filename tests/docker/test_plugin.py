@@ -70,26 +70,34 @@ class Docker:
         return message
 
 
-@pytest.fixture(scope="module")
-def plugin_process(module_daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
-    base = tmp_path_factory.mktemp("docker")
+def start_plugin(base: Path, galleond: str) -> tuple[subprocess.Popen[bytes], Docker, Path]:
     sock, log, mount_dir = base / "plugins" / "galleonfs.sock", base / "plugin.log", base / "mounts"
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "galleonfs.docker.main", "--socket", str(sock),
-                                 "--galleond-address", module_daemon.address, "--mount-dir", str(mount_dir)],
+                                 "--galleond-address", galleond, "--mount-dir", str(mount_dir)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     deadline = time.monotonic() + 30
     while not sock.exists():
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.05)
+    return proc, Docker(sock, mount_dir), log
+
+
+def stop_plugin(proc: subprocess.Popen[bytes], docker: Docker, log: Path) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, log.read_text()
+    text = log.read_text()
+    assert "Traceback" not in text and " ERROR " not in text, text
+    assert not docker.sock.exists()
+
+
+@pytest.fixture(scope="module")
+def plugin_process(module_daemon: RunningDaemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
+    proc, docker, log = start_plugin(tmp_path_factory.mktemp("docker"), module_daemon.address)
     try:
-        yield Docker(sock, mount_dir)
+        yield docker
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, log.read_text()
-        text = log.read_text()
-        assert "Traceback" not in text and " ERROR " not in text, text
-        assert not sock.exists()
+        stop_plugin(proc, docker, log)
 
 
 @pytest.fixture
@@ -166,3 +174,27 @@ def test_bad_requests_are_one_sentence_and_harm_nothing(docker: Docker, shared_d
         assert keep in names and not {"x1", "x2", "ghost"} & names
     finally:
         docker.ok("/VolumeDriver.Remove", {"Name": keep})
+
+
+def test_a_restarted_plugin_finds_its_mounts(shared_daemon: RunningDaemon, tmp_path: Path) -> None:
+    """The plugin keeps no state on disk: after a restart, a volume still mounted is reused by
+    the next Mount and unmounted by the next Unmount (the IDs before the restart are gone)."""
+    name = f"restart-{uuid.uuid4().hex[:8]}"
+    proc, docker, log = start_plugin(tmp_path, shared_daemon.address)
+    try:
+        docker.ok("/VolumeDriver.Create", {"Name": name, "Opts": {"size": "4M"}})
+        where = docker.ok("/VolumeDriver.Mount", {"Name": name, "ID": "before"})["Mountpoint"]
+        Path(where, "kept").write_text("still here\n")
+    finally:
+        stop_plugin(proc, docker, log)
+    assert os.path.ismount(where)                     # galleond's mount outlives the plugin
+    proc, docker, log = start_plugin(tmp_path, shared_daemon.address)
+    try:
+        assert docker.ok("/VolumeDriver.Path", {"Name": name}) == {"Mountpoint": where}
+        assert docker.ok("/VolumeDriver.Mount", {"Name": name, "ID": "after"}) == {"Mountpoint": where}
+        assert Path(where, "kept").read_text() == "still here\n"
+        docker.ok("/VolumeDriver.Unmount", {"Name": name, "ID": "after"})
+        assert not os.path.ismount(where)
+        docker.ok("/VolumeDriver.Remove", {"Name": name})
+    finally:
+        stop_plugin(proc, docker, log)
