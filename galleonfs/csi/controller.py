@@ -122,12 +122,14 @@ class Controller(csi_pb2_grpc.ControllerServicer):
         else:
             origin = find_volume(client, source.volume.volume_id)
             snapshot = _clone_snapshot(name)
-            with contextlib.suppress(AlreadyExists):     # a retry: the first attempt's snapshot
-                client.create_snapshot(origin.name, snapshot)
         size = spec.size_for(capacity, at_least=origin.size_bytes)
         if params.storage_class and params.storage_class != origin.storage_class:
             raise invalid(f"a clone keeps its source's storage class {origin.storage_class!r}; "
                           f"the parameters ask for {params.storage_class!r}")
+        if source.WhichOneof("type") == "volume":
+            # Only now that the request is known to be good: a refused one leaves nothing.
+            with contextlib.suppress(AlreadyExists):     # a retry: the first attempt's snapshot
+                client.create_snapshot(origin.name, snapshot)
         return client.clone_volume(origin.name, snapshot, name, size=size, labels=labels)
 
     @staticmethod
@@ -180,6 +182,11 @@ class Controller(csi_pb2_grpc.ControllerServicer):
             try:
                 volume = find_volume(client, volume_id)
                 snapshots = client.list_snapshots(volume.id)
+                for leftover in [s for s in snapshots if s.name.startswith(CLONE_PREFIX) and not s.clones]:
+                    # Cut for a volume-source clone whose CreateVolume failed and was never
+                    # retried: the driver's own, never the CO's.
+                    client.delete_snapshot(volume.id, leftover.name)
+                    snapshots.remove(leftover)
                 if snapshots:
                     # A GalleonFS snapshot lives inside its volume: deleting the volume would
                     # take the CO's snapshots with it. The specification's answer for a

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from galleonfs.csi.controller import CLONE_PREFIX
 from galleonfs.csi.v1 import csi_pb2
 from galleonfs.rpc.client import Client
 from galleonfs.testing.daemon import RunningDaemon
@@ -180,6 +181,12 @@ def test_clones_from_a_snapshot_and_from_a_volume(csi: Csi, shared_daemon: Runni
         volume_content_source=csi_pb2.VolumeContentSource(
             snapshot=csi_pb2.VolumeContentSource.SnapshotSource(snapshot_id=snap.snapshot_id))))
     assert code == grpc.StatusCode.OUT_OF_RANGE       # smaller than its source
+    code, _ = fails(csi.controller.CreateVolume, csi_pb2.CreateVolumeRequest(
+        name=unique("small"), volume_capabilities=[mount_cap()],
+        capacity_range=csi_pb2.CapacityRange(required_bytes=4 * MiB, limit_bytes=4 * MiB),
+        volume_content_source=csi_pb2.VolumeContentSource(
+            volume=csi_pb2.VolumeContentSource.VolumeSource(volume_id=source))))
+    assert code == grpc.StatusCode.OUT_OF_RANGE       # and it left no snapshot on the source (below)
     seen = {}
     for volume_id in (from_snapshot, from_volume):
         staging, target = tmp_path / f"{volume_id}-stage", tmp_path / volume_id
@@ -213,6 +220,10 @@ def test_clones_from_a_snapshot_and_from_a_volume(csi: Csi, shared_daemon: Runni
     assert (target / "before.txt").read_text() == "taken\n"
     unpublish(csi, from_snapshot, target)
     unstage(csi, from_snapshot, staging)
+    # A snapshot the driver cut for a volume-source clone that then failed for good is its
+    # own leftover: it does not keep the source from being deleted.
+    with Client(shared_daemon.address) as client:
+        client.create_snapshot(source, CLONE_PREFIX + "0" * 24)
     for volume_id in (from_snapshot, from_volume, source):
         csi.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id=volume_id))
 
