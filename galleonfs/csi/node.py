@@ -10,7 +10,9 @@ under its ``mount_roots`` (the kubelet's directory in a cluster) and mounts with
 
 Idempotency is read off galleond's record of the volume's mount points: a path already
 mounted as asked is success, mounted otherwise is ALREADY_EXISTS, absent on unpublish or
-unstage is success.
+unstage is success. A second call for the same volume and path while one is in flight is
+ABORTED; calls for other paths of the volume (two pods starting at once) go ahead, and
+galleond serialises them on the volume.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class Node(csi_pb2_grpc.NodeServicer):
             raise spec.invalid("volume_capability is missing: the CSI specification requires it")
         spec.check_capability(request.volume_capability)
         read_only = spec.reader_only(request.volume_capability)
-        with self.backend.guard(volume_id), self.backend.galleond(request.secrets) as client:
+        with self.backend.guard(f"{volume_id} {staging}"), self.backend.galleond(request.secrets) as client:
             self._mount(client, volume_id, staging, read_only)
         return csi_pb2.NodeStageVolumeResponse()
 
@@ -55,7 +57,7 @@ class Node(csi_pb2_grpc.NodeServicer):
                           context: grpc.ServicerContext) -> csi_pb2.NodeUnstageVolumeResponse:
         volume_id = required(request.volume_id, "volume_id")
         staging = path(request.staging_target_path, "staging_target_path")
-        with self.backend.guard(volume_id):
+        with self.backend.guard(f"{volume_id} {staging}"):
             self._unmount(self.backend.client, volume_id, staging)
         return csi_pb2.NodeUnstageVolumeResponse()
 
@@ -69,7 +71,7 @@ class Node(csi_pb2_grpc.NodeServicer):
             raise spec.invalid("volume_capability is missing: the CSI specification requires it")
         spec.check_capability(request.volume_capability)
         read_only = request.readonly or spec.reader_only(request.volume_capability)
-        with self.backend.guard(volume_id), self.backend.galleond(request.secrets) as client:
+        with self.backend.guard(f"{volume_id} {target}"), self.backend.galleond(request.secrets) as client:
             volume = find_volume(client, volume_id)
             if mounted_at(volume, staging) is None:
                 raise CsiError("FAILED_PRECONDITION", f"volume {volume_id[:64]!r} is not staged at "
@@ -82,7 +84,7 @@ class Node(csi_pb2_grpc.NodeServicer):
                             context: grpc.ServicerContext) -> csi_pb2.NodeUnpublishVolumeResponse:
         volume_id = required(request.volume_id, "volume_id")
         target = path(request.target_path, "target_path")
-        with self.backend.guard(volume_id):
+        with self.backend.guard(f"{volume_id} {target}"):
             if self._unmount(self.backend.client, volume_id, target):
                 # galleond made the directory if it was missing; the specification asks the
                 # plugin to remove what it made. rmdir only: never a tree, never a mount.
