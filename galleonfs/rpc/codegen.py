@@ -1,6 +1,6 @@
-"""Regenerate the gRPC code from ``proto/galleonfs/v1/*.proto``: one command.
+"""Regenerate the gRPC code from ``proto/galleonfs/v1/*.proto`` and ``proto/csi/v1/csi.proto``.
 
-    python -m galleonfs.rpc.codegen          # write galleonfs/v1/*_pb2*.py(i)
+    python -m galleonfs.rpc.codegen          # write galleonfs/v1/ and galleonfs/csi/v1/
     python -m galleonfs.rpc.codegen --check  # exit 1 if the checked-in code is stale
 
 The generated package is ``galleonfs.v1`` (the proto package path), checked in so that
@@ -9,6 +9,11 @@ installing GalleonFS needs no protoc. Besides grpcio-tools' code and message stu
 (``*_pb2_grpc.pyi``), so that ``mypy --strict`` checks every client call and servicer
 against the API instead of seeing ``Any``. The output depends on the versions of both,
 which are pinned in pyproject.toml's ``test`` extra (the suite checks the code is fresh).
+
+The CSI specification's ``csi.v1`` (``proto/csi/v1/csi.proto``, the CSI driver's API) is
+generated into ``galleonfs.csi.v1``: protoc names Python modules after the proto's path, so
+the file is compiled from a copy placed at ``galleonfs/csi/v1/csi.proto`` in a scratch
+include directory. The proto package (``csi.v1``, what travels on the wire) is unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PROTO_DIR = ROOT / "proto"
 PACKAGE = Path("galleonfs") / "v1"
 INIT = '"""Generated gRPC code for the galleonfs.v1 API (from proto/; see galleonfs.rpc.codegen)."""\n'
+CSI_PROTO = PROTO_DIR / "csi" / "v1" / "csi.proto"
+CSI_PACKAGE = Path("galleonfs") / "csi" / "v1"
+CSI_INIT = ('"""Generated gRPC code for the CSI specification\'s csi.v1 (from proto/csi/v1/csi.proto; '
+            'see galleonfs.rpc.codegen)."""\n')
 
 
 def proto_files() -> list[Path]:
@@ -63,29 +72,42 @@ def _quiet_plugin() -> Iterator[None]:
 
 
 def generate(out_root: Path) -> list[Path]:
-    """Generate into ``out_root/galleonfs/v1``; return the files written."""
+    """Generate into ``out_root/galleonfs/v1`` and ``out_root/galleonfs/csi/v1``; return the
+    files written."""
+    (out_root / PACKAGE).mkdir(parents=True, exist_ok=True)
+    _protoc(out_root, PROTO_DIR, [str(p.relative_to(PROTO_DIR)) for p in proto_files()])
+    (out_root / PACKAGE / "__init__.py").write_text(INIT)
+    with tempfile.TemporaryDirectory() as staging:
+        staged = Path(staging) / CSI_PACKAGE / "csi.proto"
+        staged.parent.mkdir(parents=True)
+        shutil.copyfile(CSI_PROTO, staged)
+        (out_root / CSI_PACKAGE).mkdir(parents=True, exist_ok=True)
+        _protoc(out_root, Path(staging), [str(CSI_PACKAGE / "csi.proto")])
+    (out_root / CSI_PACKAGE / "__init__.py").write_text(CSI_INIT)
+    return sorted([*(out_root / PACKAGE).iterdir(), *(out_root / CSI_PACKAGE).iterdir()])
+
+
+def _protoc(out_root: Path, include_root: Path, protos: list[str]) -> None:
     import grpc_tools  # type: ignore[import-untyped]  # grpcio-tools ships no types
     from grpc_tools import protoc
 
     include = Path(grpc_tools.__file__).parent / "_proto"
-    (out_root / PACKAGE).mkdir(parents=True, exist_ok=True)
-    args = ["protoc", f"-I{PROTO_DIR}", f"-I{include}", f"--python_out={out_root}",
+    args = ["protoc", f"-I{include_root}", f"-I{include}", f"--python_out={out_root}",
             f"--pyi_out={out_root}", f"--grpc_python_out={out_root}",
             f"--plugin=protoc-gen-mypy_grpc={_grpc_stub_plugin()}", f"--mypy_grpc_out={out_root}",
-            *(str(p.relative_to(PROTO_DIR)) for p in proto_files())]
+            *protos]
     with _quiet_plugin():
         status = protoc.main(args)
     if status != 0:
         raise SystemExit("protoc failed")
-    (out_root / PACKAGE / "__init__.py").write_text(INIT)
-    return sorted((out_root / PACKAGE).iterdir())
 
 
 def stale_files() -> list[str]:
     """Names of generated files that differ from what the .proto files produce now."""
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = {p.name: p for p in generate(Path(tmp)) if p.is_file()}
-        current = {p.name: p for p in (ROOT / PACKAGE).glob("*") if p.is_file()}
+        fresh = {str(p.relative_to(tmp)): p for p in generate(Path(tmp)) if p.is_file()}
+        current = {str(p.relative_to(ROOT)): p for package in (PACKAGE, CSI_PACKAGE)
+                   for p in (ROOT / package).glob("*") if p.is_file()}
         names = sorted(set(fresh) | set(current))
         return [n for n in names if n not in fresh or n not in current
                 or not filecmp.cmp(fresh[n], current[n], shallow=False)]

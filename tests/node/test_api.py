@@ -187,8 +187,9 @@ def test_codegen_check_detects_stale_code(tmp_path: Path) -> None:
     (tmp_path / "galleonfs" / "rpc").mkdir(parents=True)
     shutil.copy(REPO / "galleonfs" / "rpc" / "codegen.py", tmp_path / "galleonfs" / "rpc")
     shutil.copytree(REPO / "proto", tmp_path / "proto")
-    shutil.copytree(REPO / "galleonfs" / "v1", tmp_path / "galleonfs" / "v1",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("v1", "csi/v1"):
+        shutil.copytree(REPO / "galleonfs" / package, tmp_path / "galleonfs" / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     script = str(tmp_path / "galleonfs" / "rpc" / "codegen.py")
 
     def check() -> subprocess.CompletedProcess[str]:

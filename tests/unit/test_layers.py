@@ -59,6 +59,10 @@ LAYER_OF_PREFIX: dict[str, str] = {
     "galleonfs.node": "node",
     "galleonfs.cli": "cli",
     "galleonfs.cli.galleonfs": "tool",
+    # The CSI driver: a client of galleond (like the CLI) that serves the CSI API itself.
+    "galleonfs.csi": "csi",
+    # The Docker volume plugin: the same, over Docker's HTTP protocol (no grpc).
+    "galleonfs.docker": "docker",
     "galleonfs.testing": "testing",
 }
 
@@ -87,6 +91,8 @@ ARROWS: dict[str, set[str]] = {
     "api": {"model"},                        # the wire types and what both ends share
     "rpc client": {"api"},
     "cli": {"rpc client"},
+    "csi": {"rpc client"},
+    "docker": {"rpc client"},
     "tool": {"cli", "fuse worker", "workers"},   # galleonfs: one volume directory, no daemon
     "services": {"managers", "api"},
     "rpc server": {"services"},
@@ -99,7 +105,7 @@ FLOOR_ONLY = LEAVES | {"backup"}         # layers that import nothing of ours bu
 # Third-party modules only one place may import (DESIGN section 5).
 ONLY_IN: dict[str, tuple[str, ...]] = {
     "pyfuse3": ("galleonfs.fuse.adapter", "galleonfs.fuse.worker"),
-    "grpc": ("galleonfs.rpc", "galleonfs.v1"),
+    "grpc": ("galleonfs.rpc", "galleonfs.v1", "galleonfs.csi"),
     "grpc_health": ("galleonfs.rpc", "galleonfs.v1"),
     "grpc_reflection": ("galleonfs.rpc", "galleonfs.v1"),
     "grpc_tools": ("galleonfs.rpc", "galleonfs.v1"),
