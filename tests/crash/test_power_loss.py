@@ -201,7 +201,7 @@ class Workload:
             self.engine.commit()
             self._committed()
             self.engine.checkpoint()
-        elif self.ops % 2:          # (no rng draw: the seeded sequences stay as they were)
+        elif self.ops % 2:          # GC or reclaim by parity: same rng draws up to here
             self.trace.append("gc")
             self.pending = self.states[-1]
             self.engine.commit()
