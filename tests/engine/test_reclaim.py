@@ -12,7 +12,7 @@ from test_engine import make_volume, tree, write_file
 
 from galleonfs import limits
 from galleonfs.crypto.keys import KeySpec
-from galleonfs.engine import crashpoints, segments, snapshots
+from galleonfs.engine import clones, crashpoints, segments, snapshots
 from galleonfs.engine.crashpoints import SimulatedCrash
 from galleonfs.engine.engine import Engine, ReclaimReport
 from galleonfs.engine.fsck import check_engine, fsck
@@ -144,6 +144,32 @@ def test_a_snapshot_keeps_its_blocks_through_a_reclaim(tmp_path: Path, small: No
     engine = Engine.open(vol)
     assert tree(Vfs(engine, atime=False)) == kept
     engine.close()
+
+
+def test_a_clone_made_between_two_steps_pins_the_half_read_segment(
+        tmp_path: Path, small: None) -> None:
+    """The clone reads the origin's frames where they were at clone time: the reclaimer must
+    not empty (and the checkpoint delete) a segment it had begun before the clone."""
+    vol = make_volume(tmp_path, block_size=BS)
+    engine = Engine.open(vol)
+    vfs = Vfs(engine, atime=False)
+    kept = delete_most(vfs, fill(vfs, random.Random(8), 40), keep_every=2)
+    assert engine.reclaimer.step(ReclaimReport(), budget_bytes=BS)
+    assert engine.reclaimer.in_progress                 # half way through a segment
+    snapshots.create(engine, "base")
+    clones.create(engine, "base", str(tmp_path / "clone"))
+    before = set(segments.list_segments(engine.storage, engine.data_dir))
+    engine.reclaim(ratio=0.0, slack=0)
+    engine.checkpoint()
+    pinned = {s for s in before if s <= max(x.pin_seg for x in snapshots.snapshots(engine))}
+    assert pinned <= set(segments.list_segments(engine.storage, engine.data_dir))
+    assert tree(vfs) == kept
+    engine.close()
+    clone = Engine.open(str(tmp_path / "clone"))
+    assert tree(Vfs(clone, atime=False)) == kept
+    clone.close()
+    assert fsck(str(tmp_path / "clone")).clean
+    assert fsck(vol).clean
 
 
 def test_a_step_reads_at_most_its_budget_and_copies_only_live_frames(
