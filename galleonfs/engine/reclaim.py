@@ -186,8 +186,10 @@ class Reclaimer:
         return self._segments.current != current
 
     def _valid(self, seg: int) -> bool:
+        """May the step go on with ``seg``? (A clone made between two steps pins it.)"""
         return (seg in self._segstats and seg not in self._segstats.dead
-                and seg != self._segments.current and seg not in self._failed)
+                and seg != self._segments.current and seg not in self._failed
+                and seg > snaplist.pinned_segment_max(self._meta))
 
     def _give_up(self, seg: int) -> None:
         self._failed.add(seg)

@@ -15,10 +15,11 @@ the volume for check; nothing unjournaled is ever checkpointed.
 Housekeeping runs in the same trio loop, between FUSE requests: a commit every
 ``commit_interval_s``, a checkpoint every ``checkpoint_interval_s`` or
 ``checkpoint_journal_bytes``, and the paced reclaimer (``engine/reclaim.py``), which gives
-deleted data's space back in small steps and checkpoints to unlink what it emptied. With ``--control-fd``
-(a listening socket the daemon bound) the worker also answers the daemon's volume
-operations on its control socket (``control.py``): the same ``volops.local.EngineOps`` the
-offline helper runs, with ``MountHost`` for what a mounted volume adds. ``galleonfs mount``
+deleted data's space back in small steps and checkpoints to unlink what it emptied. With
+``--control-fd`` (a listening socket the daemon bound) the worker also answers the daemon's
+volume operations on its control socket (``control.py``): the same
+``volops.local.EngineOps`` the offline helper runs, with ``MountHost`` for what a mounted
+volume adds. ``galleonfs mount``
 alone needs none.
 
 Every mount is ``nosuid,nodev``: the files of a volume (anyone's data) must never run with
@@ -235,10 +236,10 @@ class Worker:
     async def _reclaim(self) -> None:
         """Give deleted data's space back (``engine/reclaim.py``): while dead bytes exceed the
         rule, one step, then FUSE requests for at least nine times as long if they keep
-        coming (``Pacer``: a share of the loop and a copy rate), at once if not; a checkpoint deletes the
-        emptied segments, at most every ``reclaim_checkpoint_interval_s`` (every commit
-        interval while busy: a checkpoint is one full sync). Code between two awaits is
-        atomic, so a step never interleaves with a request."""
+        coming (``Pacer``: a share of the loop and a copy rate), at once if not; a checkpoint
+        deletes the emptied segments, at most every ``reclaim_checkpoint_interval_s`` (every
+        commit interval while busy: a checkpoint is one full sync). Code between two awaits
+        is atomic, so a step never interleaves with a request."""
         engine, reclaimer, pacer = self.engine, self.engine.reclaimer, Pacer()
         report, started = ReclaimReport(), 0.0
         seen = self._activity()

@@ -4,11 +4,11 @@ The engine runs on ``FaultyStorage``, which remembers what a real disk would sti
 after a power cut. A random workload of VFS operations (creates, writes of whole and
 partial blocks, overwrites, zeros, repeats, truncations, renames, unlinks of closed and of
 open files, commits, commits that overlap later requests as the trio committer's do,
-checkpoints, GC) runs against a model, with small journal files and segments so that both
-roll. A named crash point stops it at an exact step (``SimulatedCrash``); the power is cut
-(unsynced appends lost, or kept in part with holes and a garbage tail; unsynced directory
-entries lost or kept at random), sometimes a second time while the recovery checkpoints;
-the volume is reopened and must be
+checkpoints, GC, steps of the paced reclaimer) runs against a model, with small journal
+files and segments so that both roll. A named crash point stops it at an exact step
+(``SimulatedCrash``); the power is cut (unsynced appends lost, or kept in part with holes
+and a garbage tail; unsynced directory entries lost or kept at random), sometimes a second
+time while the recovery checkpoints; the volume is reopened and must be
 
 * consistent: fsck clean, every file readable (a frame that fails its checksum would be
   an error, never data);
@@ -36,7 +36,7 @@ import pytest
 from galleonfs import limits
 from galleonfs.engine import crashpoints
 from galleonfs.engine.crashpoints import SimulatedCrash
-from galleonfs.engine.engine import Engine
+from galleonfs.engine.engine import Engine, ReclaimReport
 from galleonfs.engine.fsck import check_engine, fsck
 from galleonfs.meta import schema
 from galleonfs.meta.schema import Db
@@ -206,12 +206,25 @@ class Workload:
             self.engine.commit()
             self._committed()
             self.engine.checkpoint()
-        else:
+        elif self.ops % 2:          # GC or reclaim by parity: same rng draws up to here
             self.trace.append("gc")
             self.pending = self.states[-1]
             self.engine.commit()
             self._committed()
             self.engine.gc()
+        else:
+            self._reclaim()
+
+    def _reclaim(self) -> None:
+        """The paced reclaimer as the mount worker runs it: a few steps (all dead bytes are
+        fair game here), interleaved with the next operations, not committed first."""
+        self.trace.append("reclaim steps")
+        self.pending = self.states[-1]
+        report = ReclaimReport()
+        for _ in range(self.rng.randrange(1, 6)):
+            if not (self.engine.reclaimer.in_progress or self.engine.reclaimer.needed(0.0, 0)):
+                break
+            self.engine.reclaimer.step(report, budget_bytes=self.rng.choice([4 * BS, 16 * BS]))
 
     def _mkdir(self) -> None:
         def action() -> None:
