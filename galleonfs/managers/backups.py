@@ -445,9 +445,15 @@ class BackupManager:
 
     async def get(self, ref: str) -> BackupView:
         volume_name, backup_id = parse_ref(ref)
-        for view in await self.list_backups(volume_name):
-            if view.info.backup_id == backup_id:
-                return view
+        views = await self.list_backups(volume_name)
+        # The id, or a prefix of one that names no other (b-20261204T0200 for the 02:00 backup).
+        found = ([v for v in views if v.info.backup_id == backup_id]
+                 or [v for v in views if v.info.backup_id.startswith(backup_id)])
+        if len(found) > 1:
+            raise InvalidArgument(f"{ref} names {len(found)} backups ({', '.join(v.info.backup_id for v in found[:3])}"
+                                  f"{', ...' if len(found) > 3 else ''}); give more of the id")
+        if found:
+            return found[0]
         raise NotFound(f"volume {volume_name} has no backup {backup_id} in any backup target "
                        f"(see `galleonctl backup list {volume_name}`)")
 

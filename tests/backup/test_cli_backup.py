@@ -218,6 +218,7 @@ def test_verify_names_a_damaged_pack_and_bad_targets_get_one_line(
     assert listing.splitlines()[0].split() == ["BACKUP", "TARGET", "TIME", "SNAPSHOT", "USED", "SENT"]
     assert f"v@{made['id']}" in listing and made["snapshot"] in listing
     assert f"id: {made['id']}" in ctl_ok(d, "backup", "get", f"v@{made['id']}")
+    assert f"id: {made['id']}" in ctl_ok(d, "backup", "get", f"v@{made['id'][:15]}")   # b-YYYYMMDDTHHMM
     assert f"file://{tmp_path / 'backups'}" in ctl_ok(d, "backup-target", "list")
     # Mutations are audited (reads are not), the streamed Create like a unary call.
     calls = {(c["method"], c["volume"], c["code"]) for c in ctl_json(d, "audit", "list")}
