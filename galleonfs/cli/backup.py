@@ -156,6 +156,8 @@ def policy_create(args: argparse.Namespace) -> int:
     for flag in ("keep_last", "keep_daily", "keep_weekly", "keep_monthly"):
         if getattr(args, flag) < 0:
             raise InvalidArgument(f"--{flag.replace('_', '-')} must be 0 or more")
+    if not args.hook_timeout > 0:
+        raise InvalidArgument(f"--hook-timeout must be more than 0 seconds, not {args.hook_timeout:g}")
     with _client(args) as c:
         p = c.create_backup_policy(backup_pb2.BackupPolicy(
             name=args.name, schedule=args.schedule, target=args.target,

@@ -248,8 +248,26 @@ def test_verify_names_a_damaged_pack_and_bad_targets_get_one_line(
     user_error(d.ctl("backup-target", "create", "relative", "backups/here", "--key-env", KEY_ENV), 2, "file:///path")
     user_error(d.ctl("backup", "restore", "v@b-nonexistent", "--to", "w"), 3, "no backup b-nonexistent")
     user_error(d.ctl("backup", "create", "v", "--target", "nosuch"), 3, "backup target 'nosuch' does not exist")
+    user_error(d.ctl("backup-target", "create", "Bad_Name", f"file://{tmp_path / 'x'}", "--key-env", KEY_ENV),
+               2, "backup target name")
+    user_error(d.ctl("backup-target", "create", "x", f"file://{tmp_path / 'x'}", "--key-env", "lower"),
+               2, "not an environment variable name")
+    user_error(d.ctl("backup-target", "create", target, f"file://{tmp_path / 'x'}", "--key-env", KEY_ENV),
+               4, "already exists")
+    ref = f"v@{made['id']}"
+    user_error(d.ctl("backup", "restore", ref, "--to", "v"), 4, "already exists")
+    user_error(d.ctl("backup", "restore", "no-at-sign", "--to", "w"), 2, "VOLUME@b-")
+    user_error(d.ctl("backup", "create", "v", "--target", target, "--snapshot", "v@nosuch"), 3, "no snapshot 'nosuch'")
+    policy = ["backup-policy", "create", "p", "--target", target]
+    user_error(d.ctl(*policy, "--schedule", "every day", "--keep-last", "1"), 2, "schedule")
+    user_error(d.ctl(*policy, "--schedule", "0 2 * * *"), 2, "must keep something")
+    user_error(d.ctl("backup-policy", "create", "p", "--target", "nosuch", "--schedule", "0 2 * * *",
+                     "--keep-daily", "7"), 3, "backup target 'nosuch'")
+    user_error(d.ctl(*policy, "--schedule", "0 2 * * *", "--keep-daily", "7", "--hook-timeout", "0"), 2, "--hook-timeout must be more than 0")
+    assert ctl_json(d, "backup-policy", "list") == []
     names = [t["name"] for t in ctl_json(d, "backup-target", "list")]
     assert names == [target]
+    assert [b["id"] for b in ctl_json(d, "backup", "list", "v")] == [made["id"]]     # nothing harmed
 
 
 def test_wrong_key_is_refused_without_registering(bdaemon: RunningDaemon, tmp_path: Path) -> None:
