@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -240,6 +241,9 @@ class BackupManager:
         self.catalog = catalog
         self.spool_root = os.path.join(volumes.data_dir, SPOOL_DIR)
         shutil.rmtree(self.spool_root, ignore_errors=True)       # what a killed daemon left
+        # One backup of a volume to a target at a time: a second one's base snapshot would
+        # otherwise replace the first's while the first still reads it.
+        self._jobs: defaultdict[tuple[str, str], trio.Lock] = defaultdict(trio.Lock)
         os.makedirs(self.spool_root, mode=0o700, exist_ok=True)
 
     # --- targets -------------------------------------------------------------------------------
@@ -321,6 +325,13 @@ class BackupManager:
         volume = self.volumes.get(volume_name)
         if snapshot:
             names.check(snapshot, names.SNAPSHOT)
+        async with self._jobs[(volume.id, target.name)]:
+            return await self._create(volume, target, snapshot, progress=progress, pre_hook=pre_hook,
+                                      post_hook=post_hook, hook_timeout_s=hook_timeout_s)
+
+    async def _create(self, volume: Volume, target: BackupTarget, snapshot: str, *,
+                      progress: ProgressSink | None, pre_hook: str, post_hook: str,
+                      hook_timeout_s: float) -> BackupView:
         auto = not snapshot
         if auto:
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

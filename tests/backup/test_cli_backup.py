@@ -212,6 +212,16 @@ def test_verify_names_a_damaged_pack_and_bad_targets_get_one_line(
     api(d, "mount_volume", "v", str(mnt))
     (mnt / "f").write_bytes(os.urandom(200_000))
     made = backup_create(d, "v", target)
+    # Two at once: they run one after the other, the second on top of the first.
+    jobs = [subprocess.Popen([sys.executable, "-m", "galleonfs.cli.galleonctl", "--address", d.address,
+                              "backup", "create", "v", "--target", target], env=d.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    assert [job.wait(timeout=120) for job in jobs] == [0, 0], [job.stderr.read() for job in jobs if job.stderr]
+    three = ctl_json(d, "backup", "list", "v")
+    assert [b["parent"] for b in three] == ["", three[0]["id"], three[1]["id"]]
+    assert [s["name"] for s in api(d, "list_snapshots", "v")] == [three[2]["snapshot"]]
+    for b in three[1:]:
+        ctl_ok(d, "backup", "delete", f"v@{b['id']}")
     api(d, "unmount_volume", name="v")
     # The human forms, as an operator reads them.
     listing = ctl_ok(d, "backup", "list", "v")
