@@ -124,8 +124,13 @@ def backup_get(args: argparse.Namespace) -> int:
 
 def backup_delete(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        b = c.delete_backup(args.backup)
-    print(f"backup {b.volume}@{b.id} deleted from {b.target} (space is freed by the next GC)")
+        reply = c.delete_backup(args.backup)
+    b = reply.backup
+    if reply.gc_error:
+        print(f"backup {b.volume}@{b.id} deleted from {b.target}; garbage collection did not run: "
+              f"{reply.gc_error}", file=sys.stderr)
+        return 0
+    print(f"backup {b.volume}@{b.id} deleted from {b.target}; {format_size(reply.freed_bytes)} freed")
     return 0
 
 

@@ -468,16 +468,23 @@ class BackupManager:
         raise NotFound(f"volume {volume_name} has no backup {backup_id} in any backup target "
                        f"(see `galleonctl backup list {volume_name}`)")
 
-    async def delete(self, ref: str) -> BackupView:
+    async def delete(self, ref: str) -> tuple[BackupView, int, str]:
+        """Delete a backup, then collect garbage in its target. Returns the backup, the bytes
+        GC freed, and why GC did not free anything if it refused (the delete stands)."""
         view = await self.get(ref)
         target = self.get_target(view.target)
 
-        def delete() -> None:
+        def delete() -> tuple[int, str]:
             with self._open(target) as repo:
                 repo.delete_backups([view.info.backup_id])
-        await trio.to_thread.run_sync(delete)
-        log.info("backup %s deleted from %s (its objects go at the next GC)", ref, target.name)
-        return view
+                try:
+                    return collect_garbage(repo).bytes_freed, ""
+                except GalleonError as exc:
+                    return 0, str(exc)
+        freed, gc_error = await trio.to_thread.run_sync(delete)
+        log.info("backup %s deleted from %s; GC freed %d bytes%s", ref, target.name, freed,
+                 f" (GC: {gc_error})" if gc_error else "")
+        return view, freed, gc_error
 
     async def verify(self, target_name: str, deep: bool = False,
                      progress: ProgressSink | None = None) -> VerifyReport:

@@ -221,7 +221,17 @@ def test_verify_names_a_damaged_pack_and_bad_targets_get_one_line(
     assert [b["parent"] for b in three] == ["", three[0]["id"], three[1]["id"]]
     assert [s["name"] for s in api(d, "list_snapshots", "v")] == [three[2]["snapshot"]]
     for b in three[1:]:
-        ctl_ok(d, "backup", "delete", f"v@{b['id']}")
+        out = ctl_ok(d, "backup", "delete", f"v@{b['id']}")
+        assert f"v@{b['id']} deleted from {target};" in out and "freed" in out, out
+    # A backup with data of its own: deleting it frees that data (GC runs after a delete).
+    (mnt / "g").write_bytes(os.urandom(400_000))
+    own = backup_create(d, "v", target)
+    with Client(d.address, timeout_s=60) as client:
+        reply = client.delete_backup(f"v@{own['id']}")
+    assert reply.gc_error == "" and reply.freed_bytes >= 400_000, reply
+    (mnt / "g").unlink()
+    # The backup that is kept is whole.
+    assert "OK (1 backups" in ctl_ok(d, "backup", "verify", target, "--deep")
     api(d, "unmount_volume", name="v")
     # The human forms, as an operator reads them.
     listing = ctl_ok(d, "backup", "list", "v")
