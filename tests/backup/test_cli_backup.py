@@ -313,6 +313,16 @@ def test_policy_runs_hooks_and_keeps_exactly_the_newest(bdaemon: RunningDaemon, 
     target, _ = add_target(d, "dir", tmp_path, None)
     api(d, "create_volume", "pv", 16 * MiB, labels={"app": "db"})
     marks = tmp_path / "hooks.log"
+    # A hook runs as galleond (root): an operator may back up, but not create a policy.
+    operator = d.ctl("token", "create", "ops", "--role", "operator", check=True).stdout.strip()
+    as_operator = {**d.env, "GALLEONFS_TOKEN": operator}
+    command = [sys.executable, "-m", "galleonfs.cli.galleonctl", "--address", d.address]
+    refused = subprocess.run([*command, "backup-policy", "create", "sneaky", "--schedule", "0 2 * * *",
+                              "--target", target, "--keep-last", "1", "--pre-hook", "id > /tmp/pwned"],
+                             env=as_operator, capture_output=True, text=True, timeout=120)
+    user_error(refused, 8, "admin")
+    assert subprocess.run([*command, "backup", "create", "pv", "--target", target], env=as_operator,
+                          capture_output=True, timeout=120).returncode == 0
     ctl_ok(d, "backup-policy", "create", "often", "--schedule", "* * * * * */2", "--selector", "app=db",
            "--target", target, "--keep-last", "2",
            "--pre-hook", f"echo pre $GALLEONFS_VOLUME >> {marks}",
