@@ -354,8 +354,17 @@ def test_policy_runs_hooks_and_keeps_exactly_the_newest(bdaemon: RunningDaemon, 
     assert "broken" in table and "app=db" in table and "pre-hook failed" in table
     assert "pre-hook failed with exit code 3 (quiesce failed)" in error, error
     ctl_ok(d, "backup-policy", "delete", "broken")
+    ctl_ok(d, "backup-policy", "create", "slow", "--schedule", "* * * * * */2", "--target", target,
+           "--keep-last", "1", "--selector", "app=db", "--pre-hook", "sleep 30", "--hook-timeout", "0.5")
+
+    def timed_out() -> Any:
+        return {p["name"]: p for p in ctl_json(d, "backup-policy", "list")}["slow"]["last_error"]
+    error = wait_until(timed_out, "the slow policy's run")
+    assert "pre-hook did not finish within 0.5 s" in error, error
+    ctl_ok(d, "backup-policy", "delete", "slow")
     assert len(ctl_json(d, "backup", "list", "pv")) == 2
-    assert_only_expected_loud(d, r"backup policy broken, volume pv: the backup's pre-hook failed")
+    assert_only_expected_loud(d, r"backup policy broken, volume pv: the backup's pre-hook failed",
+                              r"backup policy slow, volume pv: the backup's pre-hook did not finish")
 
 
 # --- progress over the API, and an encrypted volume ---------------------------------------------
