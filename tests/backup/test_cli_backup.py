@@ -253,6 +253,9 @@ def test_verify_names_a_damaged_pack_and_bad_targets_get_one_line(
     done = d.ctl("backup", "verify", target, "--deep")
     assert done.returncode == 7, done
     assert pack.name in done.stderr and "Traceback" not in done.stderr
+    # A restore names the damaged object, and leaves no half-restored volume behind.
+    user_error(d.ctl("backup", "restore", f"v@{made['id']}", "--to", "w"), 7, pack.name)
+    assert [v["name"] for v in api(d, "list_volumes")] == ["v"]
 
     bucket = new_bucket(moto)
     s3 = ["--endpoint", moto.endpoint, "--region", "us-east-1", "--key-env", KEY_ENV]
