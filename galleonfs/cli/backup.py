@@ -124,8 +124,13 @@ def backup_get(args: argparse.Namespace) -> int:
 
 def backup_delete(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        b = c.delete_backup(args.backup)
-    print(f"backup {b.volume}@{b.id} deleted from {b.target} (space is freed by the next GC)")
+        reply = c.delete_backup(args.backup)
+    b = reply.backup
+    if reply.gc_error:
+        print(f"backup {b.volume}@{b.id} deleted from {b.target}; garbage collection did not run: "
+              f"{reply.gc_error}", file=sys.stderr)
+        return 0
+    print(f"backup {b.volume}@{b.id} deleted from {b.target}; {format_size(reply.freed_bytes)} freed")
     return 0
 
 
@@ -156,6 +161,8 @@ def policy_create(args: argparse.Namespace) -> int:
     for flag in ("keep_last", "keep_daily", "keep_weekly", "keep_monthly"):
         if getattr(args, flag) < 0:
             raise InvalidArgument(f"--{flag.replace('_', '-')} must be 0 or more")
+    if not args.hook_timeout > 0:
+        raise InvalidArgument(f"--hook-timeout must be more than 0 seconds, not {args.hook_timeout:g}")
     with _client(args) as c:
         p = c.create_backup_policy(backup_pb2.BackupPolicy(
             name=args.name, schedule=args.schedule, target=args.target,

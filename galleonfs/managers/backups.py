@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -240,6 +241,9 @@ class BackupManager:
         self.catalog = catalog
         self.spool_root = os.path.join(volumes.data_dir, SPOOL_DIR)
         shutil.rmtree(self.spool_root, ignore_errors=True)       # what a killed daemon left
+        # One backup of a volume to a target at a time: a second one's base snapshot would
+        # otherwise replace the first's while the first still reads it.
+        self._jobs: defaultdict[tuple[str, str], trio.Lock] = defaultdict(trio.Lock)
         os.makedirs(self.spool_root, mode=0o700, exist_ok=True)
 
     # --- targets -------------------------------------------------------------------------------
@@ -321,6 +325,13 @@ class BackupManager:
         volume = self.volumes.get(volume_name)
         if snapshot:
             names.check(snapshot, names.SNAPSHOT)
+        async with self._jobs[(volume.id, target.name)]:
+            return await self._create(volume, target, snapshot, progress=progress, pre_hook=pre_hook,
+                                      post_hook=post_hook, hook_timeout_s=hook_timeout_s)
+
+    async def _create(self, volume: Volume, target: BackupTarget, snapshot: str, *,
+                      progress: ProgressSink | None, pre_hook: str, post_hook: str,
+                      hook_timeout_s: float) -> BackupView:
         auto = not snapshot
         if auto:
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -445,22 +456,35 @@ class BackupManager:
 
     async def get(self, ref: str) -> BackupView:
         volume_name, backup_id = parse_ref(ref)
-        for view in await self.list_backups(volume_name):
-            if view.info.backup_id == backup_id:
-                return view
+        views = await self.list_backups(volume_name)
+        # The id, or a prefix of one that names no other (b-20261204T0200 for the 02:00 backup).
+        found = ([v for v in views if v.info.backup_id == backup_id]
+                 or [v for v in views if v.info.backup_id.startswith(backup_id)])
+        if len(found) > 1:
+            raise InvalidArgument(f"{ref} names {len(found)} backups ({', '.join(v.info.backup_id for v in found[:3])}"
+                                  f"{', ...' if len(found) > 3 else ''}); give more of the id")
+        if found:
+            return found[0]
         raise NotFound(f"volume {volume_name} has no backup {backup_id} in any backup target "
                        f"(see `galleonctl backup list {volume_name}`)")
 
-    async def delete(self, ref: str) -> BackupView:
+    async def delete(self, ref: str) -> tuple[BackupView, int, str]:
+        """Delete a backup, then collect garbage in its target. Returns the backup, the bytes
+        GC freed, and why GC did not free anything if it refused (the delete stands)."""
         view = await self.get(ref)
         target = self.get_target(view.target)
 
-        def delete() -> None:
+        def delete() -> tuple[int, str]:
             with self._open(target) as repo:
                 repo.delete_backups([view.info.backup_id])
-        await trio.to_thread.run_sync(delete)
-        log.info("backup %s deleted from %s (its objects go at the next GC)", ref, target.name)
-        return view
+                try:
+                    return collect_garbage(repo).bytes_freed, ""
+                except GalleonError as exc:
+                    return 0, str(exc)
+        freed, gc_error = await trio.to_thread.run_sync(delete)
+        log.info("backup %s deleted from %s; GC freed %d bytes%s", ref, target.name, freed,
+                 f" (GC: {gc_error})" if gc_error else "")
+        return view, freed, gc_error
 
     async def verify(self, target_name: str, deep: bool = False,
                      progress: ProgressSink | None = None) -> VerifyReport:

@@ -98,16 +98,17 @@ METHOD_RULES: dict[str, Rule] = {
     **_service("galleonfs.v1.ClusterService",
                GetStatus=(VIEW, NODE), Cordon=(ADMIN, NODE), Uncordon=(ADMIN, NODE),
                Drain=(ADMIN, NODE), GetPlacement=(VIEW, TENANT)),
-    # Backups (issue 13). A target names where a node's secrets come from, and a policy picks
-    # volumes across the node: admins and operators of the node define them; backing up and
-    # restoring a volume is an operator's.
+    # Backups (issue 13). A target names where the node's secrets come from, and a policy's
+    # hooks are commands galleond runs as itself (root): admins define both. Backing up,
+    # restoring and deleting backups is an operator's. All node-scoped: a target is shared by
+    # the node's tenants, and its backups are listed by volume name across them.
     **_service("galleonfs.v1.BackupTargetService",
                Create=(ADMIN, NODE), List=(VIEW, NODE), Delete=(ADMIN, NODE)),
     **_service("galleonfs.v1.BackupService",
                Create=(OPER, NODE), Get=(VIEW, NODE), List=(VIEW, NODE), Delete=(OPER, NODE),
                Restore=(OPER, NODE), Verify=(OPER, NODE)),
     **_service("galleonfs.v1.BackupPolicyService",
-               Create=(OPER, NODE), List=(VIEW, NODE), Delete=(OPER, NODE)),
+               Create=(ADMIN, NODE), List=(VIEW, NODE), Delete=(OPER, NODE)),
     # Probes (kubelet, load balancers) ask without credentials; the answer is SERVING or not.
     **_service("grpc.health.v1.Health",
                Check=(None, TENANT), Watch=(None, TENANT), List=(None, TENANT)),

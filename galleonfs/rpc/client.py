@@ -162,7 +162,7 @@ class Client:
     def list_backups(self, volume: str = "", target: str = "") -> list[backup_pb2.Backup]:
         return list(self.call(self.backups.List, backup_pb2.ListBackupsRequest(volume=volume, target=target)).backups)
 
-    def delete_backup(self, ref: str) -> backup_pb2.Backup:
+    def delete_backup(self, ref: str) -> backup_pb2.DeleteBackupResponse:
         return self.call(self.backups.Delete, backup_pb2.DeleteBackupRequest(backup=ref))
 
     def restore_backup(self, ref: str, name: str, storage_class: str = "") -> Iterator[backup_pb2.BackupEvent]:

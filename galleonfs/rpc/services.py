@@ -353,7 +353,8 @@ class BackupService(backup_pb2_grpc.BackupServiceServicer):
         return backup_pb2.ListBackupsResponse(backups=[_backup_to_pb(v) for v in views])
 
     def Delete(self, request: Any, context: Any) -> Any:
-        return _backup_to_pb(self.bridge.run(self.backups.delete, request.backup))
+        view, freed, gc_error = self.bridge.run(self.backups.delete, request.backup)
+        return backup_pb2.DeleteBackupResponse(backup=_backup_to_pb(view), freed_bytes=freed, gc_error=gc_error)
 
     def Restore(self, request: Any, context: Any) -> Any:
         def volume_event(volume: Volume) -> backup_pb2.BackupEvent:

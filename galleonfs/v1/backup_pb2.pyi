@@ -181,6 +181,16 @@ class DeleteBackupRequest(_message.Message):
     backup: str
     def __init__(self, backup: _Optional[str] = ...) -> None: ...
 
+class DeleteBackupResponse(_message.Message):
+    __slots__ = ("backup", "freed_bytes", "gc_error")
+    BACKUP_FIELD_NUMBER: _ClassVar[int]
+    FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GC_ERROR_FIELD_NUMBER: _ClassVar[int]
+    backup: Backup
+    freed_bytes: int
+    gc_error: str
+    def __init__(self, backup: _Optional[_Union[Backup, _Mapping]] = ..., freed_bytes: _Optional[int] = ..., gc_error: _Optional[str] = ...) -> None: ...
+
 class RestoreBackupRequest(_message.Message):
     __slots__ = ("backup", "name", "storage_class")
     BACKUP_FIELD_NUMBER: _ClassVar[int]

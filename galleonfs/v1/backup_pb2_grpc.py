@@ -213,7 +213,7 @@ class BackupServiceStub:
         self.Delete = channel.unary_unary(
                 '/galleonfs.v1.BackupService/Delete',
                 request_serializer=galleonfs_dot_v1_dot_backup__pb2.DeleteBackupRequest.SerializeToString,
-                response_deserializer=galleonfs_dot_v1_dot_backup__pb2.Backup.FromString,
+                response_deserializer=galleonfs_dot_v1_dot_backup__pb2.DeleteBackupResponse.FromString,
                 _registered_method=True)
         self.Restore = channel.unary_stream(
                 '/galleonfs.v1.BackupService/Restore',
@@ -251,7 +251,9 @@ class BackupServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Delete a backup, then collect the target's garbage (mark and sweep; it fails closed: a
+        target it cannot fully read is left as it is, and the delete still stands).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -291,7 +293,7 @@ def add_BackupServiceServicer_to_server(servicer, server):
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
                     request_deserializer=galleonfs_dot_v1_dot_backup__pb2.DeleteBackupRequest.FromString,
-                    response_serializer=galleonfs_dot_v1_dot_backup__pb2.Backup.SerializeToString,
+                    response_serializer=galleonfs_dot_v1_dot_backup__pb2.DeleteBackupResponse.SerializeToString,
             ),
             'Restore': grpc.unary_stream_rpc_method_handler(
                     servicer.Restore,
@@ -411,7 +413,7 @@ class BackupService:
             target,
             '/galleonfs.v1.BackupService/Delete',
             galleonfs_dot_v1_dot_backup__pb2.DeleteBackupRequest.SerializeToString,
-            galleonfs_dot_v1_dot_backup__pb2.Backup.FromString,
+            galleonfs_dot_v1_dot_backup__pb2.DeleteBackupResponse.FromString,
             options,
             channel_credentials,
             insecure,

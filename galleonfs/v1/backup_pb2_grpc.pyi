@@ -92,7 +92,10 @@ class BackupServiceStub:
     """
     Get: _grpc.UnaryUnaryMultiCallable[_backup_pb2.GetBackupRequest, _backup_pb2.Backup]
     List: _grpc.UnaryUnaryMultiCallable[_backup_pb2.ListBackupsRequest, _backup_pb2.ListBackupsResponse]
-    Delete: _grpc.UnaryUnaryMultiCallable[_backup_pb2.DeleteBackupRequest, _backup_pb2.Backup]
+    Delete: _grpc.UnaryUnaryMultiCallable[_backup_pb2.DeleteBackupRequest, _backup_pb2.DeleteBackupResponse]
+    """Delete a backup, then collect the target's garbage (mark and sweep; it fails closed: a
+    target it cannot fully read is left as it is, and the delete still stands).
+    """
     Restore: _grpc.UnaryStreamMultiCallable[_backup_pb2.RestoreBackupRequest, _backup_pb2.BackupEvent]
     """Restore a backup into a new volume. Streams progress, then the volume."""
     Verify: _grpc.UnaryStreamMultiCallable[_backup_pb2.VerifyBackupsRequest, _backup_pb2.BackupEvent]
@@ -107,7 +110,10 @@ class BackupServiceAsyncStub(BackupServiceStub):
     """
     Get: _aio.UnaryUnaryMultiCallable[_backup_pb2.GetBackupRequest, _backup_pb2.Backup]  # type: ignore[assignment]
     List: _aio.UnaryUnaryMultiCallable[_backup_pb2.ListBackupsRequest, _backup_pb2.ListBackupsResponse]  # type: ignore[assignment]
-    Delete: _aio.UnaryUnaryMultiCallable[_backup_pb2.DeleteBackupRequest, _backup_pb2.Backup]  # type: ignore[assignment]
+    Delete: _aio.UnaryUnaryMultiCallable[_backup_pb2.DeleteBackupRequest, _backup_pb2.DeleteBackupResponse]  # type: ignore[assignment]
+    """Delete a backup, then collect the target's garbage (mark and sweep; it fails closed: a
+    target it cannot fully read is left as it is, and the delete still stands).
+    """
     Restore: _aio.UnaryStreamMultiCallable[_backup_pb2.RestoreBackupRequest, _backup_pb2.BackupEvent]  # type: ignore[assignment]
     """Restore a backup into a new volume. Streams progress, then the volume."""
     Verify: _aio.UnaryStreamMultiCallable[_backup_pb2.VerifyBackupsRequest, _backup_pb2.BackupEvent]  # type: ignore[assignment]
@@ -143,7 +149,10 @@ class BackupServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _backup_pb2.DeleteBackupRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_backup_pb2.Backup, _abc.Awaitable[_backup_pb2.Backup]]: ...
+    ) -> _typing.Union[_backup_pb2.DeleteBackupResponse, _abc.Awaitable[_backup_pb2.DeleteBackupResponse]]:
+        """Delete a backup, then collect the target's garbage (mark and sweep; it fails closed: a
+        target it cannot fully read is left as it is, and the delete still stands).
+        """
 
     @_abc_1.abstractmethod
     def Restore(

@@ -212,12 +212,33 @@ def test_verify_names_a_damaged_pack_and_bad_targets_get_one_line(
     api(d, "mount_volume", "v", str(mnt))
     (mnt / "f").write_bytes(os.urandom(200_000))
     made = backup_create(d, "v", target)
+    # Two at once: they run one after the other, the second on top of the first.
+    jobs = [subprocess.Popen([sys.executable, "-m", "galleonfs.cli.galleonctl", "--address", d.address,
+                              "backup", "create", "v", "--target", target], env=d.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    assert [job.wait(timeout=120) for job in jobs] == [0, 0], [job.stderr.read() for job in jobs if job.stderr]
+    three = ctl_json(d, "backup", "list", "v")
+    assert [b["parent"] for b in three] == ["", three[0]["id"], three[1]["id"]]
+    assert [s["name"] for s in api(d, "list_snapshots", "v")] == [three[2]["snapshot"]]
+    for b in three[1:]:
+        out = ctl_ok(d, "backup", "delete", f"v@{b['id']}")
+        assert f"v@{b['id']} deleted from {target};" in out and "freed" in out, out
+    # A backup with data of its own: deleting it frees that data (GC runs after a delete).
+    (mnt / "g").write_bytes(os.urandom(400_000))
+    own = backup_create(d, "v", target)
+    with Client(d.address, timeout_s=60) as client:
+        reply = client.delete_backup(f"v@{own['id']}")
+    assert reply.gc_error == "" and reply.freed_bytes >= 400_000, reply
+    (mnt / "g").unlink()
+    # The backup that is kept is whole.
+    assert "OK (1 backups" in ctl_ok(d, "backup", "verify", target, "--deep")
     api(d, "unmount_volume", name="v")
     # The human forms, as an operator reads them.
     listing = ctl_ok(d, "backup", "list", "v")
     assert listing.splitlines()[0].split() == ["BACKUP", "TARGET", "TIME", "SNAPSHOT", "USED", "SENT"]
     assert f"v@{made['id']}" in listing and made["snapshot"] in listing
     assert f"id: {made['id']}" in ctl_ok(d, "backup", "get", f"v@{made['id']}")
+    assert f"id: {made['id']}" in ctl_ok(d, "backup", "get", f"v@{made['id'][:15]}")   # b-YYYYMMDDTHHMM
     assert f"file://{tmp_path / 'backups'}" in ctl_ok(d, "backup-target", "list")
     # Mutations are audited (reads are not), the streamed Create like a unary call.
     calls = {(c["method"], c["volume"], c["code"]) for c in ctl_json(d, "audit", "list")}
@@ -232,6 +253,9 @@ def test_verify_names_a_damaged_pack_and_bad_targets_get_one_line(
     done = d.ctl("backup", "verify", target, "--deep")
     assert done.returncode == 7, done
     assert pack.name in done.stderr and "Traceback" not in done.stderr
+    # A restore names the damaged object, and leaves no half-restored volume behind.
+    user_error(d.ctl("backup", "restore", f"v@{made['id']}", "--to", "w"), 7, pack.name)
+    assert [v["name"] for v in api(d, "list_volumes")] == ["v"]
 
     bucket = new_bucket(moto)
     s3 = ["--endpoint", moto.endpoint, "--region", "us-east-1", "--key-env", KEY_ENV]
@@ -247,8 +271,26 @@ def test_verify_names_a_damaged_pack_and_bad_targets_get_one_line(
     user_error(d.ctl("backup-target", "create", "relative", "backups/here", "--key-env", KEY_ENV), 2, "file:///path")
     user_error(d.ctl("backup", "restore", "v@b-nonexistent", "--to", "w"), 3, "no backup b-nonexistent")
     user_error(d.ctl("backup", "create", "v", "--target", "nosuch"), 3, "backup target 'nosuch' does not exist")
+    user_error(d.ctl("backup-target", "create", "Bad_Name", f"file://{tmp_path / 'x'}", "--key-env", KEY_ENV),
+               2, "backup target name")
+    user_error(d.ctl("backup-target", "create", "x", f"file://{tmp_path / 'x'}", "--key-env", "lower"),
+               2, "not an environment variable name")
+    user_error(d.ctl("backup-target", "create", target, f"file://{tmp_path / 'x'}", "--key-env", KEY_ENV),
+               4, "already exists")
+    ref = f"v@{made['id']}"
+    user_error(d.ctl("backup", "restore", ref, "--to", "v"), 4, "already exists")
+    user_error(d.ctl("backup", "restore", "no-at-sign", "--to", "w"), 2, "VOLUME@b-")
+    user_error(d.ctl("backup", "create", "v", "--target", target, "--snapshot", "v@nosuch"), 3, "no snapshot 'nosuch'")
+    policy = ["backup-policy", "create", "p", "--target", target]
+    user_error(d.ctl(*policy, "--schedule", "every day", "--keep-last", "1"), 2, "schedule")
+    user_error(d.ctl(*policy, "--schedule", "0 2 * * *"), 2, "must keep something")
+    user_error(d.ctl("backup-policy", "create", "p", "--target", "nosuch", "--schedule", "0 2 * * *",
+                     "--keep-daily", "7"), 3, "backup target 'nosuch'")
+    user_error(d.ctl(*policy, "--schedule", "0 2 * * *", "--keep-daily", "7", "--hook-timeout", "0"), 2, "--hook-timeout must be more than 0")
+    assert ctl_json(d, "backup-policy", "list") == []
     names = [t["name"] for t in ctl_json(d, "backup-target", "list")]
     assert names == [target]
+    assert [b["id"] for b in ctl_json(d, "backup", "list", "v")] == [made["id"]]     # nothing harmed
 
 
 def test_wrong_key_is_refused_without_registering(bdaemon: RunningDaemon, tmp_path: Path) -> None:
@@ -274,11 +316,21 @@ def test_policy_runs_hooks_and_keeps_exactly_the_newest(bdaemon: RunningDaemon, 
     target, _ = add_target(d, "dir", tmp_path, None)
     api(d, "create_volume", "pv", 16 * MiB, labels={"app": "db"})
     marks = tmp_path / "hooks.log"
+    # A hook runs as galleond (root): an operator may back up, but not create a policy.
+    operator = d.ctl("token", "create", "ops", "--role", "operator", check=True).stdout.strip()
+    as_operator = {**d.env, "GALLEONFS_TOKEN": operator}
+    command = [sys.executable, "-m", "galleonfs.cli.galleonctl", "--address", d.address]
+    refused = subprocess.run([*command, "backup-policy", "create", "sneaky", "--schedule", "0 2 * * *",
+                              "--target", target, "--keep-last", "1", "--pre-hook", "id > /tmp/pwned"],
+                             env=as_operator, capture_output=True, text=True, timeout=120)
+    user_error(refused, 8, "admin")
+    assert subprocess.run([*command, "backup", "create", "pv", "--target", target], env=as_operator,
+                          capture_output=True, timeout=120).returncode == 0
     ctl_ok(d, "backup-policy", "create", "often", "--schedule", "* * * * * */2", "--selector", "app=db",
            "--target", target, "--keep-last", "2",
            "--pre-hook", f"echo pre $GALLEONFS_VOLUME >> {marks}",
            "--post-hook", f"echo post $GALLEONFS_VOLUME >> {marks}")
-    wait_until(lambda: marks.exists() and marks.read_text().count("post pv") >= 4, "four policy runs", 60)
+    wait_until(lambda: marks.exists() and marks.read_text().count("post pv") >= 3, "three policy runs", 60)
     ctl_ok(d, "backup-policy", "delete", "often")
 
     def settled() -> list[dict[str, Any]] | None:
@@ -305,8 +357,17 @@ def test_policy_runs_hooks_and_keeps_exactly_the_newest(bdaemon: RunningDaemon, 
     assert "broken" in table and "app=db" in table and "pre-hook failed" in table
     assert "pre-hook failed with exit code 3 (quiesce failed)" in error, error
     ctl_ok(d, "backup-policy", "delete", "broken")
+    ctl_ok(d, "backup-policy", "create", "slow", "--schedule", "* * * * * */2", "--target", target,
+           "--keep-last", "1", "--selector", "app=db", "--pre-hook", "sleep 30", "--hook-timeout", "0.5")
+
+    def timed_out() -> Any:
+        return {p["name"]: p for p in ctl_json(d, "backup-policy", "list")}["slow"]["last_error"]
+    error = wait_until(timed_out, "the slow policy's run")
+    assert "pre-hook did not finish within 0.5 s" in error, error
+    ctl_ok(d, "backup-policy", "delete", "slow")
     assert len(ctl_json(d, "backup", "list", "pv")) == 2
-    assert_only_expected_loud(d, r"backup policy broken, volume pv: the backup's pre-hook failed")
+    assert_only_expected_loud(d, r"backup policy broken, volume pv: the backup's pre-hook failed",
+                              r"backup policy slow, volume pv: the backup's pre-hook did not finish")
 
 
 # --- progress over the API, and an encrypted volume ---------------------------------------------
