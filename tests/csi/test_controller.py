@@ -200,7 +200,7 @@ def test_get_capacity(csi: Csi, shared_daemon: RunningDaemon) -> None:
         volume_capabilities=[block_cap()])).available_capacity == 0
 
 
-def test_snapshots(csi: Csi) -> None:
+def test_snapshots(csi: Csi, shared_daemon: RunningDaemon) -> None:
     volume, other = create(csi, unique("snapsrc")), create(csi, unique("snapother"))
     snapshots: list[str] = []
     try:
@@ -246,6 +246,14 @@ def test_snapshots(csi: Csi) -> None:
             source_volume_id=volume.volume_id)).entries
         assert fails(csi.controller.DeleteSnapshot,
                      csi_pb2.DeleteSnapshotRequest())[0] == grpc.StatusCode.INVALID_ARGUMENT
+        # Deleted behind the driver's back (galleonctl): the name is free for another volume.
+        moved = csi_pb2.CreateSnapshotRequest(source_volume_id=volume.volume_id, name=unique("moved"))
+        gone = csi.controller.CreateSnapshot(moved).snapshot
+        with Client(shared_daemon.address) as client:
+            client.delete_snapshot(volume.volume_id, gone.snapshot_id.split("@")[1])
+        moved.source_volume_id = other.volume_id
+        snapshots.append(csi.controller.CreateSnapshot(moved).snapshot.snapshot_id)
+        assert snapshots[-1].startswith(other.volume_id + "@")
     finally:
         for snapshot_id in snapshots:
             csi.controller.DeleteSnapshot(csi_pb2.DeleteSnapshotRequest(snapshot_id=snapshot_id))
