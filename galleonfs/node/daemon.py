@@ -122,8 +122,13 @@ class Daemon:
                 nursery.start_soon(self._backup_catalog)
                 await self.cluster.start()          # etcd unreachable: the start fails, one line
                 nursery.start_soon(self.cluster.run)
-                self._start_metrics()
-                self._start_server()
+                try:
+                    self._start_metrics()
+                    self._start_server()
+                except BaseException:
+                    with trio.CancelScope(shield=True):
+                        await self.cluster.stop()   # a refused start leaves the cluster at once
+                    raise
                 task_status.started(list(self.info.listen))
                 nursery.start_soon(self._restore, nursery)
                 nursery.start_soon(self.info.disk.run)
