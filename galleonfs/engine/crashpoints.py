@@ -26,6 +26,8 @@ POINTS: dict[str, str] = {
     "commit.after_data_sync_before_journal_sync": "a commit synced the data segments, not the journal",
     "checkpoint.before_meta_commit": "a checkpoint synced the journal, the metadata store not committed",
     "checkpoint.after_meta_commit": "the metadata store committed, the journal below it not yet deleted",
+    "recovery.after_restoring_inline_frames": "a recovery wrote inline frames back to their segments, "
+                                              "not yet synced, nothing checkpointed",
 }
 
 

@@ -26,7 +26,7 @@ from ..crypto.codec import VolumeCrypto
 from ..errors import Corrupt, NoSpace
 from ..meta.store import MetaStore
 from ..storage import File, Storage
-from . import frames, journal, snaplist
+from . import crashpoints, frames, journal, snaplist
 from .blocks import BlockStore
 from .health import Health
 from .journal import JournalWriter, Record
@@ -86,6 +86,8 @@ class Recovery:
         self._read_only = read_only
         walk = self._replay(report)
         report.frames_restored = self.repaired_frames
+        if self.repaired_frames:
+            crashpoints.hit("recovery.after_restoring_inline_frames")
         self._journal.next_lsn = walk.expect
         self.reload()
         if read_only:

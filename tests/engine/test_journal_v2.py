@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from galleonfs.crypto import volume_key
+from galleonfs.crypto.codec import VolumeCrypto
+from galleonfs.crypto.keys import KeyManager, KeySpec
 from galleonfs.engine import journal
 from galleonfs.engine.engine import JOURNAL_DIR, Engine
 from galleonfs.engine.fsck import check_engine
@@ -26,9 +29,9 @@ from galleonfs.vfs.vfs import ROOT_CTX, Vfs
 BS = 4096
 
 
-def make_volume(tmp_path: Path, name: str) -> str:
+def make_volume(tmp_path: Path, name: str, keys: KeyManager | None = None) -> str:
     vol = str(tmp_path / name)
-    Engine.create(vol, size=256 << 20, block_size=BS)
+    Engine.create(vol, size=256 << 20, block_size=BS, keys=keys)
     return vol
 
 
@@ -44,9 +47,9 @@ def read_file(vfs: Vfs, name: str) -> bytes:
     return vfs.read(ino, 0, 1 << 20)
 
 
-def crash_after_writes(vol: str, files: dict[str, bytes]) -> None:
+def crash_after_writes(vol: str, files: dict[str, bytes], keys: KeyManager | None = None) -> None:
     """Write ``files``, commit, and stop without a checkpoint: the journal holds them all."""
-    engine = Engine.open(vol)
+    engine = Engine.open(vol, keys=keys)
     vfs = Vfs(engine, atime=False)
     for name, data in files.items():
         write_file(vfs, name, data)
@@ -67,8 +70,13 @@ def spans_of(path: str) -> list[tuple[int, int, journal.Record]]:
         f.close()
 
 
-def records_of(path: str) -> list[journal.Record]:
-    return [r for _, _, r in spans_of(path)]
+def records_of(path: str, crypto: VolumeCrypto | None = None) -> list[journal.Record]:
+    f = Storage().open_file(path, writable=False)
+    try:
+        first = int(os.path.basename(path)[:16], 16)
+        return [r for _, _, r in journal.read_records(f, first, crypto)]
+    finally:
+        f.close()
 
 
 def set_format_version(vol: str, version: int) -> None:
@@ -78,19 +86,25 @@ def set_format_version(vol: str, version: int) -> None:
     meta.close(commit=True)
 
 
-def test_a_volume_of_format_3_with_a_v1_journal_opens_and_is_upgraded(tmp_path: Path) -> None:
-    vol = make_volume(tmp_path, "old")
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_a_volume_of_format_3_with_a_v1_journal_opens_and_is_upgraded(tmp_path: Path, encrypted: bool) -> None:
+    keys = KeySpec(key_file=str(tmp_path / "kek")).manager() if encrypted else None
+    vol = make_volume(tmp_path, "old", keys)
     files = {f"f{i}": os.urandom(BS * (i + 1) + i) for i in range(5)}
-    crash_after_writes(vol, files)
+    crash_after_writes(vol, files, keys)
+    crypto = volume_key.load(vol, keys).crypto() if keys is not None else None
     # Rewrite the journal as the GalleonFS before v2 wrote it, and the format version too.
     (path,) = journal_files(vol)
-    records = records_of(path)
+    records = records_of(path, crypto)
     assert records and all(r.version == 2 for r in records)
-    old = b"".join(journal.encode_record_v1(r.lsn, journal.encode_body(r.frames, r.changes)) for r in records)
+    old = b""
+    for r in records:
+        body = journal.encode_body(r.frames, r.changes)     # v1 had no inline frames
+        old += journal.encode_record_v1(r.lsn, crypto.seal_record(r.lsn, body) if crypto else body)
     Path(path).write_bytes(old)
     set_format_version(vol, 3)
 
-    engine = Engine.open(vol)
+    engine = Engine.open(vol, keys=keys)
     try:
         assert engine.replay.records == len(records) and engine.replay.torn_tail is None
         vfs = Vfs(engine, atime=False)
@@ -101,9 +115,9 @@ def test_a_volume_of_format_3_with_a_v1_journal_opens_and_is_upgraded(tmp_path: 
     finally:
         engine.close(checkpoint=False)
     # The upgrade was journaled (v2 records only from now on) and survives a crash.
-    new_records = [r for p in journal_files(vol) for r in records_of(p)]
+    new_records = [r for p in journal_files(vol) for r in records_of(p, crypto)]
     assert new_records and all(r.version == 2 for r in new_records)
-    engine = Engine.open(vol)
+    engine = Engine.open(vol, keys=keys)
     try:
         vfs = Vfs(engine, atime=False)
         assert read_file(vfs, "new") == b"written in v2"
