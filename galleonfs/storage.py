@@ -83,6 +83,22 @@ def disk_bytes(path: str) -> int:
     return total
 
 
+IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
+
+
+def _write_all(fd: int, bufs: Sequence[bytes | bytearray | memoryview], offset: int) -> int:
+    """Write ``bufs`` (at most IOV_MAX of them) at ``offset``; return the offset past them."""
+    total = sum(len(b) for b in bufs)
+    done = os.pwritev(fd, bufs, offset) if len(bufs) > 1 else os.pwrite(fd, bufs[0], offset)
+    while done < total:       # short writes are rare (signals, full disk); finish them
+        rest = b"".join(bytes(b) for b in bufs)[done:]
+        n = os.pwrite(fd, rest, offset + done)
+        if n == 0:
+            raise OSError(28, "short write")
+        done += n
+    return offset + total
+
+
 class File:
     """An open file of the volume directory: append-only writes, positional reads."""
 
@@ -92,17 +108,14 @@ class File:
         self.size = os.fstat(fd).st_size
 
     def append(self, bufs: Sequence[bytes | bytearray | memoryview]) -> int:
-        """Write ``bufs`` at the end of the file; return the offset of the first byte."""
+        """Write ``bufs`` at the end of the file; return the offset of the first byte.
+        One pwritev takes at most IOV_MAX buffers (EINVAL beyond: 512 frames of two
+        buffers each), so a longer list is written in runs of that many."""
         offset = self.size
-        total = sum(len(b) for b in bufs)
-        done = os.pwritev(self.fd, bufs, offset) if len(bufs) > 1 else os.pwrite(self.fd, bufs[0], offset)
-        while done < total:       # short writes are rare (signals, full disk); finish them
-            rest = b"".join(bytes(b) for b in bufs)[done:]
-            n = os.pwrite(self.fd, rest, offset + done)
-            if n == 0:
-                raise OSError(28, "short write")
-            done += n
-        self.size = offset + total
+        end = offset
+        for start in range(0, len(bufs), IOV_MAX):
+            end = _write_all(self.fd, bufs[start:start + IOV_MAX], end)
+        self.size = end
         return offset
 
     def write_at(self, offset: int, data: bytes) -> None:
