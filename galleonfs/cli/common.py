@@ -6,6 +6,8 @@ Kept free of heavy imports: ``galleonctl`` starts faster when it does not load t
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -44,10 +46,13 @@ def parse_labels(pairs: list[str] | None) -> dict[str, str]:
 
 def run(argv: list[str] | None, parser: argparse.ArgumentParser, prog: str) -> int:
     """Run a CLI: user errors become one line on stderr and a stable exit code."""
-    args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        try:
+            args = parser.parse_args(argv)
+            func: Callable[[argparse.Namespace], int] = args.func
+            return func(args)
+        finally:
+            sys.stdout.flush()      # here, where a closed pipe is caught, not at exit
     except GalleonError as exc:
         # One line, bounded like the daemon's status messages, whatever the error quotes.
         message = names.bounded(names.one_line(str(exc)), limits.status_message_bytes_max)
@@ -61,6 +66,14 @@ def run(argv: list[str] | None, parser: argparse.ArgumentParser, prog: str) -> i
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output left (`galleonctl ... | head -1`): stop quietly, as a
+        # command killed by SIGPIPE would, and keep Python's exit-time flush from printing
+        # a traceback into the same closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
     except PermissionError as exc:
         print(f"{prog}: error: permission denied: {exc.filename or exc}", file=sys.stderr)
         return ExitCode.PERMISSION
