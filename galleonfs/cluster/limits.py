@@ -61,6 +61,9 @@ zone_name_chars_max = 63
 peer_ping_timeout_s = 1.0
 # Nodes pinged at once by one `cluster status` (threads): beyond it, they queue.
 peer_ping_parallel_max = 16
+# Threads of the peer server: Pings are ~1 ms each, so 8 serve thousands a second; replication's
+# long-lived streams (one per replica) will need their own bound when they come.
+peer_server_threads = 8
 # Open channels the peer client keeps (one per node dialled); least recently used closed first.
 peer_channels_max = 256
 # How long the peer server trusts its read of etcd membership when checking a caller's name:

@@ -157,7 +157,7 @@ class PeerServicer(peer_pb2_grpc.PeerServiceServicer):
 
 class PeerServer:
     def __init__(self, node: str, tls: PeerTls, members: Members, *, audit: AuditLog | None,
-                 threads: int = 8) -> None:
+                 threads: int = cluster_limits.peer_server_threads) -> None:
         self._tls = tls
         # The identity check runs outside the error interceptor: its refusal is answered
         # as it set it; the servicers' errors are translated by the error interceptor.
