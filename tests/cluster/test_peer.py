@@ -126,6 +126,9 @@ def test_strangers_are_refused(cluster: RunningCluster, tmp_path: Path) -> None:
     refused = [r for r in json.loads(audit)
                if r.get("method") == "galleonfs.peer.v1.PeerService/Ping"]
     assert refused and refused[-1]["code"] == "UNAUTHENTICATED" and "'n9'" in refused[-1]["message"]
+    table = cluster.nodes["n1"].ctl("audit", "list", check=True).stdout
+    assert "peer.v1.PeerService/Ping" in table and "UNAUTHENTICATED" in table
+    assert cluster.nodes["n1"].ctl("audit", "verify", check=True).stdout.startswith("audit log intact")
     # A registered node is still served after all that.
     assert _status(cluster.nodes["n3"])["n1"]["peer_reachable"] is True
 
@@ -184,6 +187,12 @@ def test_certificates_are_made_with_private_keys_0600(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("galleond: error: invalid node name '../x'")
     assert not (tmp_path / "x").exists()
+    bad = subprocess.run([sys.executable, "-m", "galleonfs.node.daemon", "cluster-cert", "issue", "--ca",
+                          str(tmp_path / "ca"), "--node", "n5", "--host", "a b", "--out", str(tmp_path / "y")],
+                         capture_output=True, text=True, timeout=60)
+    assert (bad.returncode, bad.stderr) == (2, "galleond: error: 'a b' is neither an IP address nor a host "
+                                               "name; give the address other nodes dial this one at\n")
+    assert not (tmp_path / "y").exists()
 
 
 def test_a_killed_node_is_shown_unreachable(cluster: RunningCluster) -> None:
