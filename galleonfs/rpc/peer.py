@@ -43,11 +43,12 @@ from ..errors import GalleonError, PermissionDenied, Unauthenticated, Unavailabl
 from ..peer.v1 import peer_pb2, peer_pb2_grpc
 from .address import parse_address
 from .status import ERROR_CLASS_KEY, ErrorInterceptor, status_code
+from .validate import RequestValidator
 from .wrapping import wrap
 
 log = logging.getLogger(__name__)
 
-SERVICE = "galleonfs.peer.v1.PeerService"
+PREFIX = "/galleonfs.peer.v1."
 # Bounded reconnect backoff: gRPC's default grows to 120 s, so a node restarted after a
 # crash would show unreachable for minutes; 2 s keeps `cluster status` current.
 _CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
@@ -160,10 +161,12 @@ class PeerServer:
                  threads: int = cluster_limits.peer_server_threads) -> None:
         self._tls = tls
         # The identity check runs outside the error interceptor: its refusal is answered
-        # as it set it; the servicers' errors are translated by the error interceptor.
+        # as it set it; the servicers' errors are translated by the error interceptor, and
+        # the request validator (the API's, on this package) runs innermost, as on the API.
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="peer"),
-            interceptors=[PeerIdentityInterceptor(members, audit), ErrorInterceptor()],
+            interceptors=[PeerIdentityInterceptor(members, audit), ErrorInterceptor(),
+                          RequestValidator(PREFIX)],
             options=[("grpc.so_reuseport", 0)])
         peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(node), self._server)
         self.bound = ""

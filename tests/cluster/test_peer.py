@@ -195,6 +195,21 @@ def test_certificates_are_made_with_private_keys_0600(tmp_path: Path) -> None:
     assert not (tmp_path / "y").exists()
 
 
+def test_an_undecodable_request_from_a_node_is_invalid_argument(cluster: RunningCluster) -> None:
+    """A registered node's bytes are still checked: garbage is one line, and the node serves on."""
+    tls = _tls(cluster.base / "n2" / "peer")
+    creds = grpc.ssl_channel_credentials(root_certificates=tls.ca, private_key=tls.key,
+                                         certificate_chain=tls.cert)
+    with grpc.secure_channel(_peer_address(cluster, "n1"), creds,
+                             options=[("grpc.ssl_target_name_override", "n1")]) as channel:
+        raw = channel.unary_unary("/galleonfs.peer.v1.PeerService/Ping",
+                                  request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as caught:
+            raw(b"\x0a\x05\xff", timeout=5)      # field 1 says 5 bytes follow; 1 does
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "\n" not in str(caught.value.details())
+        assert peer_pb2.PingReply.FromString(raw(b"", timeout=5)).caller == "n2"
+
 def test_a_killed_node_is_shown_unreachable(cluster: RunningCluster) -> None:
     """Last in the module: it kills n3."""
     n3 = cluster.nodes["n3"]
@@ -211,3 +226,4 @@ def test_a_killed_node_is_shown_unreachable(cluster: RunningCluster) -> None:
     assert "UNREACHABLE" in table and f"peer n3: node n3 at {address} does not answer" in table
     with socket.socket() as probe:                     # nothing listens there any more
         assert probe.connect_ex(("127.0.0.1", int(address.rsplit(":", 1)[1]))) != 0
+

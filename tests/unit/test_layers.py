@@ -52,8 +52,8 @@ LAYER_OF_PREFIX: dict[str, str] = {
     "galleonfs.rpc.access": "services", "galleonfs.rpc.bridge": "services",
     "galleonfs.rpc.cluster": "services",
     # The peer channel (cluster mode): its generated code is wire types like the API's; the
-    # server and client talk to the cluster layer (certificates, membership), as services do.
-    "galleonfs.peer": "api", "galleonfs.rpc.peer": "services",
+    # server and client (a server, like rpc.server: its interceptors) reach the cluster layer.
+    "galleonfs.peer": "api", "galleonfs.rpc.peer": "rpc server",
     # Who is calling (the unix-socket gate's peer credentials, the principal): servicers ask.
     "galleonfs.rpc.auth": "services", "galleonfs.rpc.gate": "services",
     "galleonfs.rpc.server": "rpc server",
