@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,7 +44,7 @@ from ..peer.v1 import peer_pb2, peer_pb2_grpc
 from .address import parse_address
 from .status import ERROR_CLASS_KEY, ErrorInterceptor, status_code
 from .validate import RequestValidator
-from .wrapping import wrap
+from .wrapping import Stream, Unary, wrap
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class PeerIdentityInterceptor(grpc.ServerInterceptor):
             return None
         method = str(details.method)
 
-        def unary(inner: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
+        def unary(inner: Unary) -> Unary:
             def guarded(request: Any, context: grpc.ServicerContext) -> Any:
                 name = self._admit(method, context)
                 token = _caller.set(name)
@@ -121,7 +121,20 @@ class PeerIdentityInterceptor(grpc.ServerInterceptor):
                     _caller.reset(token)
             return guarded
 
-        return wrap(handler, unary=unary)
+        def stream(inner: Stream) -> Stream:
+            # Every call shape is guarded (client streams too): a streaming method added
+            # later (replication's) cannot be served without a checked caller. Set, then
+            # set back (not reset): a response generator may be closed from another context.
+            def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                name = self._admit(method, context)
+                _caller.set(name)
+                try:
+                    yield from inner(request, context)
+                finally:
+                    _caller.set("")
+            return guarded
+
+        return wrap(handler, unary=unary, stream=stream, client_streams=True)
 
     def _admit(self, method: str, context: grpc.ServicerContext) -> str:
         try:

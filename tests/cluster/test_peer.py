@@ -24,7 +24,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from galleonfs.cluster import certs
+from galleonfs.cluster import certs, keys
 from galleonfs.errors import Unauthenticated, Unavailable
 from galleonfs.peer.v1 import peer_pb2, peer_pb2_grpc
 from galleonfs.rpc.peer import PeerClient
@@ -209,6 +209,31 @@ def test_an_undecodable_request_from_a_node_is_invalid_argument(cluster: Running
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "\n" not in str(caught.value.details())
         assert peer_pb2.PingReply.FromString(raw(b"", timeout=5)).caller == "n2"
+
+def test_membership_in_etcd_decides_who_is_a_node(cluster: RunningCluster, tmp_path: Path) -> None:
+    """A name is accepted while etcd has its record and refused within the 2 s cache once the
+    record is gone: the certificate alone is not enough."""
+    certs.issue(cluster.ca_dir, "n4", tmp_path / "n4", hosts=("127.0.0.1",))
+    client = PeerClient(_tls(tmp_path / "n4"))
+    target = _peer_address(cluster, "n2")
+    etcd = cluster.etcd.client()
+    try:
+        etcd.put(keys.node("n4", "info"), {"zone": "d", "rack": "", "address": "127.0.0.1:1"})
+        deadline = time.monotonic() + 5
+        while True:                       # n2 may hold a read of etcd from before the put
+            try:
+                assert client.ping("n2", target, 5) == "n2"
+                break
+            except Unauthenticated:
+                assert time.monotonic() < deadline, "n4 registered, still refused after 5 s"
+                time.sleep(0.2)
+        etcd.delete(keys.node("n4", "info"))
+        time.sleep(2.2)                   # limits.peer_members_cache_s, and a little
+        with pytest.raises(Unauthenticated):
+            client.ping("n2", target, 5)
+    finally:
+        client.close()
+        etcd.delete(keys.node("n4", "info"))
 
 def test_a_killed_node_is_shown_unreachable(cluster: RunningCluster) -> None:
     """Last in the module: it kills n3."""
