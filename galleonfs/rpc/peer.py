@@ -262,5 +262,27 @@ def _error(node: str, address: str, exc: grpc.RpcError) -> GalleonError:
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return PermissionDenied(f"node {node} at {address} refused: {detail}")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return Unavailable(what=f"node {node} at {address}", reason="no answer within the timeout")
-    return Unavailable(what=f"node {node} at {address}", reason=detail or code.name)
+        return Unavailable(what=f"node {node} at {address}", reason="no answer within the timeout "
+                                                                   "(down, paused or cut off?)")
+    return Unavailable(what=f"node {node} at {address}", reason=_why(node, detail) or code.name)
+
+
+_CLOSED = ("the connection was closed during the TLS handshake (does it take this node's "
+           "certificate, from the same cluster CA?)")
+# What gRPC's connection errors mean for a peer, by the words in them (grpcio gives text only).
+_REASONS = (
+    ("Hostname Verification", "its certificate does not name node {node} (is the address in "
+                              "etcd stale, or the certificate issued for another node?)"),
+    ("Connection refused", "connection refused (is galleond running there with that --peer-listen?)"),
+    ("handshake", "the TLS handshake failed (are both nodes' certificates from the same cluster "
+                  "CA, --peer-ca?)"),
+    ("Socket closed", _CLOSED),
+    ("Connection reset", _CLOSED),        # the same refusal, when the close races the write
+)
+
+
+def _why(node: str, detail: str) -> str:
+    for words, reason in _REASONS:
+        if words.lower() in detail.lower():
+            return reason.format(node=node)
+    return detail

@@ -81,7 +81,9 @@ def test_the_peer_client_pings_a_node_and_checks_its_name(cluster: RunningCluste
         # n3's address under the name n2: n3's certificate does not name n2, so TLS refuses it.
         with pytest.raises(Unavailable) as caught:
             client.ping("n2", _peer_address(cluster, "n3"), 5)
-        assert str(caught.value).startswith(f"node n2 at {_peer_address(cluster, 'n3')} does not answer:")
+        assert str(caught.value) == (f"node n2 at {_peer_address(cluster, 'n3')} does not answer: its "
+                                     f"certificate does not name node n2 (is the address in etcd stale, "
+                                     f"or the certificate issued for another node?)")
     finally:
         client.close()
 
@@ -109,6 +111,16 @@ def test_strangers_are_refused(cluster: RunningCluster, tmp_path: Path) -> None:
     creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=rogue.key,
                                          certificate_chain=rogue.cert)
     assert _refused(target, creds).code() == grpc.StatusCode.UNAVAILABLE
+    # The same through the peer client: what a node so misconfigured reads.
+    mixed = PeerClient(certs.PeerTls(rogue.cert, rogue.key, ca))
+    try:
+        with pytest.raises(Unavailable) as handshake:
+            mixed.ping("n1", target, 5)
+    finally:
+        mixed.close()
+    assert str(handshake.value) == (f"node n1 at {target} does not answer: the connection was closed "
+                                    f"during the TLS handshake (does it take this node's certificate, "
+                                    f"from the same cluster CA?)")
     # A certificate the cluster CA did sign, for a name no node has registered.
     certs.issue(cluster.ca_dir, "n9", tmp_path / "n9", hosts=("127.0.0.1",))
     client = PeerClient(_tls(tmp_path / "n9"))
@@ -244,7 +256,8 @@ def test_a_killed_node_is_shown_unreachable(cluster: RunningCluster) -> None:
     status = _status(cluster.nodes["n1"])
     elapsed = time.monotonic() - started
     assert status["n3"]["peer_reachable"] is False
-    assert str(status["n3"]["peer_problem"]).startswith(f"node n3 at {address} does not answer:")
+    assert status["n3"]["peer_problem"] == (f"node n3 at {address} does not answer: connection refused "
+                                            f"(is galleond running there with that --peer-listen?)")
     assert status["n1"]["peer_reachable"] is True and status["n2"]["peer_reachable"] is True
     assert elapsed < 10           # one ping's timeout (1 s) plus a galleonctl run, on a loaded machine
     table = cluster.nodes["n1"].ctl("cluster", "status", check=True).stdout
