@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import ssl
 import stat
@@ -246,6 +247,27 @@ def test_membership_in_etcd_decides_who_is_a_node(cluster: RunningCluster, tmp_p
     finally:
         client.close()
         etcd.delete(keys.node("n4", "info"))
+
+def test_a_paused_node_costs_status_one_timeout(cluster: RunningCluster) -> None:
+    """SIGSTOP n2: its ping times out (1 s), the others still answer, and status comes back
+    in about one timeout, not one per node; SIGCONT: reachable again."""
+    n2 = cluster.nodes["n2"]
+    os.kill(n2.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        status = _status(cluster.nodes["n1"])
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(n2.pid, signal.SIGCONT)
+    assert status["n2"]["peer_reachable"] is False
+    assert status["n2"]["peer_problem"] == (f"node n2 at {_peer_address(cluster, 'n2')} does not answer: "
+                                            f"no answer within the timeout (down, paused or cut off?)")
+    assert status["n1"]["peer_reachable"] is True and status["n3"]["peer_reachable"] is True
+    assert 1.0 <= elapsed < 8          # the timeout, plus a galleonctl run on a loaded machine
+    deadline = time.monotonic() + 10
+    while _status(cluster.nodes["n1"])["n2"]["peer_reachable"] is not True:
+        assert time.monotonic() < deadline, "n2 not reachable 10 s after SIGCONT"
+        time.sleep(0.2)
 
 def test_a_killed_node_is_shown_unreachable(cluster: RunningCluster) -> None:
     """Last in the module: it kills n3."""
