@@ -179,3 +179,19 @@ def node_names(pem: bytes) -> tuple[str, ...]:
         dns = []
     candidates = dns or [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     return tuple(c for c in candidates if NODE.pattern.match(c) and len(c) <= NODE.max_chars)
+
+
+def check_node_certificate(tls: PeerTls, node: str) -> None:
+    """At start: this node's certificate must name it and be valid now, or every peer would
+    refuse it later with a vaguer message; one line says which and what to do."""
+    cert = x509.load_pem_x509_certificate(tls.cert)
+    claimed = node_names(tls.cert)
+    if node not in claimed:
+        shown = ", ".join(names.quote(n) for n in claimed[:3]) or "no node name"
+        raise InvalidArgument(f"the peer certificate (--peer-cert) names {shown}, not this node "
+                              f"{node}; issue one for it: galleond cluster-cert issue --node {node}")
+    now = _now()
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise InvalidArgument(f"the peer certificate (--peer-cert) of node {node} is valid from "
+                              f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} to "
+                              f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, not now; issue a new one")

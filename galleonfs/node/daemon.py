@@ -105,6 +105,8 @@ class Daemon:
         # speak mTLS to its peers refuses to start (one line), before it joins anything.
         self.peer_tls = (certs.read_peer_tls(config.peer_cert, config.peer_key, config.peer_ca)
                          if config.cluster else None)
+        if self.peer_tls is not None:
+            certs.check_node_certificate(self.peer_tls, config.node_name)
         self.peer_server: PeerServer | None = None
         self.catalog = Catalog(config.data_dir)
         self.classes = StorageClassManager(self.catalog)

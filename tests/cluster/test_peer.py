@@ -171,6 +171,19 @@ def test_a_node_without_a_readable_peer_certificate_does_not_start(cluster: Runn
     done = subprocess.run([*command, "--peer-cert", str(garbage)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
     assert done.stderr.startswith("galleond: error: the peer certificate, key or CA cannot be parsed")
+    # n1's certificate for a node named n7: refused at start, not by every peer later.
+    done = subprocess.run([*command, "--peer-cert", str(base / certs.NODE_CERT)], capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (2, (
+        "galleond: error: the peer certificate (--peer-cert) names 'n1', not this node n7; issue one "
+        "for it: galleond cluster-cert issue --node n7\n"))
+    # An expired certificate for n7 (valid for 0 days): refused at start too.
+    certs.issue(cluster.ca_dir, "n7", tmp_path / "n7", hosts=("127.0.0.1",), days=0)
+    done = subprocess.run([*command, "--peer-cert", str(tmp_path / "n7" / certs.NODE_CERT), "--peer-key",
+                           str(tmp_path / "n7" / certs.NODE_KEY)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+    assert done.stderr.startswith("galleond: error: the peer certificate (--peer-cert) of node n7 is valid from ")
+    assert done.stderr.endswith(" UTC, not now; issue a new one\n")
     assert "n7" not in _status(cluster.nodes["n1"])         # it never joined
 
 
