@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GalleonFS cluster mode, first part (issue 12): membership, placement, scheduling.
-#   etcd (Debian's etcd-server) and three galleond nodes on loopback, in zones a, b, c;
-#   `cluster status`; a volume created with 3 replicas (its placement recorded in etcd;
+#   etcd (Debian's etcd-server) and three galleond nodes on loopback, in zones a, b, c, their
+#   peer channel on mutual TLS with certificates from `galleond cluster-ca|cluster-cert`;
+#   `cluster status` (with the PEER column: each node reached over mTLS); a volume created with 3 replicas (its placement recorded in etcd;
 #   replication is not built yet, and the output says so); a cordon and a refusal it
 #   causes; kill -9 of a node, shown DOWN once its 6 s lease expires; the node back.
 # Leaves nothing running; KEEP=1 keeps the temporary directory.
@@ -33,12 +34,21 @@ etcd --name demo --data-dir "$WORK/etcd" --listen-client-urls "$ETCD_URL" \
      --logger zap --log-level error > "$WORK/etcd.log" 2>&1 &
 PIDS[etcd]=$!
 
+step "make the cluster CA and one peer certificate per node (mTLS between nodes)"
+galleond cluster-ca init "$WORK/ca"
+for name in n1 n2 n3; do
+    galleond cluster-cert issue --ca "$WORK/ca" --node "$name" --host 127.0.0.1 --out "$WORK/$name/peer"
+done
+declare -A PEER_PORTS=([n1]="$(free_port)" [n2]="$(free_port)" [n3]="$(free_port)")
+
 start_node() {
     local name=$1 zone=$2
     mkdir -p "$WORK/$name"
     galleond --data-dir "$WORK/$name/data" --listen "unix:$WORK/$name/galleond.sock" --config /dev/null \
              --log-format text --cluster "etcd=$ETCD_URL" --node-name "$name" \
-             --peer-listen "127.0.0.1:$(free_port)" --zone "$zone" 2>> "$WORK/$name/galleond.log" &
+             --peer-listen "127.0.0.1:${PEER_PORTS[$name]}" --peer-cert "$WORK/$name/peer/node.crt" \
+             --peer-key "$WORK/$name/peer/node.key" --peer-ca "$WORK/$name/peer/ca.crt" \
+             --zone "$zone" 2>> "$WORK/$name/galleond.log" &
     PIDS[$name]=$!
 }
 step "start three nodes in zones a, b, c"
@@ -72,7 +82,7 @@ kill -KILL "${PIDS[n2]}"; wait "${PIDS[n2]}" 2>/dev/null || true
 start=$(date +%s)
 until ctl n1 cluster status -o json | grep '"state": "down"' >/dev/null; do sleep 0.5; done
 echo "n2 shown down after $(( $(date +%s) - start )) s"
-ctl n1 cluster status
+ctl n1 cluster status     # n2: DOWN, and its PEER column says UNREACHABLE
 
 step "start n2 again: it rejoins under its name"
 start_node n2 b

@@ -31,9 +31,13 @@ def status_text(s: dict[str, Any]) -> str:
     head = (f"cluster at {s['etcd_url']} (asked node {s['this_node']}): {len(nodes)} nodes, {summary}"
             + (f"\nproblem: {s['problem']}" if s.get("problem") else ""))
     rows = [(n["name"], n["state"].upper(), n["zone"] or "-", n["rack"] or "-", n["address"],
-             format_size(int(n["capacity_bytes"])), format_size(int(n["free_bytes"])))
+             format_size(int(n["capacity_bytes"])), format_size(int(n["free_bytes"])),
+             "ok" if n.get("peer_reachable") else "UNREACHABLE")
             for n in nodes]
-    return head + "\n" + output.table(rows, ("NODE", "STATE", "ZONE", "RACK", "ADDRESS", "CAPACITY", "FREE"))
+    problems = [f"{n['name']}: {n['peer_problem']}" for n in nodes
+                if not n.get("peer_reachable") and n.get("peer_problem")]
+    table = output.table(rows, ("NODE", "STATE", "ZONE", "RACK", "ADDRESS", "CAPACITY", "FREE", "PEER"))
+    return head + "\n" + table + "".join(f"\npeer {p}" for p in problems)
 
 
 def cluster_status(args: argparse.Namespace) -> int:

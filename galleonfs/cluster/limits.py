@@ -53,3 +53,25 @@ placement_choices = 2
 # --- names ---------------------------------------------------------------------------------------
 node_name_chars_max = 63         # a DNS label, like volume names
 zone_name_chars_max = 63
+
+# --- the peer channel (mTLS between nodes) -----------------------------------------------------
+# A Ping for `cluster status`: on loopback or a LAN it answers in ~1 ms (plus a TLS handshake
+# of ~5 ms on a new channel); 1 s says "unreachable" for a node that is down or cut off
+# without making status itself slow (nodes are pinged in parallel).
+peer_ping_timeout_s = 1.0
+# Nodes pinged at once by one `cluster status` (threads): beyond it, they queue.
+peer_ping_parallel_max = 16
+# Threads of the peer server: Pings are ~1 ms each, so 8 serve thousands a second; replication's
+# long-lived streams (one per replica) will need their own bound when they come.
+peer_server_threads = 8
+# Open channels the peer client keeps (one per node dialled); least recently used closed first.
+peer_channels_max = 256
+# How long the peer server trusts its read of etcd membership when checking a caller's name:
+# a node removed from etcd is refused within this long; etcd is read at most once per period.
+peer_members_cache_s = 2.0
+# Certificates made by `galleond cluster-ca`: the CA for ten years, a node for one (there is
+# no revocation yet, docs/security.md: reissue instead).
+ca_cert_days = 3650
+node_cert_days = 365
+# A PEM file (certificate chain, key, CA bundle) larger than this is not one.
+pem_file_bytes_max = 1 << 20

@@ -32,6 +32,7 @@ from ..cluster import limits as cluster_limits
 from ..cluster.etcd import Compare, Put
 from ..cluster.membership import ClusterConfig, Membership
 from ..cluster.model import Node, NodeState
+from ..cluster.peers import Peers, Reach
 from ..cluster.placement import place
 from ..errors import AlreadyExists, FailedPrecondition, GalleonError, InvalidArgument, NotFound
 from . import tenancy
@@ -50,6 +51,7 @@ class ClusterView:
     this_node: str
     nodes: list[Node]
     problem: str
+    reach: dict[str, Reach]          # node name -> whether this node reached it over mTLS
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class ClusterManager:
         self.volumes = volumes
         self.config = config
         self.membership = Membership(config, capacity) if config else None
+        self.peers: Peers | None = None          # the peer channel, set by the daemon once it listens
 
     @property
     def enabled(self) -> bool:
@@ -100,7 +103,10 @@ class ClusterManager:
     async def status(self) -> ClusterView:
         member = self._member()
         nodes = await trio.to_thread.run_sync(member.nodes)
-        return ClusterView(member.etcd.url, member.config.node_name, nodes, member.problem)
+        # Every node is pinged over the peer channel, in parallel, each within
+        # limits.peer_ping_timeout_s: a status answers within about that, however many are down.
+        reach = await self.peers.reach(nodes) if self.peers is not None else {}
+        return ClusterView(member.etcd.url, member.config.node_name, nodes, member.problem, reach)
 
     async def schedule(self, node: str, state: NodeState) -> Node:
         member = self._member()

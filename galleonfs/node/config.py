@@ -165,7 +165,12 @@ class NodeConfig:
     # node_name and peer_listen are required. Empty: the single-node default, no etcd.
     cluster: str = ""
     node_name: str = ""
-    peer_listen: str = ""                    # host:port other nodes dial (recorded; replication later)
+    peer_listen: str = ""                    # host:port other nodes dial: the peer channel (mTLS)
+    # The peer channel's TLS (cluster/certs.py): this node's certificate (its name in a SAN),
+    # its key, and the cluster CA every other node's certificate must be signed by.
+    peer_cert: str = ""
+    peer_key: str = ""
+    peer_ca: str = ""
     zone: str = ""
     rack: str = ""
     sources: dict[str, str] = field(default_factory=dict)
@@ -209,6 +214,7 @@ def _mount_roots(value: Any) -> list[str]:
 _PARSERS["mount_roots"] = _mount_roots
 _PARSERS.update(cluster=lambda v: _cluster(v), node_name=lambda v: _cluster_name(v, NODE),
                 peer_listen=lambda v: _peer_listen(v), zone=lambda v: _cluster_name(v, ZONE),
+                peer_cert=_path, peer_key=_path, peer_ca=_path,
                 rack=lambda v: _cluster_name(v, RACK))
 
 
@@ -311,15 +317,22 @@ def _group(value: Any) -> str:
 
 
 def check_cluster(config: NodeConfig) -> None:
-    """Cluster settings come together: etcd, a node name and a peer address, or none."""
+    """Cluster settings come together: etcd, a node name, a peer address and the peer
+    channel's certificate, key and CA, or none."""
     if config.cluster:
         for setting in ("node_name", "peer_listen"):
             if not getattr(config, setting):
                 flag = "--" + setting.replace("_", "-")
                 raise InvalidArgument(f"cluster mode needs {flag} (setting {setting}): every node "
                                       f"is known by a unique name and a peer address")
+        for setting in ("peer_cert", "peer_key", "peer_ca"):
+            if not getattr(config, setting):
+                flag = "--" + setting.replace("_", "-")
+                raise InvalidArgument(f"cluster mode needs {flag} (setting {setting}): nodes talk "
+                                      f"over mutual TLS only; make a CA and this node's certificate "
+                                      f"with galleond cluster-ca init and galleond cluster-cert issue")
         return
-    for setting in ("node_name", "peer_listen", "zone", "rack"):
+    for setting in ("node_name", "peer_listen", "zone", "rack", "peer_cert", "peer_key", "peer_ca"):
         if getattr(config, setting):
             raise InvalidArgument(f"{setting} is a cluster setting: give --cluster etcd=URL too, or "
                                   f"leave it out for the single-node default")

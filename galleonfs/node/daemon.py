@@ -33,6 +33,8 @@ import trio
 
 from .. import __version__, limits
 from ..audit.log import AuditLog
+from ..cluster import certs
+from ..cluster.peers import Peers, Registry
 from ..crypto.keys import KeySpec
 from ..errors import ExitCode, GalleonError
 from ..managers.access import AccessManager
@@ -53,6 +55,7 @@ from ..rpc.bridge import TrioBridge
 from ..rpc.cluster import ClusterService
 from ..rpc.gate import UnixGate, run_dir_for
 from ..rpc.keys import KeyService
+from ..rpc.peer import PeerClient, PeerServer
 from ..rpc.server import RpcServer, Tls
 from ..rpc.services import (
     BackupPolicyService,
@@ -67,7 +70,7 @@ from ..rpc.services import (
 )
 from ..workers.supervisor import Supervisor
 from . import config as node_config
-from . import recovery
+from . import pki, recovery
 from .lock import lock_data_dir
 
 log = logging.getLogger("galleond")
@@ -98,6 +101,13 @@ def setup_logging(level: str, fmt: str) -> None:
 class Daemon:
     def __init__(self, config: node_config.NodeConfig) -> None:
         self.config = config
+        # The peer channel's certificate, key and CA are read first: a node that cannot
+        # speak mTLS to its peers refuses to start (one line), before it joins anything.
+        self.peer_tls = (certs.read_peer_tls(config.peer_cert, config.peer_key, config.peer_ca)
+                         if config.cluster else None)
+        if self.peer_tls is not None:
+            certs.check_node_certificate(self.peer_tls, config.node_name)
+        self.peer_server: PeerServer | None = None
         self.catalog = Catalog(config.data_dir)
         self.classes = StorageClassManager(self.catalog)
         keys = KeySpec(config.key_file, config.key_passphrase_env, config.key_command)
@@ -133,6 +143,7 @@ class Daemon:
                     await self.cluster.start()      # etcd unreachable: the start fails, one line
                     background.start_soon(self.cluster.run)
                     try:
+                        self._start_peer()
                         self._start_metrics()
                         self._start_server()
                     except BaseException:
@@ -187,6 +198,19 @@ class Daemon:
         self.server.start()
         log.info("galleond %s serving on %s (data dir %s)", __version__,
                  ", ".join(self.info.listen), self.config.data_dir)
+
+    def _start_peer(self) -> None:
+        """Cluster mode: serve PeerService on ``peer_listen`` (mTLS only, callers must be
+        registered nodes), and give the cluster manager the client that dials the others."""
+        cluster = node_config.cluster_config(self.config)
+        if cluster is None or self.peer_tls is None:
+            return
+        self.peer_server = PeerServer(cluster.node_name, self.peer_tls,
+                                      Registry(cluster.etcd_url).names, audit=self.audit)
+        bound = self.peer_server.listen(cluster.peer_address)
+        self.peer_server.start()
+        self.cluster.peers = Peers(PeerClient(self.peer_tls), cluster.node_name)
+        log.info("peer channel (mTLS) on %s", bound)
 
     def _access(self, bridge: TrioBridge) -> tuple[UnixGate, AuthInterceptor, dict[str, object]]:
         """The unix-socket gate, the auth interceptor and the Token/Tenant servicers."""
@@ -252,6 +276,10 @@ class Daemon:
         await self.cluster.stop()        # shown down at once, not after the lease runs out
         if self.server is not None:
             await trio.to_thread.run_sync(self.server.stop, STOP_GRACE_S)
+        if self.peer_server is not None:
+            await trio.to_thread.run_sync(self.peer_server.stop, STOP_GRACE_S)
+        if self.cluster.peers is not None:
+            self.cluster.peers.close()
         await self.volumes.shutdown()
         await self._backup_catalog_now()
         if self.metrics is not None:
@@ -297,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Settings come from defaults, then the TOML file, then GALLEONFS_* variables "
                "(GALLEONFS_DATA_DIR, GALLEONFS_LISTEN, ...), then flags.\n\n"
                "galleond recover-catalog [--data-dir DIR]: rebuild a damaged or empty node catalog "
-               "from its backup and the volumes' own records (galleond stopped).\n\nexample:\n"
+               "from its backup and the volumes' own records (galleond stopped).\n\n"
+               "galleond cluster-ca init DIR / galleond cluster-cert issue --ca DIR --node N "
+               "--host H --out DIR: the peer channel's certificates (cluster mode).\n\nexample:\n"
                "  galleond --data-dir /var/lib/galleonfs --listen unix:/run/galleonfs/galleond.sock",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="where volumes and the node catalog live "
@@ -314,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--node-name", help="cluster mode: this node's unique name (a DNS label)")
     parser.add_argument("--peer-listen", metavar="HOST:PORT",
                         help="cluster mode: the address other nodes reach this one at")
+    parser.add_argument("--peer-cert", help="cluster mode: this node's certificate for the peer channel "
+                                            "(mTLS; its node name in a SAN)")
+    parser.add_argument("--peer-key", help="cluster mode: the key of --peer-cert")
+    parser.add_argument("--peer-ca", help="cluster mode: the cluster CA that signs every node's certificate")
     parser.add_argument("--zone", help="cluster mode: failure zone (replicas spread over zones)")
     parser.add_argument("--rack", help="cluster mode: rack within the zone")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -334,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["recover-catalog"]:
         return recovery.main(argv[1:])
+    if argv[:1] in (["cluster-ca"], ["cluster-cert"]):
+        return pki.main(argv)
     args = build_parser().parse_args(argv)
     try:
         config = node_config.load(
@@ -341,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             flags={"data_dir": args.data_dir, "listen": args.listen, "log_level": args.log_level,
                    "log_format": args.log_format, "insecure_listen": args.insecure_listen,
                    "cluster": args.cluster, "node_name": args.node_name,
-                   "peer_listen": args.peer_listen, "zone": args.zone, "rack": args.rack})
+                   "peer_listen": args.peer_listen, "zone": args.zone, "rack": args.rack,
+                   "peer_cert": args.peer_cert, "peer_key": args.peer_key, "peer_ca": args.peer_ca})
         if args.print_config:
             print(config.render())
             return 0

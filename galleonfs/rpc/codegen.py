@@ -1,6 +1,7 @@
-"""Regenerate the gRPC code from ``proto/galleonfs/v1/*.proto`` and ``proto/csi/v1/csi.proto``.
+"""Regenerate the gRPC code from ``proto/galleonfs/v1/*.proto``, ``proto/galleonfs/peer/v1/*.proto``
+and ``proto/csi/v1/csi.proto``.
 
-    python -m galleonfs.rpc.codegen          # write galleonfs/v1/ and galleonfs/csi/v1/
+    python -m galleonfs.rpc.codegen          # write galleonfs/v1/, galleonfs/peer/v1/, galleonfs/csi/v1/
     python -m galleonfs.rpc.codegen --check  # exit 1 if the checked-in code is stale
 
 The generated package is ``galleonfs.v1`` (the proto package path), checked in so that
@@ -9,6 +10,10 @@ installing GalleonFS needs no protoc. Besides grpcio-tools' code and message stu
 (``*_pb2_grpc.pyi``), so that ``mypy --strict`` checks every client call and servicer
 against the API instead of seeing ``Any``. The output depends on the versions of both,
 which are pinned in pyproject.toml's ``test`` extra (the suite checks the code is fresh).
+
+The node-to-node API (``galleonfs.peer.v1``, ``proto/galleonfs/peer/v1/``) is generated into
+``galleonfs.peer.v1``: a package of its own, so that it is not part of the public API (the
+access table, reflection and the API listener never see it).
 
 The CSI specification's ``csi.v1`` (``proto/csi/v1/csi.proto``, the CSI driver's API) is
 generated into ``galleonfs.csi.v1``: protoc names Python modules after the proto's path, so
@@ -32,14 +37,17 @@ ROOT = Path(__file__).resolve().parents[2]
 PROTO_DIR = ROOT / "proto"
 PACKAGE = Path("galleonfs") / "v1"
 INIT = '"""Generated gRPC code for the galleonfs.v1 API (from proto/; see galleonfs.rpc.codegen)."""\n'
+PEER_PACKAGE = Path("galleonfs") / "peer" / "v1"
+PEER_INIT = ('"""Generated gRPC code for the node-to-node galleonfs.peer.v1 API (from proto/galleonfs/peer/v1/; '
+             'see galleonfs.rpc.codegen)."""\n')
 CSI_PROTO = PROTO_DIR / "csi" / "v1" / "csi.proto"
 CSI_PACKAGE = Path("galleonfs") / "csi" / "v1"
 CSI_INIT = ('"""Generated gRPC code for the CSI specification\'s csi.v1 (from proto/csi/v1/csi.proto; '
             'see galleonfs.rpc.codegen)."""\n')
 
 
-def proto_files() -> list[Path]:
-    return sorted((PROTO_DIR / PACKAGE).glob("*.proto"))
+def proto_files(package: Path = PACKAGE) -> list[Path]:
+    return sorted((PROTO_DIR / package).glob("*.proto"))
 
 
 def _grpc_stub_plugin() -> str:
@@ -77,6 +85,9 @@ def generate(out_root: Path) -> list[Path]:
     (out_root / PACKAGE).mkdir(parents=True, exist_ok=True)
     _protoc(out_root, PROTO_DIR, [str(p.relative_to(PROTO_DIR)) for p in proto_files()])
     (out_root / PACKAGE / "__init__.py").write_text(INIT)
+    (out_root / PEER_PACKAGE).mkdir(parents=True, exist_ok=True)
+    _protoc(out_root, PROTO_DIR, [str(p.relative_to(PROTO_DIR)) for p in proto_files(PEER_PACKAGE)])
+    (out_root / PEER_PACKAGE / "__init__.py").write_text(PEER_INIT)
     with tempfile.TemporaryDirectory() as staging:
         staged = Path(staging) / CSI_PACKAGE / "csi.proto"
         staged.parent.mkdir(parents=True)
@@ -84,7 +95,8 @@ def generate(out_root: Path) -> list[Path]:
         (out_root / CSI_PACKAGE).mkdir(parents=True, exist_ok=True)
         _protoc(out_root, Path(staging), [str(CSI_PACKAGE / "csi.proto")])
     (out_root / CSI_PACKAGE / "__init__.py").write_text(CSI_INIT)
-    return sorted([*(out_root / PACKAGE).iterdir(), *(out_root / CSI_PACKAGE).iterdir()])
+    return sorted([*(out_root / PACKAGE).iterdir(), *(out_root / PEER_PACKAGE).iterdir(),
+                   *(out_root / CSI_PACKAGE).iterdir()])
 
 
 def _protoc(out_root: Path, include_root: Path, protos: list[str]) -> None:
@@ -106,7 +118,7 @@ def stale_files() -> list[str]:
     """Names of generated files that differ from what the .proto files produce now."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = {str(p.relative_to(tmp)): p for p in generate(Path(tmp)) if p.is_file()}
-        current = {str(p.relative_to(ROOT)): p for package in (PACKAGE, CSI_PACKAGE)
+        current = {str(p.relative_to(ROOT)): p for package in (PACKAGE, PEER_PACKAGE, CSI_PACKAGE)
                    for p in (ROOT / package).glob("*") if p.is_file()}
         names = sorted(set(fresh) | set(current))
         return [n for n in names if n not in fresh or n not in current

@@ -346,13 +346,15 @@ def _input_class(method: str) -> Any:
 
 # --- the interceptor --------------------------------------------------------------------------------
 class RequestValidator(grpc.ServerInterceptor):
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = API_PREFIX) -> None:
+        # ``prefix``: the methods it checks; the peer server passes "/galleonfs.peer.v1.".
+        self._prefix = prefix
         self._classes: dict[str, Any] = {}
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
         method = details.method
-        if handler is None or not method.startswith(API_PREFIX):
+        if handler is None or not method.startswith(self._prefix):
             return handler
         if method not in self._classes:
             self._classes[method] = _input_class(method)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agalleonfs/v1/cluster.proto\x12\x0cgalleonfs.v1\"\x19\n\x17GetClusterStatusRequest\"\x83\x01\n\x0b\x43lusterNode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12\x0c\n\x04rack\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x05 \x01(\x04\x12\x12\n\nfree_bytes\x18\x06 \x01(\x04\x12\r\n\x05state\x18\x07 \x01(\t\"o\n\rClusterStatus\x12\x10\n\x08\x65tcd_url\x18\x01 \x01(\t\x12\x11\n\tthis_node\x18\x02 \x01(\t\x12(\n\x05nodes\x18\x03 \x03(\x0b\x32\x19.galleonfs.v1.ClusterNode\x12\x0f\n\x07problem\x18\x04 \x01(\t\"!\n\x11\x43ordonNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"#\n\x13UncordonNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\" \n\x10\x44rainNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"%\n\x13GetPlacementRequest\x12\x0e\n\x06volume\x18\x01 \x01(\t\"\x94\x01\n\x0fVolumePlacement\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x11\n\tvolume_id\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\r\x12\r\n\x05nodes\x18\x04 \x03(\t\x12\x0f\n\x07primary\x18\x05 \x01(\t\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\x12\x0f\n\x07missing\x18\x07 \x01(\r\x12\x0c\n\x04note\x18\x08 \x01(\t2\x87\x03\n\x0e\x43lusterService\x12O\n\tGetStatus\x12%.galleonfs.v1.GetClusterStatusRequest\x1a\x1b.galleonfs.v1.ClusterStatus\x12\x44\n\x06\x43ordon\x12\x1f.galleonfs.v1.CordonNodeRequest\x1a\x19.galleonfs.v1.ClusterNode\x12H\n\x08Uncordon\x12!.galleonfs.v1.UncordonNodeRequest\x1a\x19.galleonfs.v1.ClusterNode\x12\x42\n\x05\x44rain\x12\x1e.galleonfs.v1.DrainNodeRequest\x1a\x19.galleonfs.v1.ClusterNode\x12P\n\x0cGetPlacement\x12!.galleonfs.v1.GetPlacementRequest\x1a\x1d.galleonfs.v1.VolumePlacementb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agalleonfs/v1/cluster.proto\x12\x0cgalleonfs.v1\"\x19\n\x17GetClusterStatusRequest\"\xc6\x01\n\x0b\x43lusterNode\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12\x0c\n\x04rack\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x05 \x01(\x04\x12\x12\n\nfree_bytes\x18\x06 \x01(\x04\x12\r\n\x05state\x18\x07 \x01(\t\x12\x16\n\x0epeer_reachable\x18\x08 \x01(\x08\x12\x14\n\x0cpeer_problem\x18\t \x01(\t\x12\x13\n\x0bpeer_rtt_ms\x18\n \x01(\x01\"o\n\rClusterStatus\x12\x10\n\x08\x65tcd_url\x18\x01 \x01(\t\x12\x11\n\tthis_node\x18\x02 \x01(\t\x12(\n\x05nodes\x18\x03 \x03(\x0b\x32\x19.galleonfs.v1.ClusterNode\x12\x0f\n\x07problem\x18\x04 \x01(\t\"!\n\x11\x43ordonNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"#\n\x13UncordonNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\" \n\x10\x44rainNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"%\n\x13GetPlacementRequest\x12\x0e\n\x06volume\x18\x01 \x01(\t\"\x94\x01\n\x0fVolumePlacement\x12\x0e\n\x06volume\x18\x01 \x01(\t\x12\x11\n\tvolume_id\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\r\x12\r\n\x05nodes\x18\x04 \x03(\t\x12\x0f\n\x07primary\x18\x05 \x01(\t\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\x12\x0f\n\x07missing\x18\x07 \x01(\r\x12\x0c\n\x04note\x18\x08 \x01(\t2\x87\x03\n\x0e\x43lusterService\x12O\n\tGetStatus\x12%.galleonfs.v1.GetClusterStatusRequest\x1a\x1b.galleonfs.v1.ClusterStatus\x12\x44\n\x06\x43ordon\x12\x1f.galleonfs.v1.CordonNodeRequest\x1a\x19.galleonfs.v1.ClusterNode\x12H\n\x08Uncordon\x12!.galleonfs.v1.UncordonNodeRequest\x1a\x19.galleonfs.v1.ClusterNode\x12\x42\n\x05\x44rain\x12\x1e.galleonfs.v1.DrainNodeRequest\x1a\x19.galleonfs.v1.ClusterNode\x12P\n\x0cGetPlacement\x12!.galleonfs.v1.GetPlacementRequest\x1a\x1d.galleonfs.v1.VolumePlacementb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCLUSTERSTATUSREQUEST']._serialized_start=44
   _globals['_GETCLUSTERSTATUSREQUEST']._serialized_end=69
   _globals['_CLUSTERNODE']._serialized_start=72
-  _globals['_CLUSTERNODE']._serialized_end=203
-  _globals['_CLUSTERSTATUS']._serialized_start=205
-  _globals['_CLUSTERSTATUS']._serialized_end=316
-  _globals['_CORDONNODEREQUEST']._serialized_start=318
-  _globals['_CORDONNODEREQUEST']._serialized_end=351
-  _globals['_UNCORDONNODEREQUEST']._serialized_start=353
-  _globals['_UNCORDONNODEREQUEST']._serialized_end=388
-  _globals['_DRAINNODEREQUEST']._serialized_start=390
-  _globals['_DRAINNODEREQUEST']._serialized_end=422
-  _globals['_GETPLACEMENTREQUEST']._serialized_start=424
-  _globals['_GETPLACEMENTREQUEST']._serialized_end=461
-  _globals['_VOLUMEPLACEMENT']._serialized_start=464
-  _globals['_VOLUMEPLACEMENT']._serialized_end=612
-  _globals['_CLUSTERSERVICE']._serialized_start=615
-  _globals['_CLUSTERSERVICE']._serialized_end=1006
+  _globals['_CLUSTERNODE']._serialized_end=270
+  _globals['_CLUSTERSTATUS']._serialized_start=272
+  _globals['_CLUSTERSTATUS']._serialized_end=383
+  _globals['_CORDONNODEREQUEST']._serialized_start=385
+  _globals['_CORDONNODEREQUEST']._serialized_end=418
+  _globals['_UNCORDONNODEREQUEST']._serialized_start=420
+  _globals['_UNCORDONNODEREQUEST']._serialized_end=455
+  _globals['_DRAINNODEREQUEST']._serialized_start=457
+  _globals['_DRAINNODEREQUEST']._serialized_end=489
+  _globals['_GETPLACEMENTREQUEST']._serialized_start=491
+  _globals['_GETPLACEMENTREQUEST']._serialized_end=528
+  _globals['_VOLUMEPLACEMENT']._serialized_start=531
+  _globals['_VOLUMEPLACEMENT']._serialized_end=679
+  _globals['_CLUSTERSERVICE']._serialized_start=682
+  _globals['_CLUSTERSERVICE']._serialized_end=1073
 # @@protoc_insertion_point(module_scope)

@@ -11,7 +11,7 @@ class GetClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ClusterNode(_message.Message):
-    __slots__ = ("name", "zone", "rack", "address", "capacity_bytes", "free_bytes", "state")
+    __slots__ = ("name", "zone", "rack", "address", "capacity_bytes", "free_bytes", "state", "peer_reachable", "peer_problem", "peer_rtt_ms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ZONE_FIELD_NUMBER: _ClassVar[int]
     RACK_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,9 @@ class ClusterNode(_message.Message):
     CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    PEER_REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    PEER_PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    PEER_RTT_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     zone: str
     rack: str
@@ -26,7 +29,10 @@ class ClusterNode(_message.Message):
     capacity_bytes: int
     free_bytes: int
     state: str
-    def __init__(self, name: _Optional[str] = ..., zone: _Optional[str] = ..., rack: _Optional[str] = ..., address: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., state: _Optional[str] = ...) -> None: ...
+    peer_reachable: bool
+    peer_problem: str
+    peer_rtt_ms: float
+    def __init__(self, name: _Optional[str] = ..., zone: _Optional[str] = ..., rack: _Optional[str] = ..., address: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., state: _Optional[str] = ..., peer_reachable: _Optional[bool] = ..., peer_problem: _Optional[str] = ..., peer_rtt_ms: _Optional[float] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
     __slots__ = ("etcd_url", "this_node", "nodes", "problem")

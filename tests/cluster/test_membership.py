@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from node.util import finish
 
-from galleonfs.cluster import keys
+from galleonfs.cluster import certs, keys
 from galleonfs.testing.cluster import RunningCluster
 from galleonfs.testing.daemon import RunningDaemon
 from galleonfs.testing.etcd import RunningEtcd, free_port
@@ -39,6 +39,18 @@ def nodes(etcd: RunningEtcd, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             if d.proc is not None:
                 finish(d, check_logs=False)       # a clean stop, then fsck of every volume
         cluster.cleanup()
+
+
+def _peer_tls(base: Path, node: str) -> list[str]:
+    """Flags for a peer certificate of ``node`` from a CA of its own (a daemon that never
+    reaches the peer channel in the test still needs them to start)."""
+    if not (base / "ca" / certs.CA_CERT).exists():
+        certs.init_ca(base / "ca")
+    out = base / f"peer-{node}"
+    if not (out / certs.NODE_CERT).exists():
+        certs.issue(base / "ca", node, out, hosts=("127.0.0.1",))
+    return ["--peer-cert", str(out / certs.NODE_CERT), "--peer-key", str(out / certs.NODE_KEY),
+            "--peer-ca", str(out / certs.CA_CERT)]
 
 
 def _status(d: RunningDaemon) -> dict[str, dict[str, object]]:
@@ -92,7 +104,7 @@ def test_a_second_node_with_a_taken_name_is_refused(nodes: dict[str, RunningDaem
     etcd_url = nodes["n1"].args[nodes["n1"].args.index("--cluster") + 1]
     started = time.monotonic()
     done = _galleond(tmp_path, "--cluster", etcd_url, "--node-name", "n1", "--peer-listen",
-                     "127.0.0.1:1", "--zone", "z")
+                     "127.0.0.1:1", "--zone", "z", *_peer_tls(tmp_path, "n1"))
     assert (done.returncode, done.stderr) == (4, (
         "galleond: error: node name n1 is in use by another live node (its lease keeps being "
         "renewed); give this node its own --node-name, or stop the other one\n"))
@@ -208,7 +220,8 @@ def _galleond(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_galleond_refuses_bad_cluster_settings_in_one_line(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"          # nothing listens there
-    done = _galleond(tmp_path, "--cluster", f"etcd={url}", "--node-name", "n1", "--peer-listen", "127.0.0.1:7101")
+    done = _galleond(tmp_path, "--cluster", f"etcd={url}", "--node-name", "n1", "--peer-listen", "127.0.0.1:7101",
+                     *_peer_tls(tmp_path, "n1"))
     assert done.returncode == 9
     assert done.stderr == (
         f"galleond: error: etcd at {url} does not answer (a lease grant): check "
@@ -236,7 +249,8 @@ def test_etcd_outage_keeps_the_node_serving_and_it_recovers(tmp_path: Path) -> N
     (tmp_path / "n1").mkdir()
     own.start()
     d = RunningDaemon(tmp_path / "n1", args=["--cluster", f"etcd={own.url}", "--node-name", "n1",
-                                             "--peer-listen", "127.0.0.1:7101", "--zone", "a"])
+                                             "--peer-listen", f"127.0.0.1:{free_port()}", "--zone", "a",
+                                             *_peer_tls(tmp_path, "n1")])
     try:
         d.start()
         d.ctl("volume", "create", "before", "--size", "16M", check=True)
@@ -309,7 +323,8 @@ def test_a_start_that_fails_after_joining_leaves_the_cluster_at_once(etcd: Runni
         done = subprocess.run(
             [sys.executable, "-m", "galleonfs.node.daemon", "--data-dir", str(tmp_path / "d"),
              "--listen", f"unix:{tmp_path}/s.sock", "--config", "/dev/null", "--log-format", "text",
-             "--cluster", f"etcd={etcd.url}", "--node-name", "n-fails", "--peer-listen", "127.0.0.1:1"],
+             "--cluster", f"etcd={etcd.url}", "--node-name", "n-fails", "--peer-listen",
+             f"127.0.0.1:{free_port()}", *_peer_tls(tmp_path, "n-fails")],
             capture_output=True, text=True, timeout=60,
             env={"PATH": "/usr/bin:/bin", "GALLEONFS_METRICS_LISTEN": f"127.0.0.1:{port}"})
     assert done.returncode != 0

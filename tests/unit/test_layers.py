@@ -51,6 +51,9 @@ LAYER_OF_PREFIX: dict[str, str] = {
     "galleonfs.rpc.services": "services", "galleonfs.rpc.keys": "services",
     "galleonfs.rpc.access": "services", "galleonfs.rpc.bridge": "services",
     "galleonfs.rpc.cluster": "services",
+    # The peer channel (cluster mode): its generated code is wire types like the API's; the
+    # server and client (a server, like rpc.server: its interceptors) reach the cluster layer.
+    "galleonfs.peer": "api", "galleonfs.rpc.peer": "rpc server",
     # Who is calling (the unix-socket gate's peer credentials, the principal): servicers ask.
     "galleonfs.rpc.auth": "services", "galleonfs.rpc.gate": "services",
     "galleonfs.rpc.server": "rpc server",
@@ -105,7 +108,7 @@ FLOOR_ONLY = LEAVES | {"backup"}         # layers that import nothing of ours bu
 # Third-party modules only one place may import (DESIGN section 5).
 ONLY_IN: dict[str, tuple[str, ...]] = {
     "pyfuse3": ("galleonfs.fuse.adapter", "galleonfs.fuse.worker"),
-    "grpc": ("galleonfs.rpc", "galleonfs.v1", "galleonfs.csi"),
+    "grpc": ("galleonfs.rpc", "galleonfs.v1", "galleonfs.peer", "galleonfs.csi"),
     "grpc_health": ("galleonfs.rpc", "galleonfs.v1"),
     "grpc_reflection": ("galleonfs.rpc", "galleonfs.v1"),
     "grpc_tools": ("galleonfs.rpc", "galleonfs.v1"),
