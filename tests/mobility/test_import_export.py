@@ -1,0 +1,179 @@
+"""Folder import/export as users drive it: a real galleond, real mounts, real galleonctl.
+
+What each test holds a user to: an imported tree equals its source attribute by attribute
+(modes, owners, times, xattrs, symlinks, hard-link groups, device nodes, holes); excludes
+leave out exactly what gitignore would; a re-run copies nothing and says so; ``--dry-run``
+lists and changes nothing; ``--delete`` mirrors and keeps excluded paths; an export of a
+snapshot gives the snapshot's tree, not the live one; a file that cannot be copied is
+named, the rest is copied, the exit code is 1; bad input gets one line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from node.util import ctl_ok, user_error
+
+from galleonfs.testing.daemon import RunningDaemon
+
+from .tree import SPARSE_DATA_AT, assert_same, make_tree, snapshot
+
+KiB = 1024
+
+
+def _volume(daemon: RunningDaemon, name: str) -> None:
+    ctl_ok(daemon, "volume", "create", name, "--size", "1G")
+
+
+def _import(daemon: RunningDaemon, name: str, src: Path, work: Path, *extra: str) -> str:
+    return ctl_ok(daemon, "volume", "import", name, str(src), "--work-dir", str(work), *extra)
+
+
+def _mounted(daemon: RunningDaemon, name: str, path: Path) -> Path:
+    path.mkdir()
+    ctl_ok(daemon, "volume", "mount", name, str(path))
+    return path
+
+
+def test_import_keeps_every_attribute_and_rerun_copies_nothing(shared_daemon: RunningDaemon, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, seed=15)
+    _volume(shared_daemon, "imp1")
+    out = _import(shared_daemon, "imp1", src, tmp_path / "work")
+    assert "errors" not in out and " 0 files copied" not in out, out
+    out = _import(shared_daemon, "imp1", src, tmp_path / "work")
+    assert "0 files copied (0 bytes)" in out and " 0 created, 0 updated, 0 deleted" in out, out
+    mnt = _mounted(shared_daemon, "imp1", tmp_path / "mnt")
+    try:
+        assert_same(src, mnt)
+        st = os.stat(mnt / "sparse.img")
+        assert st.st_blocks * 512 <= 2 * 64 * KiB, f"the hole was filled: {st.st_blocks} blocks"
+        with open(mnt / "sparse.img", "rb") as f:
+            f.seek(SPARSE_DATA_AT)
+            assert f.read(6) == b"middle"
+        # A re-run through the existing mount point also copies nothing.
+        out = _import(shared_daemon, "imp1", src, tmp_path / "work")
+        assert "0 files copied (0 bytes)" in out, out
+    finally:
+        ctl_ok(shared_daemon, "volume", "unmount", str(mnt))
+
+
+def test_excludes_dry_run_and_delete(shared_daemon: RunningDaemon, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, seed=7, files=30)
+    (src / "keep.tmp").write_text("kept by the negation")
+    excludes = tmp_path / "excludes"
+    excludes.write_text("# comment\n*.tmp\n!keep.tmp\n/dir1/\n")
+    _volume(shared_daemon, "imp2")
+    _import(shared_daemon, "imp2", src, tmp_path / "work", "--exclude-from", str(excludes), "--exclude", "*.log")
+    mnt = _mounted(shared_daemon, "imp2", tmp_path / "mnt")
+    try:
+        got = set(snapshot(mnt, times=False))
+        want = {rel for rel in snapshot(src, times=False)
+                if not (rel.endswith((".tmp", ".log")) and rel != "keep.tmp")
+                and rel != "dir1" and not rel.startswith("dir1/")}
+        assert got == want
+        assert any(r.endswith(".log") for r in snapshot(src, times=False))
+        # Changes on both sides; a dry run lists them and changes nothing.
+        (src / "new.txt").write_text("new")
+        (mnt / "extra.txt").write_text("extra")
+        (mnt / "dir2-extra").mkdir()
+        (mnt / "protected.tmp").write_text("excluded: --delete keeps it")
+        before = snapshot(mnt)
+        out = _import(shared_daemon, "imp2", src, tmp_path / "work", "--exclude-from", str(excludes),
+                      "--exclude", "*.log", "--delete", "--dry-run")
+        lines = out.splitlines()
+        assert "copy new.txt" in lines and "delete extra.txt" in lines and "delete dir2-extra/" in lines, out
+        assert not any("protected.tmp" in line for line in lines), out
+        assert snapshot(mnt) == before
+        # --delete mirrors (through the existing mount point).
+        _import(shared_daemon, "imp2", src, tmp_path / "work", "--exclude-from", str(excludes),
+                "--exclude", "*.log", "--delete")
+        assert (mnt / "new.txt").read_text() == "new"
+        assert not (mnt / "extra.txt").exists() and not (mnt / "dir2-extra").exists()
+        assert (mnt / "protected.tmp").read_text() == "excluded: --delete keeps it"
+    finally:
+        ctl_ok(shared_daemon, "volume", "unmount", str(mnt))
+
+
+def test_export_of_a_snapshot_is_the_snapshot(shared_daemon: RunningDaemon, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, seed=3, files=30)
+    _volume(shared_daemon, "exp1")
+    _import(shared_daemon, "exp1", src, tmp_path / "work")
+    ctl_ok(shared_daemon, "snapshot", "create", "exp1@before")
+    mnt = _mounted(shared_daemon, "exp1", tmp_path / "mnt")
+    try:
+        (mnt / "after.txt").write_text("written after the snapshot")
+        shutil.rmtree(mnt / "dir0")
+        (mnt / "sparse.img").write_bytes(b"overwritten")
+        out = ctl_ok(shared_daemon, "volume", "export", "exp1@before", str(tmp_path / "out"),
+                     "--work-dir", str(tmp_path / "work"))
+        assert "errors" not in out
+    finally:
+        ctl_ok(shared_daemon, "volume", "unmount", str(mnt))
+    assert_same(src, tmp_path / "out")
+    st = os.stat(tmp_path / "out" / "sparse.img")
+    assert st.st_blocks * 512 <= 2 * 64 * KiB, f"the export filled the hole: {st.st_blocks} blocks"
+    assert os.listdir(tmp_path / "work") == []          # the temporary mount point is gone
+
+
+def test_one_bad_file_is_named_and_the_rest_copied(shared_daemon: RunningDaemon, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    (src / "big.bin").write_bytes(os.urandom(3 * 1024 * KiB))      # more than the volume holds
+    (src / "z.txt").write_text("z")
+    ctl_ok(shared_daemon, "volume", "create", "full1", "--size", "2M")
+    done = shared_daemon.ctl("volume", "import", "full1", str(src), "--work-dir", str(tmp_path / "work"))
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr
+    assert "error: big.bin: No space left on device" in done.stderr, done.stderr
+    assert "1 entries could not be copied" in done.stderr, done.stderr
+    assert "2 files copied" in done.stdout, done.stdout
+    mnt = _mounted(shared_daemon, "full1", tmp_path / "mnt")
+    try:
+        assert sorted(os.listdir(mnt)) == ["a.txt", "z.txt"]            # no partial file left
+        assert (mnt / "z.txt").read_text() == "z"
+    finally:
+        ctl_ok(shared_daemon, "volume", "unmount", str(mnt))
+
+
+def test_bad_input_gets_one_line(shared_daemon: RunningDaemon, tmp_path: Path) -> None:
+    _volume(shared_daemon, "bad1")
+    user_error(shared_daemon.ctl("volume", "import", "bad1", str(tmp_path / "missing")), 3, "does not exist")
+    user_error(shared_daemon.ctl("volume", "import", "nosuchvol", str(tmp_path)), 3)
+    user_error(shared_daemon.ctl("volume", "export", "bad1", str(tmp_path / "o")), 2, "VOLUME@SNAPSHOT")
+    user_error(shared_daemon.ctl("volume", "export", "bad1@nosnap", str(tmp_path / "o")), 3)
+    user_error(shared_daemon.ctl("volume", "import", "bad1", str(tmp_path), "--exclude-from",
+                                 str(tmp_path / "nofile")), 2, "exclude file")
+    user_error(shared_daemon.ctl("volume", "import", "bad1", str(tmp_path), "--jobs", "0"), 2, "--jobs")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("snap", ["", "s1"])
+def test_standalone_galleonfs_import_export(tmp_path: Path, fuse_ok: None, snap: str) -> None:
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    make_tree(src, seed=11, files=20)
+    vol = tmp_path / "vol"
+
+    def tool(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "galleonfs.cli.galleonfs", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    assert tool("mkfs", str(vol), "--size", "1G").returncode == 0
+    done = tool("import", str(vol), str(src))
+    assert done.returncode == 0, done.stderr
+    if snap:
+        done = tool("export", str(vol), str(tmp_path / "out"), "--snapshot", snap)
+        user_error(done, 3, "no snapshot", prog="galleonfs")
+        return
+    done = tool("export", str(vol), str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert_same(src, tmp_path / "out")
