@@ -57,6 +57,17 @@ def test_import_keeps_every_attribute_and_rerun_copies_nothing(shared_daemon: Ru
         # A re-run through the existing mount point also copies nothing.
         out = _import(shared_daemon, "imp1", src, tmp_path / "work")
         assert "0 files copied (0 bytes)" in out, out
+        # As a killed run leaves it: a partial temporary file, a missing file, a short one.
+        victims = sorted(p for p in snapshot(src, times=False) if p.startswith("file")
+                         and os.stat(src / p).st_nlink == 1 and os.stat(src / p).st_size > 0)[:2]
+        (mnt / ".galleon-tmp.partial").write_bytes(b"half")
+        os.unlink(mnt / victims[0])
+        with open(mnt / victims[1], "r+b") as f:
+            f.truncate(0)
+        out = _import(shared_daemon, "imp1", src, tmp_path / "work")
+        assert "2 files copied" in out and " 0 created" in out, out
+        os.unlink(mnt / ".galleon-tmp.partial")     # only --delete removes a stray one
+        assert_same(src, mnt, atimes=False)
     finally:
         ctl_ok(shared_daemon, "volume", "unmount", str(mnt))
 
@@ -177,3 +188,23 @@ def test_standalone_galleonfs_import_export(tmp_path: Path, fuse_ok: None, snap:
     done = tool("export", str(vol), str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     assert_same(src, tmp_path / "out")
+
+
+def test_export_never_follows_a_symlink_out_of_the_target(shared_daemon: RunningDaemon, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "dir").mkdir(parents=True)
+    (src / "dir" / "f.txt").write_text("inside")
+    (src / "g.txt").write_text("g")
+    _volume(shared_daemon, "sym1")
+    _import(shared_daemon, "sym1", src, tmp_path / "work")
+    ctl_ok(shared_daemon, "snapshot", "create", "sym1@s")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "dir").symlink_to(outside)                # where the snapshot has a directory
+    (dest / "g.txt").symlink_to(outside / "g.txt")    # where it has a file
+    ctl_ok(shared_daemon, "volume", "export", "sym1@s", str(dest), "--work-dir", str(tmp_path / "work"))
+    assert os.listdir(outside) == []
+    assert not (dest / "dir").is_symlink() and (dest / "dir" / "f.txt").read_text() == "inside"
+    assert not (dest / "g.txt").is_symlink() and (dest / "g.txt").read_text() == "g"
