@@ -206,7 +206,7 @@ def volume_export(args: argparse.Namespace) -> int:
                               f"not {args.snapshot!r} (make one with galleonctl snapshot create)")
     volume, snap = names.split_snapshot_ref(args.snapshot)
     options = transfer.options_from(args)
-    dest = os.path.abspath(args.dest)
+    dest = transfer.check_target(args.dest, "destination")
     with _client(args) as c:
         c.get_snapshot(volume, snap)            # not found: say so before mounting anything
         report = _through_temporary_mount(

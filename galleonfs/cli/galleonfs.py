@@ -198,7 +198,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     options = transfer.options_from(args)
-    dest = os.path.abspath(args.dest)
+    dest = transfer.check_target(args.dest, "destination")
     if args.snapshot:
         names.check(args.snapshot, names.SNAPSHOT)
     with _temporary_mount(args, read_only=True) as root:

@@ -108,6 +108,11 @@ def exclude_patterns(patterns: Iterable[str], files: Iterable[str]) -> list[str]
     for p in out:
         if "\0" in p:
             raise InvalidArgument(f"an exclude pattern contains a NUL byte ({p!r}); remove it")
+        try:
+            pathspec.GitIgnoreSpec.from_lines([p])
+        except ValueError:
+            raise InvalidArgument(what="exclude pattern", value=repr(p),
+                                  expected="use gitignore syntax (e.g. '*.tmp', '/build/', '!keep.log')") from None
     return out
 
 
@@ -117,7 +122,8 @@ class _Tree:
     def __init__(self, root: str, *, create: bool) -> None:
         if create:
             os.makedirs(root, exist_ok=True)
-        self.fds: dict[str, int] = {"": os.open(root, _DIR_FLAGS)}
+        # The root is the one path the user named: it may be a symlink (as for rsync).
+        self.fds: dict[str, int] = {"": os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)}
         self.lock = threading.RLock()
         self.root = root
 
@@ -679,6 +685,16 @@ def check_dir(path: str, what: str) -> str:
     path = os.path.abspath(path)
     if not os.path.isdir(path) or os.path.islink(path):
         raise NotFound(f"the {what} {path} does not exist or is not a directory; give a directory")
+    return path
+
+
+def check_target(path: str, what: str) -> str:
+    """A target directory: absent (it is created) or a directory, as an absolute path."""
+    from ..errors import InvalidArgument
+
+    path = os.path.abspath(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise InvalidArgument(f"the {what} {path} exists and is not a directory; give a directory or a new path")
     return path
 
 

@@ -162,6 +162,11 @@ def test_bad_input_gets_one_line(shared_daemon: RunningDaemon, tmp_path: Path) -
     user_error(shared_daemon.ctl("volume", "import", "bad1", str(tmp_path), "--exclude-from",
                                  str(tmp_path / "nofile")), 2, "exclude file")
     user_error(shared_daemon.ctl("volume", "import", "bad1", str(tmp_path), "--jobs", "0"), 2, "--jobs")
+    (tmp_path / "afile").write_text("x")
+    user_error(shared_daemon.ctl("volume", "export", "bad1@nosnap", str(tmp_path / "afile")), 2,
+               "is not a directory")
+    user_error(shared_daemon.ctl("volume", "import", "bad1", str(tmp_path), "--exclude", "!"), 2,
+               "exclude pattern", "gitignore")
     assert not (tmp_path / "o").exists()
 
 
