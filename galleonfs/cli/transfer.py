@@ -165,7 +165,8 @@ class Sync:
         self.options = options
         self.spec = pathspec.GitIgnoreSpec.from_lines(options.excludes)
         self.src = _Tree(src, create=False)
-        self.dst: _Tree | None = None if options.dry_run and not os.path.isdir(dst) else _Tree(dst, create=not options.dry_run)
+        new_root = not os.path.lexists(dst)
+        self.dst: _Tree | None = None if options.dry_run and new_root else _Tree(dst, create=not options.dry_run)
         self.report = Report()
         self.lock = threading.Lock()
         self.progress = progress
@@ -175,6 +176,9 @@ class Sync:
         self.others: list[_Entry] = []                   # symlinks, FIFOs, devices
         self.present: dict[str, set[str]] = {}           # source directory -> names kept
         self.total_bytes = 0
+        # Target directories this run made: nothing in them needs a lookup first (on a FUSE
+        # mount each lookup is a round trip; a fresh import saves one per entry).
+        self.fresh: set[str] = {""} if new_root else set()
 
     # --- helpers ---------------------------------------------------------------------------
     def _error(self, rel: str, exc: OSError) -> None:
@@ -200,6 +204,8 @@ class Sync:
 
     def _dst_lstat(self, rel: str) -> os.stat_result | None:
         parent, name = _split(rel)
+        if parent in self.fresh:
+            return None
         dfd = self._dst_dir(parent)
         if dfd is None:
             return None
@@ -267,6 +273,7 @@ class Sync:
                 if cur is not None:
                     self._remove(pfd, name, cur)
                 os.mkdir(name, 0o700, dir_fd=pfd)
+                self.fresh.add(d.rel)
                 self._set_meta(d, pfd, name, xattrs=True)
                 self.report.created += 1
             except OSError as exc:
@@ -307,14 +314,16 @@ class Sync:
         with self.lock:
             self.report.updated += 1
 
-    def _set_meta(self, e: _Entry, pfd: int, name: str, *, xattrs: bool) -> None:
+    def _set_meta(self, e: _Entry, pfd: int, name: str, *, xattrs: bool, created_with_mode: bool = False) -> None:
         """Owner, then mode (chown clears set-user-id), xattrs, and times (not a directory's:
-        its contents change it; ``dir_times`` sets them last)."""
+        its contents change it; ``dir_times`` sets them last). Each is a FUSE request on a
+        mount, so what already holds is skipped: the owner when it is ours, the mode when
+        the file was created with it (umask 0 during the run) and has no set-id bits."""
         st = e.st
         is_link = stat.S_ISLNK(st.st_mode)
-        if self.options.owners:
+        if self.options.owners and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
             os.chown(name, st.st_uid, st.st_gid, dir_fd=pfd, follow_symlinks=False)
-        if not is_link:
+        if not is_link and not (created_with_mode and not st.st_mode & 0o7000):
             os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=pfd)
         if xattrs and not is_link:
             self._copy_xattrs(e, pfd, name)
@@ -356,6 +365,8 @@ class Sync:
         if self.dst is None:
             return
         for rel_dir, kept in self.present.items():
+            if rel_dir in self.fresh:
+                continue
             try:
                 pfd = self._dst_dir(rel_dir)
                 if pfd is None:
@@ -407,10 +418,9 @@ class Sync:
             pfd = self._dst_dir(parent)
             assert pfd is not None
             tmp = TMP_PREFIX + name
-            _unlink_quiet(pfd, tmp)
             try:
                 written = self._write_copy(e, pfd, tmp)
-                self._set_meta(e, pfd, tmp, xattrs=True)
+                self._set_meta(e, pfd, tmp, xattrs=True, created_with_mode=True)
                 if cur is not None and stat.S_ISDIR(cur.st_mode):
                     self._remove(pfd, name, cur)
                 os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
@@ -433,18 +443,27 @@ class Sync:
         try:
             if not stat.S_ISREG(os.fstat(sfd).st_mode):
                 raise OSError(errno.EINVAL, "changed into something that is not a regular file during the copy")
-            dfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            mode = stat.S_IMODE(e.st.st_mode) & 0o777
             try:
-                written = 0
+                dfd = os.open(tmp, flags, mode, dir_fd=pfd)
+            except FileExistsError:          # a killed run's partial file: start it again
+                os.unlink(tmp, dir_fd=pfd)
+                dfd = os.open(tmp, flags, mode, dir_fd=pfd)
+            try:
+                written = high = 0
                 for start, end in _data_ranges(sfd, e.st.st_size):
                     pos = start
                     while pos < end:
                         chunk = os.pread(sfd, min(COPY_CHUNK_BYTES, end - pos), pos)
                         if not chunk:
                             break
-                        written += _write_nonzero(dfd, chunk, pos)
+                        n, last = _write_nonzero(dfd, chunk, pos)
+                        written += n
+                        high = max(high, last)
                         pos += len(chunk)
-                os.ftruncate(dfd, e.st.st_size)
+                if high != e.st.st_size:      # a hole at the end, or the source shrank
+                    os.ftruncate(dfd, e.st.st_size)
                 return written
             finally:
                 os.close(dfd)
@@ -472,7 +491,8 @@ class Sync:
             pfd = self._dst_dir(parent)
             assert pfd is not None
             tmp = TMP_PREFIX + name
-            _unlink_quiet(pfd, tmp)
+            if parent not in self.fresh:
+                _unlink_quiet(pfd, tmp)
             if target is not None:
                 os.symlink(target, tmp, dir_fd=pfd)
             else:
@@ -502,7 +522,8 @@ class Sync:
             ffd = self._dst_dir(fparent)
             assert pfd is not None and ffd is not None
             tmp = TMP_PREFIX + name
-            _unlink_quiet(pfd, tmp)
+            if parent not in self.fresh:
+                _unlink_quiet(pfd, tmp)
             os.link(fname, tmp, src_dir_fd=ffd, dst_dir_fd=pfd, follow_symlinks=False)
             if cur is not None and stat.S_ISDIR(cur.st_mode):
                 self._remove(pfd, name, cur)
@@ -514,6 +535,7 @@ class Sync:
     # --- the run ---------------------------------------------------------------------------
     def run(self) -> Report:
         _raise_fd_limit()
+        umask = os.umask(0)              # files are created with their final mode
         try:
             self.scan()
             root = _Entry("", os.fstat(self.src.fds[""]))
@@ -532,6 +554,7 @@ class Sync:
                 except OSError as exc:
                     self._error("", exc)
         finally:
+            os.umask(umask)
             self.src.close()
             if self.dst is not None:
                 self.dst.close()
@@ -556,11 +579,12 @@ def _unlink_quiet(pfd: int, name: str) -> None:
         os.unlink(name, dir_fd=pfd)
 
 
-def _write_nonzero(fd: int, chunk: bytes, pos: int) -> int:
+def _write_nonzero(fd: int, chunk: bytes, pos: int) -> tuple[int, int]:
     """Write ``chunk`` at ``pos`` into a new file, leaving out its all-zero 64 KiB pieces so
     they stay holes. Needed because a FUSE mount (pyfuse3 has no lseek handler) reports no
-    holes to SEEK_HOLE: exporting from a volume would otherwise fill every hole with zeros."""
-    written = 0
+    holes to SEEK_HOLE: exporting from a volume would otherwise fill every hole with zeros.
+    Returns the bytes written and the offset just past the last one written (0: none)."""
+    written = high = 0
     view = memoryview(chunk)
     start = 0
     while start < len(chunk):
@@ -573,8 +597,9 @@ def _write_nonzero(fd: int, chunk: bytes, pos: int) -> int:
         end = min(end, len(chunk))
         if end > start:
             written += os.pwrite(fd, view[start:end], pos + start)
+            high = pos + end
         start = end
-    return written
+    return written, high
 
 
 def _data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
