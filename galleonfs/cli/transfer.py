@@ -401,7 +401,7 @@ class Sync:
         parent, name = _split(e.rel)
         pfd = self._dst_dir(parent)
         assert pfd is not None
-        return _digest(self._src_path(e.rel)) == _digest(f"/proc/self/fd/{pfd}/{name}")
+        return _digest(self.src.open(parent), name) == _digest(pfd, name)
 
     def copy_file(self, e: _Entry) -> None:
         try:
@@ -637,14 +637,9 @@ def _open_source(name: str, dir_fd: int) -> int:
         return os.open(name, flags, dir_fd=dir_fd)
 
 
-def _digest(path: str) -> bytes:
+def _digest(dir_fd: int, name: str) -> bytes:
     h = hashlib.blake2b()
-    parent, _, name = path.rpartition("/")
-    dir_fd = os.open(parent, _DIR_FLAGS)
-    try:
-        fd = _open_source(name, dir_fd)
-    finally:
-        os.close(dir_fd)
+    fd = _open_source(name, dir_fd)
     with os.fdopen(fd, "rb") as f:
         while chunk := f.read(COPY_CHUNK_BYTES):
             h.update(chunk)
@@ -691,7 +686,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", "-n", action="store_true", help="print what would change and change nothing")
     p.add_argument("--delete", action="store_true", help="remove from the target what the source lacks")
     p.add_argument("--checksum", "-c", action="store_true",
-                   help="compare contents by hash when size and time match (slower; catches same-size edits)")
+                   help="compare contents by hash whenever sizes match, instead of mtime (slower; catches "
+                        "edits that kept size and mtime)")
     p.add_argument("--jobs", "-j", type=int, default=JOBS_DEFAULT, metavar="N",
                    help=f"files copied in parallel (default {JOBS_DEFAULT}, at most {JOBS_MAX})")
 

@@ -213,3 +213,25 @@ def test_export_never_follows_a_symlink_out_of_the_target(shared_daemon: Running
     assert os.listdir(outside) == []
     assert not (dest / "dir").is_symlink() and (dest / "dir" / "f.txt").read_text() == "inside"
     assert not (dest / "g.txt").is_symlink() and (dest / "g.txt").read_text() == "g"
+
+
+def test_checksum_catches_an_edit_that_kept_size_and_mtime(shared_daemon: RunningDaemon, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"A" * 5000)
+    (src / "b.bin").write_bytes(b"B" * 5000)
+    _volume(shared_daemon, "sum1")
+    _import(shared_daemon, "sum1", src, tmp_path / "work")
+    st = os.stat(src / "a.bin")
+    (src / "a.bin").write_bytes(b"C" * 5000)
+    os.utime(src / "a.bin", ns=(st.st_atime_ns, st.st_mtime_ns))
+    out = _import(shared_daemon, "sum1", src, tmp_path / "work")
+    assert "0 files copied" in out, out                      # size and mtime: looks unchanged
+    out = _import(shared_daemon, "sum1", src, tmp_path / "work", "--checksum")
+    assert "1 files copied" in out and "1 unchanged" in out, out
+    mnt = _mounted(shared_daemon, "sum1", tmp_path / "mnt")
+    try:
+        assert (mnt / "a.bin").read_bytes() == b"C" * 5000
+        assert os.stat(mnt / "a.bin").st_mtime_ns == st.st_mtime_ns
+    finally:
+        ctl_ok(shared_daemon, "volume", "unmount", str(mnt))
