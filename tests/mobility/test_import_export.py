@@ -235,3 +235,46 @@ def test_checksum_catches_an_edit_that_kept_size_and_mtime(shared_daemon: Runnin
         assert os.stat(mnt / "a.bin").st_mtime_ns == st.st_mtime_ns
     finally:
         ctl_ok(shared_daemon, "volume", "unmount", str(mnt))
+
+
+def test_a_killed_import_resumes_copying_only_what_is_missing(shared_daemon: RunningDaemon, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "src"
+    src.mkdir()
+    total = 2000
+    for i in range(total):
+        (src / f"f{i:05d}").write_bytes(os.urandom(1024))
+    _volume(shared_daemon, "kill1")
+    work = tmp_path / "work"
+    proc = subprocess.Popen([sys.executable, "-m", "galleonfs.cli.galleonctl", "--address", shared_daemon.address,
+                             "volume", "import", "kill1", str(src), "--work-dir", str(work)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=shared_daemon.env)
+    deadline = time.monotonic() + 60
+    mnt: Path | None = None
+    while time.monotonic() < deadline:
+        points = list(work.glob("transfer-*")) if work.exists() else []
+        if points and len(os.listdir(points[0])) >= 200:
+            mnt = points[0]
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert mnt is not None, "the import did not start copying within 60 s"
+    try:
+        names = os.listdir(mnt)
+        whole = [n for n in names if not n.startswith(".galleon-tmp.")]
+        assert 0 < len(whole) < total, f"{len(whole)} of {total} files copied before the kill"
+        # The orphaned temporary mount is the volume's read-write mount point: the re-run uses it.
+        out = _import(shared_daemon, "kill1", src, work)
+        assert f"{total - len(whole)} files copied" in out and f"{len(whole)} unchanged" in out, out
+        assert sorted(os.listdir(mnt)) == sorted(os.listdir(src))      # no temporary name left
+        for name in whole[:50] + sorted(os.listdir(mnt))[-50:]:
+            assert (mnt / name).read_bytes() == (src / name).read_bytes(), name
+    finally:
+        ctl_ok(shared_daemon, "volume", "unmount", "kill1")
+        if mnt.exists():
+            mnt.rmdir()
