@@ -190,9 +190,20 @@ def test_standalone_galleonfs_import_export(tmp_path: Path, fuse_ok: None, snap:
         done = tool("export", str(vol), str(tmp_path / "out"), "--snapshot", snap)
         user_error(done, 3, "no snapshot", prog="galleonfs")
         return
+    # A dry run (the volume mounted read-only) lists the new file and copies nothing.
+    (src / "new.txt").write_text("new")
+    done = tool("import", str(vol), str(src), "--dry-run")
+    assert done.returncode == 0 and "copy new.txt" in done.stdout.splitlines(), done
+    os.unlink(src / "new.txt")
+    # On a terminal, progress: files, bytes, rate, ETA.
+    shown = subprocess.run(["script", "-qec", f"{sys.executable} -m galleonfs.cli.galleonfs import {vol} {src}",
+                            "/dev/null"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown
+    assert "importing: 21/21 files" in shown.stdout and "MB/s, ETA" in shown.stdout, shown.stdout
     done = tool("export", str(vol), str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     assert_same(src, tmp_path / "out")
+    assert tool("fsck", str(vol)).returncode == 0
 
 
 def test_export_never_follows_a_symlink_out_of_the_target(shared_daemon: RunningDaemon, tmp_path: Path) -> None:
