@@ -310,7 +310,7 @@ class Sync:
         if want_owner:
             os.chown(name, e.st.st_uid, e.st.st_gid, dir_fd=pfd, follow_symlinks=False)
         if want_mode or want_owner:   # chown clears set-user-id: set the mode after it
-            os.chmod(name, stat.S_IMODE(e.st.st_mode), dir_fd=pfd)
+            _chmod_nofollow(pfd, name, stat.S_IMODE(e.st.st_mode))
         if not stat.S_ISDIR(e.st.st_mode):
             os.utime(name, ns=(e.st.st_atime_ns, e.st.st_mtime_ns), dir_fd=pfd, follow_symlinks=False)
         with self.lock:
@@ -326,7 +326,7 @@ class Sync:
         if self.options.owners and (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
             os.chown(name, st.st_uid, st.st_gid, dir_fd=pfd, follow_symlinks=False)
         if not is_link and not (created_with_mode and not st.st_mode & 0o7000):
-            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=pfd)
+            _chmod_nofollow(pfd, name, stat.S_IMODE(st.st_mode))
         if xattrs and not is_link:
             self._copy_xattrs(e, pfd, name)
         if not stat.S_ISDIR(st.st_mode):
@@ -574,6 +574,20 @@ class Sync:
                     self.progress(self.report, done, len(self.files), self.total_bytes)
         if self.progress is not None:
             self.progress(self.report, done, len(self.files), self.total_bytes)
+
+
+def _chmod_nofollow(dir_fd: int, name: str, mode: int) -> None:
+    """chmod that never follows a symlink: fchmodat(2) has no working AT_SYMLINK_NOFOLLOW, so
+    an entry swapped for a symlink between our create and our chmod (someone else writing
+    in the target) would otherwise move the mode of whatever it points to. The entry is
+    pinned with O_PATH|O_NOFOLLOW and changed through its /proc/self/fd link."""
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            raise OSError(errno.ELOOP, "became a symlink during the copy; left alone")
+        os.chmod(f"/proc/self/fd/{fd}", mode)
+    finally:
+        os.close(fd)
 
 
 def _unlink_quiet(pfd: int, name: str) -> None:
