@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 
 import pathspec
 
+from .. import names
+
 # 8 threads: each file costs several FUSE round trips (~0.6 ms each, design.md "per-request
 # floor"), so a copy into a mount is latency-bound and requests in flight help. Measured on
 # 3,000 small files, 2 cores shared with other sessions (load 4-5), --jobs 1/4/8/16: 5.2,
@@ -184,14 +186,15 @@ class Sync:
 
     # --- helpers ---------------------------------------------------------------------------
     def _error(self, rel: str, exc: OSError) -> None:
-        line = f"{rel or '.'}: {exc.strerror or exc}"
+        # Names are bytes: one that is not UTF-8 or holds a newline is shown escaped, on one line.
+        line = f"{names.one_line(rel or '.')}: {exc.strerror or exc}"
         with self.lock:
             self.report.errors.append(line)
         print(f"error: {line}", file=sys.stderr)
 
     def _note(self, what: str, rel: str) -> None:
         with self.lock:
-            self.report.lines.append(f"{what} {rel}")
+            self.report.lines.append(f"{what} {names.one_line(rel)}")
 
     def _dst_dir(self, rel: str) -> int | None:
         """The target directory's fd, or None when it does not exist (dry run)."""
@@ -374,7 +377,7 @@ class Sync:
                 if pfd is None:
                     continue
                 with os.scandir(pfd) as it:
-                    extra = [(c.name, c.stat(follow_symlinks=False)) for c in it if c.name not in kept]
+                    extra = sorted((c.name, c.stat(follow_symlinks=False)) for c in it if c.name not in kept)
             except OSError as exc:
                 self._error(rel_dir, exc)
                 continue

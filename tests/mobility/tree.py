@@ -39,6 +39,8 @@ def make_tree(root: Path, seed: int, *, files: int = 60) -> None:
         os.link(first, rng.choice(dirs) / f"link{i}.bin")
     (root / "sym-rel").symlink_to("dir0/../file-none")
     (root / "sym-abs").symlink_to("/etc/passwd")                 # copied as a link, never followed
+    (root / "sym-dir").symlink_to("/etc")                        # never walked into
+    (root / os.fsdecode(b"odd\nna\xffme")).write_bytes(b"a name that is not UTF-8, with a newline")
     (root / "sym-out").symlink_to("../../../../outside")
     os.symlink(os.path.relpath(made[0], dirs[1]), dirs[1] / "sym-file")
     sparse = root / "sparse.img"
