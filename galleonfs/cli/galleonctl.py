@@ -189,6 +189,7 @@ def volume_import(args: argparse.Namespace) -> int:
         v = c.get_volume(args.name)
         ready = [m.path for m in v.mount_points if not m.read_only and not m.snapshot]
         if ready:
+            _check_here(ready[0])
             report = transfer.sync(src, ready[0], options, f"importing into {args.name}")
         else:
             report = _through_temporary_mount(
@@ -230,6 +231,7 @@ def _through_temporary_mount(args: argparse.Namespace, mount: Callable[[str], An
         mount(path)
         mounted = True
         try:
+            _check_here(path)
             return copy(path)
         finally:
             _unmount_settled(path, unmount)
@@ -237,6 +239,15 @@ def _through_temporary_mount(args: argparse.Namespace, mount: Callable[[str], An
     finally:
         if not mounted:
             os.rmdir(path)
+
+
+def _check_here(path: str) -> None:
+    """The copy runs in this process: the mount must be on this machine. A daemon reached over
+    TCP mounts on its own node, and copying into the empty local directory of the same name
+    would report success with nothing on the volume."""
+    if not os.path.ismount(path):
+        raise InvalidArgument(f"the volume is mounted at {path} on galleond's node, not on this machine; "
+                              f"run import/export on the node itself")
 
 
 def _unmount_settled(path: str, unmount: Callable[[str], Any]) -> None:

@@ -10,6 +10,7 @@ named, the rest is copied, the exit code is 1; bad input gets one line.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -292,3 +293,23 @@ def test_a_killed_import_resumes_copying_only_what_is_missing(shared_daemon: Run
         ctl_ok(shared_daemon, "volume", "unmount", "kill1")
         if mnt.exists():
             mnt.rmdir()
+
+
+def test_a_mount_on_another_machine_is_refused_not_copied_beside(shared_daemon: RunningDaemon, tmp_path: Path) -> None:
+    """galleond mounts on its node; a galleonctl elsewhere (here: in its own mount namespace)
+    must not copy into the empty local directory of that name and call it done."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    _volume(shared_daemon, "far1")
+    work = tmp_path / "work"
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-m",
+                           "galleonfs.cli.galleonctl", "--address", shared_daemon.address, "volume", "import",
+                           "far1", str(src), "--work-dir", str(work)],
+                          capture_output=True, text=True, timeout=120, env=shared_daemon.env)
+    user_error(done, 2, "not on this machine", "on the node")
+    assert os.listdir(work) == []                      # unmounted and removed again
+    assert json.loads(ctl_ok(shared_daemon, "volume", "get", "far1", "-o", "json"))["mount_points"] == []
