@@ -33,10 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import pathspec
 
 from .. import names
 
@@ -94,6 +91,8 @@ class _Entry:
 
 def exclude_patterns(patterns: Iterable[str], files: Iterable[str]) -> list[str]:
     """``--exclude`` values plus the lines of each ``--exclude-from`` file (gitignore syntax)."""
+    import pathspec  # here, not at the top: every galleonctl command imports this module
+
     from ..errors import InvalidArgument
 
     out = list(patterns)
@@ -166,6 +165,8 @@ class Sync:
 
     def __init__(self, src: str, dst: str, options: Options,
                  progress: Callable[[Report, int, int, int], None] | None = None) -> None:
+        import pathspec
+
         self.options = options
         self.spec = pathspec.GitIgnoreSpec.from_lines(options.excludes)
         self.src = _Tree(src, create=False)
@@ -566,6 +567,8 @@ class Sync:
         return self.report
 
     def _copy_files(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         done = 0
         with ThreadPoolExecutor(max_workers=max(1, min(self.options.jobs, JOBS_MAX))) as pool:
             last = time.monotonic()
