@@ -17,7 +17,7 @@ from ..errors import InvalidArgument
 from ..managers.model import AccessMode, VolumeType
 from ..rpc import convert
 from ..units import format_size, parse_size
-from . import access, backup, classes, cluster, output, qos, snapshots
+from . import access, backup, classes, cluster, output, qos, snapshots, transfer
 from .common import ProgressLine, parse_labels, run
 
 DEFAULT_ADDRESS = "unix:/run/galleonfs/galleond.sock"
@@ -36,6 +36,8 @@ examples:
   ls /mnt/data/.snapshots/before-upgrade                        browse it (read-only)
   galleonctl snapshot diff data@before-upgrade                  what changed since
   galleonctl volume clone data@before-upgrade data-test         a writable copy sharing blocks
+  galleonctl volume import data /srv/photos --exclude '*.tmp'   copy a directory in (re-runs copy changes only)
+  galleonctl volume export data@before-upgrade /backup/data     copy a snapshot out
   galleonctl snapshot-policy create hourly --schedule '0 * * * *' --retention 24 -l backup=yes
   galleonctl qos create gold --iops-limit 500 --throughput-limit-mbps 20 && galleonctl qos assign gold data
   galleonctl storage-class create fast.yaml
@@ -170,6 +172,100 @@ def volume_rekey(args: argparse.Namespace) -> int:
     progress.end()
     print(f"volume {args.name} rekeyed: everything is sealed under a new data key (epoch {epoch})")
     return 0
+
+
+# Where import/export mount a volume for the copy when it is not mounted: one of galleond's
+# default mount roots; a node with other roots needs --work-dir.
+WORK_DIR_DEFAULT = "/run/galleonfs/mounts"
+UNMOUNT_TRIES = 10              # 4.5 s in all: RELEASEs still in flight after a copy take ms
+
+
+def volume_import(args: argparse.Namespace) -> int:
+    """Copy a host directory into a volume, through a mount of it (an existing read-write
+    mount point, else a temporary one under --work-dir, unmounted at the end)."""
+    options = transfer.options_from(args)
+    src = transfer.check_dir(args.src, "source directory")
+    with _client(args) as c:
+        v = c.get_volume(args.name)
+        ready = [m.path for m in v.mount_points if not m.read_only and not m.snapshot]
+        if ready:
+            _check_here(ready[0])
+            report = transfer.sync(src, ready[0], options, f"importing into {args.name}")
+        else:
+            report = _through_temporary_mount(
+                args, lambda path: c.mount_volume(args.name, path, read_only=options.dry_run),
+                lambda path: c.unmount_volume(path=path),
+                lambda path: transfer.sync(src, path, options, f"importing into {args.name}"))
+    return transfer.finish(report, f"import into {args.name}", dry_run=options.dry_run)
+
+
+def volume_export(args: argparse.Namespace) -> int:
+    """Copy a snapshot (a consistent image) out to a host directory, through a read-only
+    mount of the snapshot on a temporary mount point."""
+    if "@" not in args.snapshot:
+        raise InvalidArgument(f"export reads a snapshot, so the copy is consistent: give VOLUME@SNAPSHOT, "
+                              f"not {args.snapshot!r} (make one with galleonctl snapshot create)")
+    volume, snap = names.split_snapshot_ref(args.snapshot)
+    options = transfer.options_from(args)
+    dest = transfer.check_target(args.dest, "destination")
+    with _client(args) as c:
+        c.get_snapshot(volume, snap)            # not found: say so before mounting anything
+        report = _through_temporary_mount(
+            args, lambda path: c.mount_snapshot(volume, snap, path),
+            lambda path: c.unmount_volume(path=path),
+            lambda path: transfer.sync(path, dest, options, f"exporting {volume}@{snap}"))
+    return transfer.finish(report, f"export of {volume}@{snap}", dry_run=options.dry_run)
+
+
+def _through_temporary_mount(args: argparse.Namespace, mount: Callable[[str], Any],
+                             unmount: Callable[[str], Any],
+                             copy: Callable[[str], transfer.Report]) -> transfer.Report:
+    import tempfile
+
+    work_dir = os.path.abspath(args.work_dir)
+    if not os.path.isdir(work_dir):
+        os.makedirs(work_dir, mode=0o700, exist_ok=True)
+    path = tempfile.mkdtemp(prefix="transfer-", dir=work_dir)
+    mounted = False
+    try:
+        mount(path)
+        mounted = True
+        try:
+            _check_here(path)
+            return copy(path)
+        finally:
+            _unmount_settled(path, unmount)
+            mounted = False
+    finally:
+        if not mounted:
+            os.rmdir(path)
+
+
+def _check_here(path: str) -> None:
+    """The copy runs in this process: the mount must be on this machine. A daemon reached over
+    TCP mounts on its own node, and copying into the empty local directory of the same name
+    would report success with nothing on the volume."""
+    if not os.path.ismount(path):
+        raise InvalidArgument(f"the volume is mounted at {path} on galleond's node, not on this machine; "
+                              f"run import/export on the node itself")
+
+
+def _unmount_settled(path: str, unmount: Callable[[str], Any]) -> None:
+    """Unmount once the kernel's background RELEASEs of the copy's files are answered: a
+    STATFS is queued behind them, and a few short retries cover what is still in flight."""
+    import time
+
+    from ..errors import Busy
+
+    for attempt in range(UNMOUNT_TRIES):
+        os.statvfs(path)
+        try:
+            unmount(path)
+            return
+        except Busy:
+            if attempt == UNMOUNT_TRIES - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def key_rotate(args: argparse.Namespace) -> int:
@@ -321,6 +417,29 @@ def _add_volume_commands(nouns: Any) -> None:
                                       "volume must be unmounted; progress is shown as it goes.")
     p.add_argument("name")
     p.set_defaults(func=volume_rekey)
+
+    p = volume.add_parser("import", help="copy a directory into a volume (like rsync -a)",
+                          description="Make volume NAME's tree a copy of SRC_DIR: contents (holes kept), "
+                                      "modes, owners, times, xattrs, symlinks, hard links. Only changed "
+                                      "files are copied; a killed run, run again, copies what is missing. "
+                                      "Runs on the node: the volume's existing read-write mount point is "
+                                      "used, or a temporary one under --work-dir.")
+    p.add_argument("name")
+    p.add_argument("src", metavar="SRC_DIR")
+    transfer.add_arguments(p)
+    p.add_argument("--work-dir", default=WORK_DIR_DEFAULT,
+                   help=f"where a temporary mount point is made, inside galleond's mount_roots (default {WORK_DIR_DEFAULT})")
+    p.set_defaults(func=volume_import)
+    p = volume.add_parser("export", help="copy a snapshot of a volume out to a directory",
+                          description="Make DEST_DIR a copy of snapshot VOLUME@SNAPSHOT (a consistent "
+                                      "image, whatever is written to the volume meanwhile), with the "
+                                      "same attributes and rules as import.")
+    p.add_argument("snapshot", metavar="VOLUME@SNAPSHOT")
+    p.add_argument("dest", metavar="DEST_DIR")
+    transfer.add_arguments(p)
+    p.add_argument("--work-dir", default=WORK_DIR_DEFAULT,
+                   help=f"where the snapshot is mounted for the copy, inside galleond's mount_roots (default {WORK_DIR_DEFAULT})")
+    p.set_defaults(func=volume_export)
 
 
 def _add_node_commands(nouns: Any) -> None:

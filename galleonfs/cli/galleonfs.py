@@ -4,6 +4,8 @@
     galleonfs mount VOLUME_DIR MOUNTPOINT [--foreground] [-o OPTS]
     galleonfs umount MOUNTPOINT
     galleonfs fsck VOLUME_DIR [--repair]
+    galleonfs import VOLUME_DIR SRC_DIR [--exclude PATTERN ...] [--dry-run] [--delete]
+    galleonfs export VOLUME_DIR DEST_DIR [--snapshot NAME] [...]
 
 User errors print one line, ``galleonfs: error: ...``, and exit with the stable code of
 ``errors.ExitCode``; no traceback. ``mount`` without ``--foreground`` starts the mount
@@ -14,11 +16,14 @@ worker's own message).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 
 from .. import limits, names
 from ..crypto.keys import add_key_arguments, key_spec
@@ -26,6 +31,7 @@ from ..engine.engine import LOCK_FILE, NEEDS_CHECK_FILE, Engine
 from ..errors import Busy, ExitCode, GalleonError, InvalidArgument, NotFound, Unavailable
 from ..units import format_size, parse_size
 from ..workers.launch import Launch
+from . import transfer
 from .common import ProgressLine, run
 
 EXAMPLES = """\
@@ -182,6 +188,54 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    options = transfer.options_from(args)
+    src = transfer.check_dir(args.src, "source directory")
+    with _temporary_mount(args, read_only=options.dry_run) as root:
+        report = transfer.sync(src, root, options, "importing")
+    return transfer.finish(report, f"import into {args.volume_dir}", dry_run=options.dry_run)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    options = transfer.options_from(args)
+    dest = transfer.check_target(args.dest, "destination")
+    if args.snapshot:
+        names.check(args.snapshot, names.SNAPSHOT)
+    with _temporary_mount(args, read_only=True) as root:
+        src = os.path.join(root, ".snapshots", args.snapshot) if args.snapshot else root
+        if args.snapshot and not os.path.isdir(src):
+            raise NotFound(f"the volume has no snapshot {args.snapshot!r}; list them with ls MOUNT/.snapshots")
+        report = transfer.sync(src, dest, options, "exporting")
+    return transfer.finish(report, f"export of {args.volume_dir}", dry_run=options.dry_run)
+
+
+@contextlib.contextmanager
+def _temporary_mount(args: argparse.Namespace, *, read_only: bool) -> Iterator[str]:
+    """Mount the volume on a fresh private directory for one copy; unmount and wait after."""
+    volume_dir = os.path.abspath(args.volume_dir)
+    if not os.path.isdir(volume_dir):
+        raise NotFound(f"volume directory {volume_dir} does not exist")
+    path = tempfile.mkdtemp(prefix="galleonfs-transfer-")
+    try:
+        launch = Launch(volume_dir, path, options="ro" if read_only else "", keys=key_spec(args))
+        with open(os.path.join(volume_dir, "worker.log"), "ab") as log_file:
+            proc = launch.popen(stdout=subprocess.DEVNULL, stderr=log_file, new_session=True)
+        outcome = launch.wait_ready()
+        if not outcome.ready:
+            if outcome.answered:
+                proc.wait(timeout=limits.unmount_timeout_s)
+                raise GalleonError(f"cannot mount {volume_dir}: {outcome.message}")
+            proc.kill()
+            raise Unavailable(f"the mount worker exited without reporting (see {volume_dir}/worker.log)")
+        try:
+            yield path
+        finally:
+            subprocess.run(["fusermount3", "-u", path], check=False, capture_output=True)
+            proc.wait(timeout=limits.unmount_timeout_s)
+    finally:
+        os.rmdir(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="galleonfs", description="Create, mount, unmount and check GalleonFS volumes.",
@@ -235,6 +289,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("volume_dir", metavar="VOLUME_DIR")
     add_key_arguments(p)
     p.set_defaults(func=cmd_rekey)
+
+    p = sub.add_parser("import", help="copy a directory into an unmounted volume (like rsync -a)",
+                       description="Make the tree of the volume in VOLUME_DIR a copy of SRC_DIR, through "
+                                   "a private mount: contents (holes kept), modes, owners, times, "
+                                   "xattrs, symlinks, hard links; only changed files are copied.")
+    p.add_argument("volume_dir", metavar="VOLUME_DIR")
+    p.add_argument("src", metavar="SRC_DIR")
+    transfer.add_arguments(p)
+    add_key_arguments(p)
+    p.set_defaults(func=cmd_import)
+    p = sub.add_parser("export", help="copy an unmounted volume (or one of its snapshots) out",
+                       description="Make DEST_DIR a copy of the volume's tree (read-only mount), or of "
+                                   "its snapshot NAME with --snapshot (consistent).")
+    p.add_argument("volume_dir", metavar="VOLUME_DIR")
+    p.add_argument("dest", metavar="DEST_DIR")
+    p.add_argument("--snapshot", metavar="NAME", help="copy this snapshot instead of the live tree")
+    transfer.add_arguments(p)
+    add_key_arguments(p)
+    p.set_defaults(func=cmd_export)
     return parser
 
 
