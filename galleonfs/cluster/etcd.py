@@ -142,6 +142,9 @@ class Etcd:
         found = self._call(f"list {prefix}", lambda: self._client.get(
             prefix, metadata=True, range_end=_prefix_end(prefix),
             limit=limits.etcd_range_keys_max, sort_order="ascend", sort_target="key"))
+        if len(found) >= limits.etcd_range_keys_max:     # never a silently cut list
+            raise GalleonError(f"etcd holds {limits.etcd_range_keys_max} or more keys under {prefix}, "
+                               f"more than GalleonFS reads at once (cluster/limits.py)")
         return [_kv(value, meta) for value, meta in found]
 
     def put(self, key: str, value: dict[str, Any], *, lease: int = 0) -> None:

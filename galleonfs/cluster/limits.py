@@ -11,8 +11,8 @@ it in. Names carry their unit last. Nothing here imports anything.
 # ~10 ms. 2 s is far above that and still a third of the node lease, so a node that finds
 # etcd slow has time to retry before its lease runs out.
 etcd_request_timeout_s = 2.0
-# Keys one range read may return: the biggest read is "every node" (a few thousand nodes)
-# or "every placement" of a listing; past this, the caller pages.
+# Keys one range read may return: the biggest read is "every node" (3 keys a node: 3,333
+# nodes); reaching it is an error, never a silently cut list (paging comes with more nodes).
 etcd_range_keys_max = 10_000
 
 # --- membership ----------------------------------------------------------------------------------

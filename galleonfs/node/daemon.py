@@ -132,8 +132,13 @@ class Daemon:
                     background.start_soon(self._backup_catalog)
                     await self.cluster.start()      # etcd unreachable: the start fails, one line
                     background.start_soon(self.cluster.run)
-                    self._start_metrics()
-                    self._start_server()
+                    try:
+                        self._start_metrics()
+                        self._start_server()
+                    except BaseException:
+                        with trio.CancelScope(shield=True):
+                            await self.cluster.stop()   # a refused start leaves the cluster at once
+                        raise
                     task_status.started(list(self.info.listen))
                     background.start_soon(self._restore, background)
                     background.start_soon(self.info.disk.run)

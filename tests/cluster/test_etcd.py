@@ -74,3 +74,17 @@ def test_foreign_value_is_an_error_not_a_crash(etcd: RunningEtcd, prefix: str) -
     etcd3gw.Etcd3Client(port=etcd.client_port, api_path="/v3/").put(prefix + "raw", "not json")
     with pytest.raises(GalleonError, match="etcd holds a value GalleonFS did not write"):
         etcd.client().get(prefix + "raw")
+
+
+def test_a_range_at_its_bound_is_an_error_not_a_cut_list(etcd: RunningEtcd, prefix: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from galleonfs.cluster import limits
+
+    e = etcd.client()
+    for name in "abc":
+        e.put(prefix + name, {})
+    monkeypatch.setattr(limits, "etcd_range_keys_max", 3)
+    with pytest.raises(GalleonError, match=f"etcd holds 3 or more keys under {prefix}"):
+        e.get_prefix(prefix)
+    monkeypatch.setattr(limits, "etcd_range_keys_max", 4)
+    assert len(e.get_prefix(prefix)) == 3

@@ -295,3 +295,26 @@ def test_who_may_see_and_steer_the_cluster(nodes: dict[str, RunningDaemon]) -> N
     finally:
         n1.ctl("volume", "delete", "ours", check=True)
         n1.ctl("tenant", "delete", "acme")
+
+
+def test_a_start_that_fails_after_joining_leaves_the_cluster_at_once(etcd: RunningEtcd, tmp_path: Path) -> None:
+    """Joined, then the metrics port is taken: galleond exits with one line, and its alive
+    key is gone at once (not shown ready for the rest of its lease)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "galleonfs.node.daemon", "--data-dir", str(tmp_path / "d"),
+             "--listen", f"unix:{tmp_path}/s.sock", "--config", "/dev/null", "--log-format", "text",
+             "--cluster", f"etcd={etcd.url}", "--node-name", "n-fails", "--peer-listen", "127.0.0.1:1"],
+            capture_output=True, text=True, timeout=60,
+            env={"PATH": "/usr/bin:/bin", "GALLEONFS_METRICS_LISTEN": f"127.0.0.1:{port}"})
+    assert done.returncode != 0
+    assert done.stderr.splitlines()[-1] == (f"galleond: error: cannot serve metrics on 127.0.0.1:{port} "
+                                            f"(metrics_listen): Address already in use")
+    assert "node n-fails joined the cluster" in done.stderr
+    assert etcd.client().get(keys.node("n-fails", "alive")) is None
+    assert etcd.client().get(keys.node("n-fails", "info")) is not None        # a member, down
