@@ -36,6 +36,7 @@ from ..cluster.placement import place
 from ..errors import AlreadyExists, FailedPrecondition, GalleonError, InvalidArgument, NotFound
 from . import tenancy
 from .model import AccessMode, Volume, VolumeType
+from .primaries import Primaries
 from .volumes import VolumeManager
 
 log = logging.getLogger("galleonfs.managers.cluster")
@@ -70,6 +71,12 @@ class ClusterManager:
         self.volumes = volumes
         self.config = config
         self.membership = Membership(config, capacity) if config else None
+        if config is not None:      # read-write mounts take the volume's primary lease
+            self.primaries: Primaries | None = Primaries(config.etcd_url, config.node_name,
+                                                         volumes.supervisor)
+            volumes.primary = self.primaries
+        else:
+            self.primaries = None
 
     @property
     def enabled(self) -> bool:
@@ -90,7 +97,10 @@ class ClusterManager:
 
     async def run(self) -> None:
         if self.membership is not None:
-            await self.membership.run()
+            async with trio.open_nursery() as nursery:
+                if self.primaries is not None:
+                    nursery.start_soon(self.primaries.run)
+                await self.membership.run()
 
     async def stop(self) -> None:
         if self.membership is not None:
