@@ -165,8 +165,18 @@ def test_kill_9_of_the_primary_lets_its_lease_expire_and_a_new_term_has_epoch_pl
         cluster: RunningCluster, etcd: RunningEtcd, where: Path) -> None:
     n1, n2 = cluster.nodes["n1"], cluster.nodes["n2"]
     assert _primary(etcd) == ("n1", 3)
+    # A worker that dies alone is restarted under the lease its daemon still holds.
+    (worker,) = n1.worker_pids()
+    os.kill(worker, signal.SIGKILL)
+    restarted = time.monotonic()
+    # Bound again (not the bare directory under it, seen while the dead bind is cleared).
+    while not (os.path.ismount(where / "n1") and (where / "n1" / "epoch3").exists()):
+        assert time.monotonic() - restarted < 15, "the worker was not restarted"
+        time.sleep(0.2)
+    _write(where / "n1" / "after-restart", b"same term\n")
+    assert _primary(etcd) == ("n1", 3)
     workers = n1.worker_pids()
-    assert workers
+    assert workers and worker not in workers
     n1.kill()
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
@@ -181,6 +191,7 @@ def test_kill_9_of_the_primary_lets_its_lease_expire_and_a_new_term_has_epoch_pl
     n1.start()                          # restores its mount: a new term
     assert _primary(etcd) == ("n1", 4)
     assert (where / "n1" / "epoch3").read_bytes() == b"serving again\n"
+    assert (where / "n1" / "after-restart").read_bytes() == b"same term\n"
     _write(where / "n1" / "epoch4", b"ok\n")
     n1.ctl("volume", "unmount", "db", check=True)
     assert _primary(etcd) is None
