@@ -83,8 +83,12 @@ class Primaries:
         if tenancy.current():
             return                          # another tenant's volume stays unmentioned
         names.check(name, names.VOLUME)
-        holder, placement = await trio.to_thread.run_sync(
-            lambda: (epochs.primary_of(self.etcd, name), self.etcd.get(keys.volume(name, "placement"))))
+        try:
+            holder, placement = await trio.to_thread.run_sync(
+                lambda: (epochs.primary_of(self.etcd, name), self.etcd.get(keys.volume(name, "placement"))))
+        except GalleonError as exc:         # etcd away: the plain "does not exist" is still true
+            log.info("volume %s: not here, and etcd cannot say where: %s", name, exc)
+            return
         if holder is not None and holder[0] != self.node:
             raise epochs.held_elsewhere(name, holder)
         if placement is not None:
@@ -177,7 +181,11 @@ class Primaries:
                             volume.name, exc)
 
         with held.scope:
-            await epochs.hold(self.etcd, held.lease, reasons.append, on_renew=renewed)
+            try:
+                await epochs.hold(self.etcd, held.lease, reasons.append, on_renew=renewed)
+            except Exception as exc:         # a bug here fences one volume, never the node
+                log.exception("volume %s: holding its primary lease failed", volume.name)
+                reasons.append(f"holding the lease failed: {exc}")
             # Fenced: the worker first (it may not have noticed yet), then the lease.
             self._fenced[volume.id] = reasons[0] if reasons else "lost its primary lease"
             if self._held.get(volume.id) is held:
