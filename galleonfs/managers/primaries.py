@@ -124,10 +124,16 @@ class Primaries:
             held = await self._start_hold(volume, lease)
         try:
             await self._term(worker, held.lease, held.lease.fence_deadline)
-        except GalleonError:
+        except GalleonError as exc:
             if taken:
                 await self.release(volume)
+            if isinstance(exc, FailedPrecondition) and not fresh:
+                self._fenced[volume.id] = str(exc)    # it fenced itself (see ``fenced``)
             raise
+
+    def fenced(self, volume_id: str) -> bool:
+        """The volume's worker is fenced: only a new worker serves it again."""
+        return volume_id in self._fenced
 
     async def release(self, volume: Volume) -> None:
         """The volume's worker stopped: give the lease up (revoking deletes the primary key)."""

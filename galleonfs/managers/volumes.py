@@ -216,18 +216,47 @@ class VolumeManager(VolumeLifecycle):
                 self.fail(volume, f"cannot restart its mount worker: {exc}")
                 return
         if self.primary is not None and any(not p.read_only for p in volume.mount_points):
-            try:
-                await self.primary.serve(volume, worker, fresh=fresh)
-            except GalleonError as exc:
-                # No lease, no writes: the mount points stay unbound (or, adopted, fenced).
-                if fresh:
-                    await self.supervisor.stop(volume.id)
-                self.fail(volume, f"cannot take its primary lease again: {exc}")
+            served = await self._serve_primary(volume, worker, fresh=fresh)
+            if served is None:
                 return
+            worker = served
         await self.rebind(volume, worker.staging)
         if volume.state != VolumeState.MOUNTED:
             volume.state = VolumeState.MOUNTED
             self.save(volume)
+
+    async def _serve_primary(self, volume: Volume, worker: MountWorker, *, fresh: bool) -> MountWorker | None:
+        """Cluster mode, restoring mounts: the primary lease for ``worker``. An adopted worker
+        that fenced itself while the daemon was down (its deadline ran out) is replaced by a
+        new one under a new term, as a worker that died is: its open files end, new opens
+        are served. None when there is no lease to be had (the volume is then FAILED)."""
+        assert self.primary is not None
+        try:
+            await self.primary.serve(volume, worker, fresh=fresh)
+            return worker
+        except GalleonError as exc:
+            problem: GalleonError = exc
+        if not fresh and self.primary.fenced(volume.id):
+            log.warning("volume %s: its mount worker fenced itself while the daemon was away; "
+                        "starting a new one under a new primary term", volume.name)
+            for point in volume.mount_points:
+                try:
+                    await mounts.unbind(point, lazy=True)
+                except GalleonError as exc:
+                    log.error("volume %s: %s", volume.name, exc)
+            try:
+                await self.supervisor.stop(volume.id)
+                worker = await self.start_worker(volume)
+                fresh = True
+                await self.primary.serve(volume, worker, fresh=True)
+                return worker
+            except GalleonError as exc:
+                problem = exc
+        # No lease, no writes: the mount points stay unbound (or, adopted, fenced).
+        if fresh:
+            await self.supervisor.stop(volume.id)
+        self.fail(volume, f"cannot take its primary lease again: {problem}")
+        return None
 
     async def rebind(self, volume: Volume, staging: str) -> None:
         """Bind every mount point whose recorded mount is gone, as a new mount would (under
