@@ -48,6 +48,15 @@ class Fence:
             raise IOFailure(f"volume {self.label} is fenced ({self.reason}): it no longer holds its "
                             f"primary lease, so changes are refused; unmount it and mount it again")
 
+    @property
+    def fenced(self) -> bool:
+        """For writes nobody asked for (atime, purging an orphan): skip them once fenced."""
+        if self.deadline is None:
+            return False
+        if not self.reason and time.monotonic() >= self.deadline:
+            self.trip("no primary lease renewal arrived before the fence deadline")
+        return bool(self.reason)
+
     def trip(self, reason: str) -> None:
         if not self.reason:
             log.error("volume %s fenced at epoch %d: %s", self.label, self.epoch, reason)

@@ -81,7 +81,8 @@ class Nodes:
         the host disk is full: a read must not fail for an atime. (Not admitted: a read
         does not refuse for want of journal room; the record is tiny.)"""
         engine = self.engine
-        if not self.atime or not engine.writable or views.is_snapshot(inode.ino) or engine.space.full:
+        if (not self.atime or not engine.writable or views.is_snapshot(inode.ino) or engine.space.full
+                or self.fence.fenced):
             return
         now = time.time_ns()
         a = inode.atime_ns

@@ -62,3 +62,13 @@ def test_the_deadline_passing_on_its_own_fences_without_any_message() -> None:
 def test_epoch_zero_is_not_a_term() -> None:
     with pytest.raises(FailedPrecondition, match="not a term"):
         Fence("v1").extend(0, time.monotonic() + 60)
+
+
+@pytest.mark.allow_warnings
+def test_fenced_says_so_for_the_writes_nobody_asked_for() -> None:
+    fence = Fence("v1")
+    assert not fence.fenced                 # single node
+    fence.extend(1, time.monotonic() + 60)
+    assert not fence.fenced
+    fence.extend(1, time.monotonic() - 1)
+    assert fence.fenced and _errno_of(fence) == errno.EIO
