@@ -63,6 +63,7 @@ class PlacementView:
     epoch: int
     missing: int
     note: str
+    lease_holder: str = ""      # the node holding the primary lease now ("": none)
 
 
 class ClusterManager:
@@ -196,9 +197,9 @@ class ClusterManager:
                 raise
             names.check(name, names.VOLUME)
             local = False
-        kv, epoch = await trio.to_thread.run_sync(
+        kv, epoch, holder = await trio.to_thread.run_sync(
             lambda: (member.etcd.get(keys.volume(name, "placement")),
-                     epochs.current_epoch(member.etcd, name)))
+                     epochs.current_epoch(member.etcd, name), epochs.primary_of(member.etcd, name)))
         if kv is None and not local:
             raise NotFound(f"volume {name!r} does not exist (see `galleonctl volume list`)")
         if kv is None:
@@ -210,4 +211,4 @@ class ClusterManager:
         nodes = [str(n) for n in v.get("nodes", [])]
         return PlacementView(name, str(v.get("id", "")), int(v.get("replicas", 1)), nodes,
                              str(v.get("primary", "")), epoch, int(v.get("missing", 0)),
-                             NOT_BUILT if len(nodes) > 1 else "")
+                             NOT_BUILT if len(nodes) > 1 else "", holder[0] if holder else "")

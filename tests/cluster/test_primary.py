@@ -65,6 +65,11 @@ def _epoch(d: RunningDaemon) -> int:
     return int(json.loads(d.ctl("cluster", "placement", "db", "-o", "json", check=True).stdout)["epoch"])
 
 
+def _holder(d: RunningDaemon) -> str:
+    return str(json.loads(d.ctl("cluster", "placement", "db", "-o", "json", check=True).stdout)
+               .get("lease_holder", ""))
+
+
 def _write(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -88,7 +93,9 @@ def test_a_read_write_mount_takes_the_lease_and_another_node_is_refused(
     n1.ctl("volume", "create", "db", "--size", "32M", check=True)
     assert _primary(etcd) is None and _epoch(n1) == 0          # created, not yet mounted
     n1.ctl("volume", "mount", "db", str(where / "n1"), check=True)
-    assert _primary(etcd) == ("n1", 1) and _epoch(n2) == 1
+    assert _primary(etcd) == ("n1", 1) and _epoch(n2) == 1 and _holder(n2) == "n1"
+    assert "lease:          held by n1 (mounted read-write there)" in n2.ctl(
+        "cluster", "placement", "db", check=True).stdout
     _write(where / "n1" / "before", b"acknowledged at epoch 1\n")
 
     done = n2.ctl("volume", "mount", "db", str(where / "n2"))
@@ -102,6 +109,7 @@ def test_a_read_write_mount_takes_the_lease_and_another_node_is_refused(
 
     n1.ctl("volume", "unmount", "db", check=True)
     assert _primary(etcd) is None and _epoch(n1) == 1          # released at once; epoch kept
+    assert _holder(n2) == ""
     # n2 has no copy (replication is not built yet): refused, and no epoch is spent on it.
     done = n2.ctl("volume", "mount", "db", str(where / "n2"))
     user_error(done, 3, "volume 'db' is not on this node: its data is on node n1")
