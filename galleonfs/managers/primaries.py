@@ -73,10 +73,6 @@ class Primaries:
             self._ready.set()
             await trio.sleep_forever()
 
-    def epoch(self, volume_id: str) -> int:
-        held = self._held.get(volume_id)
-        return held.lease.epoch if held else 0
-
     # --- the mount path's gate ---------------------------------------------------------------
     async def not_here(self, name: str) -> None:
         """The volume is not on this node: say where it is, if the cluster knows."""
@@ -100,7 +96,11 @@ class Primaries:
         """Before a read-write mount starts anything: refuse while another node holds it."""
         if volume.id in self._held:
             return
-        holder = await trio.to_thread.run_sync(epochs.primary_of, self.etcd, volume.name)
+        holder, placement = await trio.to_thread.run_sync(
+            lambda: (epochs.primary_of(self.etcd, volume.name),
+                     self.etcd.get(keys.volume(volume.name, "placement"))))
+        if placement is None or placement.value.get("id") != volume.id:
+            return                          # a local volume (``serve`` takes no lease for it)
         if holder is not None and holder[0] != self.node:
             raise epochs.held_elsewhere(volume.name, holder)
 
@@ -118,8 +118,9 @@ class Primaries:
         held = self._held.get(volume.id)
         taken = held is None
         if held is None:
-            if await trio.to_thread.run_sync(self.etcd.get, keys.volume(volume.name, "placement")) is None:
-                return                      # made before this node joined: local only
+            placement = await trio.to_thread.run_sync(self.etcd.get, keys.volume(volume.name, "placement"))
+            if placement is None or placement.value.get("id") != volume.id:
+                return      # made before this node joined (the name may be another's): local only
             lease = await self._acquire(volume.name)
             held = await self._start_hold(volume, lease)
         try:
