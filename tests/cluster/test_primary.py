@@ -30,7 +30,7 @@ from galleonfs.cluster import keys
 from galleonfs.cluster import limits as cluster_limits
 from galleonfs.testing.cluster import RunningCluster
 from galleonfs.testing.daemon import RunningDaemon
-from galleonfs.testing.etcd import RunningEtcd
+from galleonfs.testing.etcd import RunningEtcd, free_port
 
 pytestmark = [pytest.mark.usefixtures("fuse_ok"), pytest.mark.allow_warnings]
 TTL_S = cluster_limits.primary_lease_ttl_s
@@ -239,3 +239,23 @@ def test_kill_9_of_the_primary_lets_its_lease_expire_and_a_new_term_has_epoch_pl
     assert _primary(etcd) is None
     n1.ctl("volume", "delete", "db", check=True)
     assert etcd.client().get(keys.volume("db", "epoch")) is None
+
+
+def test_a_volume_made_before_the_node_joined_stays_local_and_takes_no_lease(
+        etcd: RunningEtcd, tmp_path: Path) -> None:
+    (tmp_path / "n9").mkdir()
+    d = RunningDaemon(tmp_path / "n9")
+    try:
+        d.start()
+        d.ctl("volume", "create", "solo", "--size", "16M", check=True)
+        d.stop()
+        d.args = ["--cluster", f"etcd={etcd.url}", "--node-name", "n9",
+                  "--peer-listen", f"127.0.0.1:{free_port()}"]
+        d.start()
+        d.ctl("volume", "mount", "solo", str(tmp_path / "m"), check=True)
+        assert etcd.client().get(keys.volume("solo", "primary")) is None
+        assert etcd.client().get(keys.volume("solo", "epoch")) is None
+        _write(tmp_path / "m" / "f", b"local\n")
+        d.ctl("volume", "unmount", "solo", check=True)
+    finally:
+        finish(d, check_logs=False)
