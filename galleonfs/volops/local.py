@@ -20,6 +20,7 @@ anything else is a bug and ends the process that runs it (DESIGN §5).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, cast
 
@@ -178,8 +179,10 @@ class EngineOps:
     @handles(m.PrimaryTerm)
     async def primary_term(self, request: m.PrimaryTerm, progress: Progress) -> m.Fencing:
         if (type(request.epoch) is not int or isinstance(request.deadline, bool)
-                or not isinstance(request.deadline, (int, float))):
-            raise InvalidArgument("a primary term is a whole epoch and a monotonic deadline")
+                or not isinstance(request.deadline, (int, float))
+                or not math.isfinite(request.deadline) or request.deadline < 0):
+            # NaN would compare false with every clock reading: a term that never ends.
+            raise InvalidArgument("a primary term is a whole epoch and a finite monotonic deadline")
         return self.host.primary_term(request.epoch, float(request.deadline))
 
     # --- snapshots -----------------------------------------------------------------------------

@@ -1,15 +1,20 @@
-"""The mount's fence (``vfs/fence.py``) without a kernel: what a worker answers past its
-primary term. The real mounts, etcd and daemons are in ``test_primary.py``."""
+"""The mount's fence (``vfs/fence.py``): its rules without a kernel, then a real mount worker
+told its terms over the control socket (volops ``PrimaryTerm``), as the node tells it. The
+real etcd and daemons are in ``test_primary.py``."""
 
 from __future__ import annotations
 
 import errno
 import time
+from pathlib import Path
 
 import pytest
+from volops.conftest import Offline, Online
 
-from galleonfs.errors import FailedPrecondition, GalleonError
+from galleonfs.engine.fsck import fsck
+from galleonfs.errors import FailedPrecondition, GalleonError, InvalidArgument
 from galleonfs.vfs.fence import Fence
+from galleonfs.volops import messages as m
 
 
 def _errno_of(fence: Fence) -> int:
@@ -72,3 +77,29 @@ def test_fenced_says_so_for_the_writes_nobody_asked_for() -> None:
     assert not fence.fenced
     fence.extend(1, time.monotonic() - 1)
     assert fence.fenced and _errno_of(fence) == errno.EIO
+
+
+@pytest.mark.allow_warnings
+def test_a_mount_worker_takes_its_terms_over_the_control_socket(tmp_path: Path, fuse_ok: None) -> None:
+    online = Online(tmp_path / "online")
+    try:
+        deadline = time.monotonic() + 60
+        assert online.run(m.PrimaryTerm(1, deadline)) == m.Fencing(1, deadline, "")
+        online.write({"a": b"under epoch 1"})
+        for bad in (float("nan"), float("inf"), -1.0):
+            assert online.outcome(m.PrimaryTerm(1, bad))[0] == InvalidArgument.__name__
+        online.write({"b": b"still serving"})      # a refused term changed nothing
+        fenced = online.run(m.PrimaryTerm(1, 0))
+        assert fenced.epoch == 1 and "lost the primary lease of epoch 1" in fenced.fenced
+        with pytest.raises(OSError) as caught:
+            online.write({"c": b"refused"})
+        assert caught.value.errno == errno.EIO
+        assert (online.mountpoint / "a").read_bytes() == b"under epoch 1"     # reads go on
+        assert online.outcome(m.PrimaryTerm(2, time.monotonic() + 60))[0] == FailedPrecondition.__name__
+    finally:
+        online.close()
+    assert fsck(str(online.volume_dir)).clean
+    offline = Offline(tmp_path / "offline")
+    assert offline.outcome(m.PrimaryTerm(1, time.monotonic() + 60)) == (
+        FailedPrecondition.__name__,
+        "a primary term is served by a volume's mount worker, and this volume is not mounted")
