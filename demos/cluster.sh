@@ -2,9 +2,11 @@
 # GalleonFS cluster mode, first part (issue 12): membership, placement, scheduling.
 #   etcd (Debian's etcd-server) and three galleond nodes on loopback, in zones a, b, c, their
 #   peer channel on mutual TLS with certificates from `galleond cluster-ca|cluster-cert`;
-#   `cluster status` (with the PEER column: each node reached over mTLS); a volume created with 3 replicas (its placement recorded in etcd;
-#   replication is not built yet, and the output says so); a cordon and a refusal it
-#   causes; kill -9 of a node, shown DOWN once its 6 s lease expires; the node back.
+#   `cluster status` (with the PEER column: each node reached over mTLS); a volume created
+#   with 3 replicas (its placement recorded in etcd; replication is not built yet, and the
+#   output says so); a read-write mount that takes the volume's primary lease (epoch 1, then
+#   2 after a remount) and another node's mount refused while it lives; a cordon and a
+#   refusal it causes; kill -9 of a node, shown DOWN once its 6 s lease expires; the node back.
 # Leaves nothing running; KEEP=1 keeps the temporary directory.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,6 +15,8 @@ source "$ROOT/.ci/bootstrap.sh"
 
 WORK="$(mktemp -d /tmp/galleonfs-cluster.XXXXXX)"
 export GALLEONFS_METRICS_LISTEN="127.0.0.1:0"    # three daemons on one host: a free port each
+export GALLEONFS_MOUNT_ROOTS="$WORK/mnt"          # volumes may only be mounted under the roots
+mkdir -p "$WORK/mnt"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 ETCD_URL="http://127.0.0.1:$(free_port)"
 ETCD_PEER="http://127.0.0.1:$(free_port)"
@@ -69,6 +73,17 @@ ctl n1 cluster status
 step "create a volume with 3 replicas on n1: one per zone, recorded in etcd"
 ctl n1 volume create db --size 1G --replicas 3
 ctl n2 cluster placement db
+
+step "mount db read-write on n1: n1 takes its primary lease (epoch 1); n2 is refused while it lives"
+ctl n1 volume mount db "$WORK/mnt/n1"
+echo "written on n1 at epoch 1" > "$WORK/mnt/n1/hello"
+ctl n1 cluster placement db
+ctl n2 volume mount db "$WORK/mnt/n2" || echo "(refused, exit $?; nothing was mounted)"
+ctl n1 volume unmount db
+ctl n1 volume mount db "$WORK/mnt/n1"
+ctl n1 cluster placement db | grep epoch
+cat "$WORK/mnt/n1/hello"
+ctl n1 volume unmount db
 
 step "cordon n3: a 3-replica volume no longer fits, one line says why"
 ctl n1 node cordon n3

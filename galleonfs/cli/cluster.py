@@ -61,7 +61,9 @@ def _schedule(verb: str) -> Callable[[argparse.Namespace], int]:
 def placement_text(p: dict[str, Any]) -> str:
     nodes = p.get("nodes", [])
     pairs = [("volume", p["volume"]), ("id", p["volume_id"]), ("replicas asked", p["replicas"]),
-             ("nodes", ", ".join(nodes)), ("primary", p["primary"]), ("epoch", p["epoch"])]
+             ("nodes", ", ".join(nodes)), ("primary", p["primary"]), ("epoch", p["epoch"]),
+             ("lease", f"held by {p['lease_holder']} (mounted read-write there)" if p.get("lease_holder")
+              else "none (not mounted read-write anywhere)")]
     if p.get("missing"):
         pairs.append(("missing", f"{p['missing']} (created degraded)"))
     if p.get("note"):

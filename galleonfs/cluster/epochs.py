@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -65,6 +65,12 @@ def primary_of(etcd: Etcd, volume: str) -> tuple[str, int] | None:
     return (str(kv.value.get("node", "")), int(kv.value.get("epoch", 0))) if kv else None
 
 
+def held_elsewhere(volume: str, holder: tuple[str, int], ttl_s: int = limits.primary_lease_ttl_s) -> Busy:
+    """The one-line refusal of a read-write mount while another node's lease lives."""
+    return Busy(f"volume {volume} has a primary on node {holder[0]} (epoch {holder[1]}) while its "
+                f"lease lives; unmount it there, or wait up to {ttl_s} s if that node is down")
+
+
 def acquire_primary(etcd: Etcd, volume: str, node: str, *,
                     ttl_s: int = limits.primary_lease_ttl_s,
                     clock_bound_s: float = limits.clock_bound_s) -> PrimaryLease:
@@ -88,8 +94,7 @@ def acquire_primary(etcd: Etcd, volume: str, node: str, *,
         holder = primary_of(etcd, volume)
         if holder is None:        # the other one's epoch bump went through, its lease not yet
             raise Busy(f"volume {volume}'s primary is changing right now; try again")
-        raise Busy(f"volume {volume} has a primary on node {holder[0]} (epoch {holder[1]}) while "
-                   f"its lease lives; unmount it there, or wait up to {ttl_s} s if that node is down")
+        raise held_elsewhere(volume, holder, ttl_s)
     log.info("node %s is primary of volume %s at epoch %d", node, volume, epoch)
     return PrimaryLease(volume, node, epoch, lease, ttl_s, clock_bound_s, sent)
 
@@ -110,12 +115,14 @@ def release(etcd: Etcd, held: PrimaryLease) -> None:
 
 
 async def hold(etcd: Etcd, held: PrimaryLease, on_fence: Callable[[str], None], *,
-               interval_s: float | None = None) -> None:
+               interval_s: float | None = None,
+               on_renew: Callable[[PrimaryLease], Awaitable[None]] | None = None) -> None:
     """Renew every third of the TTL until cancelled. When the fence deadline passes without
     a successful renewal (etcd down, partitioned, slow), call ``on_fence(reason)`` once and
     return: the caller stops acknowledging writes. A renewal still in flight at the deadline
     is abandoned (its thread ends within the etcd timeout, unheard), so the fence is on time
-    however slow etcd is."""
+    however slow etcd is. ``on_renew`` is awaited after each successful renewal (the mount
+    path hands the new deadline to the worker there); what it raises ends the hold."""
     interval_s = held.ttl_s / 3 if interval_s is None else interval_s
     problem = ""
     while True:
@@ -131,6 +138,8 @@ async def hold(etcd: Etcd, held: PrimaryLease, on_fence: Callable[[str], None], 
             with trio.move_on_at(_trio_time(held.fence_deadline)):
                 await trio.to_thread.run_sync(renew, etcd, held, abandon_on_cancel=True)
                 problem = ""
+            if on_renew is not None and not problem and not held.fenced():
+                await on_renew(held)
         except FailedPrecondition as exc:
             log.error("%s", exc)
             on_fence(str(exc))

@@ -294,7 +294,9 @@ class FuseOps(pyfuse3.Operations):
         if stats is not None:
             stats.in_flight += 1
         try:
+            self.vfs.fence.check()          # cluster mode: no fsync acknowledged once fenced,
             await self.committer.commit()
+            self.vfs.fence.check()          # nor one whose sync outlasted the primary term
         except GalleonError as exc:
             self.failed(exc)
             raise pyfuse3.FUSEError(exc.errno) from None

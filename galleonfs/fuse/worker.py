@@ -385,6 +385,12 @@ class MountHost(Host):
         metering = self.worker.metering
         return {k: float(v) for k, v in metering.rates().items()} if metering is not None else {}
 
+    def primary_term(self, epoch: int, deadline: float) -> messages.Fencing:
+        """Cluster mode: acknowledge changes until ``deadline`` (``vfs/fence.py``)."""
+        fence = self.worker.vfs.fence
+        fence.extend(epoch, deadline)
+        return messages.Fencing(fence.epoch, fence.deadline or 0.0, fence.reason)
+
     def set_qos(self, rates: WorkerRates) -> messages.QosState:
         """Enforce ``rates`` at once; answer the counters the daemon reads demand from."""
         throttle = self.worker.throttle

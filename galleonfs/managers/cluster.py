@@ -37,6 +37,7 @@ from ..cluster.placement import place
 from ..errors import AlreadyExists, FailedPrecondition, GalleonError, InvalidArgument, NotFound
 from . import tenancy
 from .model import AccessMode, Volume, VolumeType
+from .primaries import Primaries
 from .volumes import VolumeManager
 
 log = logging.getLogger("galleonfs.managers.cluster")
@@ -64,6 +65,7 @@ class PlacementView:
     epoch: int
     missing: int
     note: str
+    lease_holder: str = ""      # the node holding the primary lease now ("": none)
 
 
 class ClusterManager:
@@ -73,6 +75,12 @@ class ClusterManager:
         self.config = config
         self.membership = Membership(config, capacity) if config else None
         self.peers: Peers | None = None          # the peer channel, set by the daemon once it listens
+        if config is not None:      # read-write mounts take the volume's primary lease
+            self.primaries: Primaries | None = Primaries(config.etcd_url, config.node_name,
+                                                         volumes.supervisor)
+            volumes.primary = self.primaries
+        else:
+            self.primaries = None
 
     @property
     def enabled(self) -> bool:
@@ -93,7 +101,10 @@ class ClusterManager:
 
     async def run(self) -> None:
         if self.membership is not None:
-            await self.membership.run()
+            async with trio.open_nursery() as nursery:
+                if self.primaries is not None:
+                    nursery.start_soon(self.primaries.run)
+                await self.membership.run()
 
     async def stop(self) -> None:
         if self.membership is not None:
@@ -192,9 +203,9 @@ class ClusterManager:
                 raise
             names.check(name, names.VOLUME)
             local = False
-        kv, epoch = await trio.to_thread.run_sync(
+        kv, epoch, holder = await trio.to_thread.run_sync(
             lambda: (member.etcd.get(keys.volume(name, "placement")),
-                     epochs.current_epoch(member.etcd, name)))
+                     epochs.current_epoch(member.etcd, name), epochs.primary_of(member.etcd, name)))
         if kv is None and not local:
             raise NotFound(f"volume {name!r} does not exist (see `galleonctl volume list`)")
         if kv is None:
@@ -206,4 +217,4 @@ class ClusterManager:
         nodes = [str(n) for n in v.get("nodes", [])]
         return PlacementView(name, str(v.get("id", "")), int(v.get("replicas", 1)), nodes,
                              str(v.get("primary", "")), epoch, int(v.get("missing", 0)),
-                             NOT_BUILT if len(nodes) > 1 else "")
+                             NOT_BUILT if len(nodes) > 1 else "", holder[0] if holder else "")

@@ -27,12 +27,13 @@ import shutil
 import trio
 
 from ..crypto.keys import KeySpec
-from ..errors import Busy, FailedPrecondition, GalleonError, InvalidArgument
+from ..errors import Busy, FailedPrecondition, GalleonError, InvalidArgument, NotFound
 from ..meta.catalog import Catalog
 from ..workers import mounts
 from ..workers.supervisor import MountWorker, Supervisor, mark_needs_check
 from .lifecycle import VolumeLifecycle
 from .model import AccessMode, MountPoint, Volume, VolumeState, VolumeType, now_ns
+from .primaries import Primaries
 from .storage_classes import StorageClassManager
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class VolumeManager(VolumeLifecycle):
                  supervisor: Supervisor, keys: KeySpec | None = None) -> None:
         super().__init__(data_dir, catalog, classes, supervisor, keys)
         self._restarts: dict[str, tuple[int, float]] = {}   # volume id -> (deaths in a row, last)
+        # Cluster mode (issue 12): the primary lease of read-write mounts (``primaries.py``),
+        # set by ``ClusterManager``; None on a single node, where nothing below changes.
+        self.primary: Primaries | None = None
         supervisor.on_death(self._worker_died)
 
     async def start_worker(self, volume: Volume) -> MountWorker:
@@ -58,16 +62,26 @@ class VolumeManager(VolumeLifecycle):
 
     # --- mount / unmount -----------------------------------------------------------------------
     async def mount(self, name: str, path: str, *, read_only: bool = False) -> Volume:
-        volume = self.get(name)
+        # Cluster mode: the primary lease of a read-write mount (``primaries.py``).
+        gate = None if read_only else self.primary
+        try:
+            volume = self.get(name)
+        except NotFound:
+            if gate is not None:
+                await gate.not_here(name)       # on another node: say which
+            raise
         path = os.path.abspath(path) if os.path.isabs(path) else path
         async with self.lock(volume):
             volume = self.get(volume.id)
             self._check_access(volume, read_only)
             if volume.state not in (VolumeState.AVAILABLE, VolumeState.MOUNTED):
                 raise FailedPrecondition(f"volume {volume.name} is {volume.state.value}; it cannot be mounted now")
+            if gate is not None:
+                await gate.check(volume)        # another node's live lease: nothing started
             # Pinned by fd until bound: nothing swapped in on the path can redirect the mount.
             with await trio.to_thread.run_sync(mounts.open_target, path, self.mount_roots) as target:
                 worker = self.supervisor.workers.get(volume.id)
+                fresh = worker is None
                 if worker is None:
                     try:
                         worker = await self.start_worker(volume)
@@ -75,10 +89,13 @@ class VolumeManager(VolumeLifecycle):
                         raise type(exc)(f"cannot mount volume {volume.name}: {exc}") from None
                     self._restarts.pop(volume.id, None)     # a mount asked for: a fresh start
                 try:
+                    if gate is not None:        # the lease and a deadline before anyone can write
+                        await gate.serve(volume, worker, fresh=fresh)
                     placed = await mounts.bind(worker.staging, target, read_only=read_only)
                 except GalleonError:
                     if not volume.mount_points:
                         await self.supervisor.stop(volume.id)
+                        await self._release_primary(volume)
                     raise
             path = placed.path
             volume.mount_points.append(MountPoint(path, read_only, now_ns(), mount_id=placed.mount_id,
@@ -88,6 +105,11 @@ class VolumeManager(VolumeLifecycle):
             self.save(volume)
         log.info("mounted volume %s on %s%s", volume.name, path, " (read-only)" if read_only else "")
         return volume
+
+    async def _release_primary(self, volume: Volume) -> None:
+        """Cluster mode: the volume's worker stopped, so its primary lease goes."""
+        if self.primary is not None:
+            await self.primary.release(volume)
 
     def _worker_read_only(self, volume: Volume) -> bool:
         return not volume.writable_modes
@@ -119,6 +141,7 @@ class VolumeManager(VolumeLifecycle):
                 self.save(volume)
             if not volume.mount_points:
                 await self.supervisor.stop(volume.id)
+                await self._release_primary(volume)
                 volume.move_to(VolumeState.AVAILABLE)
                 self.save(volume)
         log.info("unmounted volume %s from %s", volume.name, ", ".join(p.path for p in targets if p))
@@ -173,6 +196,7 @@ class VolumeManager(VolumeLifecycle):
         """Adopt or start the volume's worker, and bind every mount point that is not bound."""
         worker = await self.supervisor.adopt(volume.id, self.volume_dir(volume.id),
                                              read_only=self._worker_read_only(volume))
+        fresh = worker is None
         if worker is None:
             staging = self.supervisor.staging_dir(volume.id)
             if at_start and mounts.is_mounted(staging):
@@ -191,10 +215,48 @@ class VolumeManager(VolumeLifecycle):
             except GalleonError as exc:
                 self.fail(volume, f"cannot restart its mount worker: {exc}")
                 return
+        if self.primary is not None and any(not p.read_only for p in volume.mount_points):
+            served = await self._serve_primary(volume, worker, fresh=fresh)
+            if served is None:
+                return
+            worker = served
         await self.rebind(volume, worker.staging)
         if volume.state != VolumeState.MOUNTED:
             volume.state = VolumeState.MOUNTED
             self.save(volume)
+
+    async def _serve_primary(self, volume: Volume, worker: MountWorker, *, fresh: bool) -> MountWorker | None:
+        """Cluster mode, restoring mounts: the primary lease for ``worker``. An adopted worker
+        that fenced itself while the daemon was down (its deadline ran out) is replaced by a
+        new one under a new term, as a worker that died is: its open files end, new opens
+        are served. None when there is no lease to be had (the volume is then FAILED)."""
+        assert self.primary is not None
+        try:
+            await self.primary.serve(volume, worker, fresh=fresh)
+            return worker
+        except GalleonError as exc:
+            problem: GalleonError = exc
+        if not fresh and self.primary.fenced(volume.id):
+            log.warning("volume %s: its mount worker fenced itself while the daemon was away; "
+                        "starting a new one under a new primary term", volume.name)
+            for point in volume.mount_points:
+                try:
+                    await mounts.unbind(point, lazy=True)
+                except GalleonError as exc:
+                    log.error("volume %s: %s", volume.name, exc)
+            try:
+                await self.supervisor.stop(volume.id)
+                worker = await self.start_worker(volume)
+                fresh = True
+                await self.primary.serve(volume, worker, fresh=True)
+                return worker
+            except GalleonError as exc:
+                problem = exc
+        # No lease, no writes: the mount points stay unbound (or, adopted, fenced).
+        if fresh:
+            await self.supervisor.stop(volume.id)
+        self.fail(volume, f"cannot take its primary lease again: {problem}")
+        return None
 
     async def rebind(self, volume: Volume, staging: str) -> None:
         """Bind every mount point whose recorded mount is gone, as a new mount would (under
@@ -267,4 +329,5 @@ class VolumeManager(VolumeLifecycle):
                     await self.supervisor.stop(volume.id)
                 except GalleonError as exc:
                     log.error("volume %s: %s", volume.name, exc)
+                await self._release_primary(volume)
 

@@ -43,4 +43,4 @@ class ClusterService(cluster_pb2_grpc.ClusterServiceServicer):
         p = self.bridge.run(self.cluster.placement, request.volume)
         return cluster_pb2.VolumePlacement(volume=p.volume, volume_id=p.volume_id, replicas=p.replicas,
                                            nodes=p.nodes, primary=p.primary, epoch=p.epoch,
-                                           missing=p.missing, note=p.note)
+                                           missing=p.missing, note=p.note, lease_holder=p.lease_holder)

@@ -71,7 +71,7 @@ class GetPlacementRequest(_message.Message):
     def __init__(self, volume: _Optional[str] = ...) -> None: ...
 
 class VolumePlacement(_message.Message):
-    __slots__ = ("volume", "volume_id", "replicas", "nodes", "primary", "epoch", "missing", "note")
+    __slots__ = ("volume", "volume_id", "replicas", "nodes", "primary", "epoch", "missing", "note", "lease_holder")
     VOLUME_FIELD_NUMBER: _ClassVar[int]
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class VolumePlacement(_message.Message):
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_HOLDER_FIELD_NUMBER: _ClassVar[int]
     volume: str
     volume_id: str
     replicas: int
@@ -88,4 +89,5 @@ class VolumePlacement(_message.Message):
     epoch: int
     missing: int
     note: str
-    def __init__(self, volume: _Optional[str] = ..., volume_id: _Optional[str] = ..., replicas: _Optional[int] = ..., nodes: _Optional[_Iterable[str]] = ..., primary: _Optional[str] = ..., epoch: _Optional[int] = ..., missing: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
+    lease_holder: str
+    def __init__(self, volume: _Optional[str] = ..., volume_id: _Optional[str] = ..., replicas: _Optional[int] = ..., nodes: _Optional[_Iterable[str]] = ..., primary: _Optional[str] = ..., epoch: _Optional[int] = ..., missing: _Optional[int] = ..., note: _Optional[str] = ..., lease_holder: _Optional[str] = ...) -> None: ...

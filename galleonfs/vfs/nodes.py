@@ -25,6 +25,7 @@ from ..meta import schema
 from ..meta.schema import Db, Inode
 from . import views
 from .common import check_name, now_ns
+from .fence import Fence
 from .views import LIVE, SNAPDIR_INO, SNAPDIR_NAME, View
 
 _DAY_NS = 86_400 * 10**9
@@ -38,6 +39,7 @@ class Nodes:
         self.atime = atime                        # relatime-style updates; off for `-o noatime`
         self.kernel_times = kernel_times          # the kernel owns regular files' mtime/ctime
         self._slot_gens: dict[int, int] = {}      # snapshot slot -> generation (cache)
+        self.fence = Fence(engine.name or engine.volume_id)   # cluster mode: the primary term
 
     # --- inodes, in whichever view ---------------------------------------------------------------
     def inode(self, ino: int) -> Inode:
@@ -79,7 +81,8 @@ class Nodes:
         the host disk is full: a read must not fail for an atime. (Not admitted: a read
         does not refuse for want of journal room; the record is tiny.)"""
         engine = self.engine
-        if not self.atime or not engine.writable or views.is_snapshot(inode.ino) or engine.space.full:
+        if (not self.atime or not engine.writable or views.is_snapshot(inode.ino) or engine.space.full
+                or self.fence.fenced):
             return
         now = time.time_ns()
         a = inode.atime_ns
@@ -115,7 +118,9 @@ class Nodes:
 
     def admit(self, *finos: int) -> None:
         """An operation that will change ``finos`` may begin: the volume takes writes (and
-        has journal room for the record, ``Engine.check_writable``), none is in a snapshot."""
+        has journal room for the record, ``Engine.check_writable``), none is in a snapshot,
+        and the mount is not fenced (``fence.py``: EIO, checked first)."""
+        self.fence.check()
         self.engine.check_writable()
         self.live(*finos)
 

@@ -68,7 +68,8 @@ class Orphans:
 
     def maybe_purge(self, ino: int) -> None:
         """Delete an unlinked inode once nobody holds it any more."""
-        if self._handles.held(ino) or not self._engine.writable or views.is_snapshot(ino):
+        if (self._handles.held(ino) or not self._engine.writable or views.is_snapshot(ino)
+                or self._nodes.fence.fenced):
             return
         raw = self._meta.get(Db.INODES, schema.ino_key(ino))
         if raw is None:

@@ -4,6 +4,7 @@ Role: every rule of the file system lives in this package, one concern per modul
 ``Vfs`` is the one object the FUSE adapter (and the kernel-free tests) call::
 
     nodes.py      inodes, names, extents; the views of snapshots (views.py)
+    fence.py      cluster mode: no change or fsync acknowledged past the primary term
     handles.py    what the kernel holds (lookup counts, opens); file handles
     orphans.py    deleting unlinked inodes when let go, in bounded records
     namespace.py  lookup, create, link, unlink, rmdir, readdir
@@ -55,6 +56,7 @@ class Vfs:
         self.meta = engine.meta
         self.bs = engine.block_size
         self.nodes = Nodes(engine, atime=atime, kernel_times=kernel_times)
+        self.fence = self.nodes.fence
         self.handles = Handles()
         self.orphans = Orphans(self.nodes, self.handles, engine)
         self.quota = Quota(engine)

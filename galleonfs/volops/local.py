@@ -20,13 +20,14 @@ anything else is a bug and ends the process that runs it (DESIGN §5).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, cast
 
 from .. import limits
 from ..engine import clones, export, rekey, snapshots
 from ..engine.engine import Engine
-from ..errors import Busy, FailedPrecondition
+from ..errors import Busy, FailedPrecondition, InvalidArgument
 from ..meta.schema import Snapshot
 from ..qos.policy import WorkerRates
 from . import messages as m
@@ -94,6 +95,10 @@ class Host:
 
     def set_qos(self, rates: WorkerRates) -> m.QosState:
         raise FailedPrecondition("QoS rates are enforced by a volume's mount worker, and this "
+                                 "volume is not mounted")
+
+    def primary_term(self, epoch: int, deadline: float) -> m.Fencing:
+        raise FailedPrecondition("a primary term is served by a volume's mount worker, and this "
                                  "volume is not mounted")
 
     def refuse_mounted(self, what: str) -> None:
@@ -170,6 +175,15 @@ class EngineOps:
     async def set_qos(self, request: m.SetQos, progress: Progress) -> m.QosState:
         rates = request.rates or WorkerRates()
         return self.host.set_qos(WorkerRates.from_json(rates.to_json()))   # checks every rate
+
+    @handles(m.PrimaryTerm)
+    async def primary_term(self, request: m.PrimaryTerm, progress: Progress) -> m.Fencing:
+        if (type(request.epoch) is not int or isinstance(request.deadline, bool)
+                or not isinstance(request.deadline, (int, float))
+                or not math.isfinite(request.deadline) or request.deadline < 0):
+            # NaN would compare false with every clock reading: a term that never ends.
+            raise InvalidArgument("a primary term is a whole epoch and a finite monotonic deadline")
+        return self.host.primary_term(request.epoch, float(request.deadline))
 
     # --- snapshots -----------------------------------------------------------------------------
     @handles(m.SnapshotCreate)

@@ -106,6 +106,15 @@ class VolumeStats:
 
 
 @dataclass(frozen=True)
+class Fencing:
+    """The primary term a mount serves under (cluster mode, ``vfs/fence.py``)."""
+
+    epoch: int
+    deadline: float                  # time.monotonic() past which it acknowledges nothing
+    fenced: str                      # why it is fenced; "" while it serves
+
+
+@dataclass(frozen=True)
 class Resized:
     size: int
 
@@ -348,6 +357,16 @@ class SetQos(VolumeRequest[QosState]):
 
     op = "qos"
     rates: WorkerRates | None = None
+
+
+@dataclass(frozen=True)
+class PrimaryTerm(VolumeRequest[Fencing]):
+    """Cluster mode: acknowledge changes until ``deadline`` (time.monotonic(), one clock
+    for every process on the host) under ``epoch``; ``deadline`` 0 fences now."""
+
+    op = "primary_term"
+    epoch: int = 0
+    deadline: float = 0.0
 
 
 @dataclass(frozen=True)
