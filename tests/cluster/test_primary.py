@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from node.util import finish, user_error
 
-from galleonfs.cluster import keys
+from galleonfs.cluster import certs, keys
 from galleonfs.cluster import limits as cluster_limits
 from galleonfs.testing.cluster import RunningCluster
 from galleonfs.testing.daemon import RunningDaemon
@@ -249,8 +249,14 @@ def test_a_volume_made_before_the_node_joined_stays_local_and_takes_no_lease(
         d.start()
         d.ctl("volume", "create", "solo", "--size", "16M", check=True)
         d.stop()
+        ca = tmp_path / "ca"
+        certs.init_ca(ca)
+        certs.issue(ca, "n9", tmp_path / "peer", hosts=("127.0.0.1",))
+        peer = tmp_path / "peer"
         d.args = ["--cluster", f"etcd={etcd.url}", "--node-name", "n9",
-                  "--peer-listen", f"127.0.0.1:{free_port()}"]
+                  "--peer-listen", f"127.0.0.1:{free_port()}",
+                  "--peer-cert", str(peer / certs.NODE_CERT), "--peer-key", str(peer / certs.NODE_KEY),
+                  "--peer-ca", str(peer / certs.CA_CERT)]
         d.start()
         d.ctl("volume", "mount", "solo", str(tmp_path / "m"), check=True)
         assert etcd.client().get(keys.volume("solo", "primary")) is None

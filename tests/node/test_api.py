@@ -187,7 +187,7 @@ def test_codegen_check_detects_stale_code(tmp_path: Path) -> None:
     (tmp_path / "galleonfs" / "rpc").mkdir(parents=True)
     shutil.copy(REPO / "galleonfs" / "rpc" / "codegen.py", tmp_path / "galleonfs" / "rpc")
     shutil.copytree(REPO / "proto", tmp_path / "proto")
-    for package in ("v1", "csi/v1"):
+    for package in ("v1", "csi/v1", "peer/v1"):
         shutil.copytree(REPO / "galleonfs" / package, tmp_path / "galleonfs" / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     script = str(tmp_path / "galleonfs" / "rpc" / "codegen.py")
