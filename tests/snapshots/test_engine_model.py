@@ -18,7 +18,9 @@ After every step, for every volume:
   root's readdir, and lists exactly the model's snapshots;
 * ``check_engine`` (fsck) finds nothing: no leaked or missing block, no wrong refcount, no
   history version that no snapshot needs, a complete born index;
-* a clone's blocks still read back from its origin's segments (fsck reads every frame).
+* a clone's blocks still read back from its origin's segments (fsck reads every frame);
+* the step logged no WARNING (checked here, not only by the conftest after the whole run,
+  so that hypothesis shrinks the case and prints its steps).
 
 Some rules check more: snapshot delete frees exactly what ``freed_by_delete`` promised
 (and ``used_bytes`` drops by it); diffs (snapshot to snapshot, snapshot to live) hold
@@ -33,6 +35,7 @@ steps: ~25 s on an idle 2-core VM, ~40 s under a load average of 4.5. ``thorough
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import random
 import shutil
@@ -154,6 +157,17 @@ def show(tree: Tree) -> str:
     return ", ".join(f"{p}#{ino}" + ("/" if d is None else f":{len(d)}") for p, (ino, d) in sorted(tree.items()))
 
 
+class Loud(logging.Handler):
+    """The WARNING (or worse) records of the engine since the last step's check."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 class SnapshotModel(RuleBasedStateMachine):
     def __init__(self, base: Path) -> None:
         super().__init__()
@@ -162,6 +176,8 @@ class SnapshotModel(RuleBasedStateMachine):
         self.clone_names = (f"c{i}" for i in itertools.count())
         self.snap_order = itertools.count()
         self.steps = 0
+        self.loud = Loud()
+        logging.getLogger("galleonfs").addHandler(self.loud)
         path = str(self.base / "origin")
         Engine.create(path, size=VOLUME_SIZE, block_size=BS)
         engine = Engine.open(path)
@@ -511,6 +527,11 @@ class SnapshotModel(RuleBasedStateMachine):
 
     # --- checks ------------------------------------------------------------------------------------
     @invariant()
+    def nothing_logged_a_warning(self) -> None:
+        loud, self.loud.records = self.loud.records, []
+        assert not loud, "unexpected warnings: " + "; ".join(r.getMessage() for r in loud)
+
+    @invariant()
     def every_tree_reads_back(self) -> None:
         self.steps += 1
         for vol in self.vols.values():
@@ -529,6 +550,7 @@ class SnapshotModel(RuleBasedStateMachine):
             assert report.clean, f"{vol.name}: {report.render()}"
 
     def teardown(self) -> None:
+        logging.getLogger("galleonfs").removeHandler(self.loud)
         for vol in self.vols.values():
             vol.engine.close()
         shutil.rmtree(self.base, ignore_errors=True)
