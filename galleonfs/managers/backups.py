@@ -434,11 +434,14 @@ class BackupManager:
         """Ask the volume for each batch of blocks and put them into the backup, the volume
         exporting the next batch while this one is sealed and stored (two spool files, used
         in turn): the volume's reads and the repository's work overlap instead of taking
-        turns. The first failure ends both (the nursery cancels the other)."""
+        turns. A failure of one waits for the other to end (an export is shielded: the
+        worker is never left writing into a spool directory that is being removed), then
+        fails the backup."""
         async def export(ids: list[bytes], slot: int) -> str:
             ids_path, out_path = os.path.join(spool, f"ids{slot}"), os.path.join(spool, f"blocks{slot}")
-            await trio.to_thread.run_sync(_write_ids, ids_path, ids)
-            await self._on_volume(volume.id, BackupBlocks(snapshot, ids_path, out_path))
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_write_ids, ids_path, ids)
+                await self._on_volume(volume.id, BackupBlocks(snapshot, ids_path, out_path))
             return out_path
 
         async def put(path: str) -> None:
