@@ -119,6 +119,8 @@ scrypt_log2_n = 15
 scrypt_r = 8
 scrypt_p = 1
 key_slots_max = 8
+# Derived key-encryption keys remembered per process (a few targets x a few slots each).
+kek_cache_entries = 32
 passphrase_max_chars = 1024
 
 # --- GC ------------------------------------------------------------------------------------

@@ -45,8 +45,16 @@ def open_backup(repo: Repository, backup_id: str, *, lock: bool = True) -> Backu
     suffices."""
     held = repo.lock(exclusive=False, purpose=f"restore of {backup_id}") if lock else None
     try:
-        info, chunks = repo.read_manifest(backup_id)
-        repo.load_index()
+        manifest = repo.pool.submit(repo.read_manifest, backup_id)     # while the index loads
+        try:
+            try:
+                repo.load_index()
+            except BaseException:
+                manifest.result()    # a backup that is not there is answered as such first
+                raise
+            info, chunks = manifest.result()
+        finally:
+            manifest.cancel()
     except BaseException:
         if held is not None:
             held.release()

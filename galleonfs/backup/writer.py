@@ -143,16 +143,36 @@ def begin_backup(repo: Repository, *, volume_name: str, volume_id: str, generati
     repo.manifest_name(backup_id)
     lock = repo.lock(exclusive=False, purpose=f"backup of volume {volume_name}")
     try:
-        chunks: list[ChunkRef] = []
-        if parent is not None:
-            parent_info, chunks = repo.read_manifest(parent)
-            if parent_info.volume_id != volume_id:
-                raise InvalidArgument(f"backup {parent} is of volume {parent_info.volume_name}, "
-                                      f"not of {volume_name}: it cannot be the parent")
-        if repo.target.head(BACKUPS + backup_id) is not None:
-            raise InvalidArgument(f"backup {backup_id} exists already in {repo.url}")
-        repo.load_index()
-        recovered = repo.reconcile_packs()
+        # Independent round trips at once (on S3 each is a request's latency): the parent's
+        # manifest and whether the id is free go on the pool while this thread reads the
+        # index (whose own reads go on the pool too). Packs are listed after the index, as
+        # before: a pack indexed by a concurrent writer is then always in the listing.
+        pool = repo.pool
+        taken = pool.submit(repo.target.head, BACKUPS + backup_id)
+        parent_read = pool.submit(repo.read_manifest, parent) if parent is not None else None
+        def checks() -> list[ChunkRef]:
+            chunks: list[ChunkRef] = []
+            if parent_read is not None:
+                parent_info, chunks = parent_read.result()
+                if parent_info.volume_id != volume_id:
+                    raise InvalidArgument(f"backup {parent} is of volume {parent_info.volume_name}, "
+                                          f"not of {volume_name}: it cannot be the parent")
+            if taken.result() is not None:
+                raise InvalidArgument(f"backup {backup_id} exists already in {repo.url}")
+            return chunks
+
+        try:
+            try:
+                repo.load_index()
+            except BaseException:
+                checks()            # a bad request is answered as such, before a damaged index
+                raise
+            chunks = checks()
+            recovered = repo.reconcile_packs()
+        finally:
+            for fut in (taken, parent_read):
+                if fut is not None:
+                    fut.cancel()
     except BaseException:
         lock.release()
         raise

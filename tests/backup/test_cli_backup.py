@@ -458,3 +458,46 @@ def test_a_backup_killed_with_the_daemon_leaves_no_backup_and_the_next_sends_onl
     assert restore_and_read(d, f"big@{resumed['id']}", "big-r", tmp_path / "big-r") == expected
     ok = ctl_ok(d, "backup", "verify", target, "--deep")
     assert "OK" in ok, ok
+
+
+# --- a store failing while the volume exports the next batch ---------------------------------------
+@pytest.mark.allow_warnings
+def test_a_store_failing_mid_backup_names_the_object_and_leaves_no_backup(
+        bdaemon: RunningDaemon, tmp_path: Path) -> None:
+    """Blocks are exported batch after batch while the previous batch is stored (issue 13's
+    throughput work): a store that fails while the next export is running fails the backup
+    in one sentence naming the object, no manifest appears, the mounted volume goes on
+    serving, and once the target is fixed the next backup completes and restores."""
+    d = bdaemon
+    target, _ = add_target(d, "dir", tmp_path, None)
+    api(d, "create_volume", "big", 256 * MiB)
+    mnt = tmp_path / "big"
+    mnt.mkdir()
+    api(d, "mount_volume", "big", str(mnt))
+    with open(mnt / "random.bin", "wb") as f:          # three 64 MiB export calls
+        for _ in range(160):
+            f.write(os.urandom(MiB))
+        os.fsync(f.fileno())
+    expected = tree(mnt)
+    repo = tmp_path / "backups"
+    packs_dir, moved = repo / "packs", repo / "packs.moved"
+
+    job = subprocess.Popen([sys.executable, "-m", "galleonfs.cli.galleonctl", "--address", d.address,
+                            "backup", "create", "big", "--target", target],
+                           env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: sum(1 for p in packs_dir.rglob("*") if p.is_file()) >= 2, "two packs stored", 120)
+    packs_dir.rename(moved)                            # every later pack store fails
+    packs_dir.write_bytes(b"not a directory")
+    _out, err = job.communicate(timeout=120)
+    assert job.returncode != 0 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "failed on packs/" in err and "backup target" in err, err
+    assert not list((repo / "backups").glob("*"))      # nothing looks like a backup
+    assert ctl_json(d, "backup", "list", "big") == []
+    assert tree(mnt) == expected                        # the mount worker is alive and unharmed
+
+    packs_dir.unlink()
+    moved.rename(packs_dir)
+    made = backup_create(d, "big", target)
+    api(d, "unmount_volume", name="big")
+    assert restore_and_read(d, f"big@{made['id']}", "big-r", tmp_path / "big-r") == expected
